@@ -1,0 +1,361 @@
+// Package config loads modelgate's YAML configuration into typed, validated
+// values.
+//
+// Loading is strict: unknown fields are errors, ${NAME} references expand
+// from the environment (a variable that is not set is an error), and every
+// problem in a file is reported at once, each with file, line and field path.
+// Loading does no I/O beyond reading the file and looking up the
+// environment; turning a Config into running parts is the caller's job.
+//
+// The structs here are the user-facing contract; config.example.yaml at the
+// repository root shows every field with its default.
+package config
+
+import (
+	"net/netip"
+	"net/url"
+	"time"
+)
+
+// Config is one loaded and validated configuration file.
+type Config struct {
+	// Server is the public listener.
+	Server Server `yaml:"server"`
+	// Admin is the operations listener (/healthz, /readyz, /metrics).
+	Admin Admin `yaml:"admin"`
+	// Log sets where and how request and audit lines are written.
+	Log Log `yaml:"log"`
+	// IdentityProviders validate Azure AD / OIDC access tokens, by name.
+	IdentityProviders map[string]*IdentityProvider `yaml:"identity_providers"`
+	// KeySets are named lists of static API keys clients may present.
+	KeySets map[string][]*KeyEntry `yaml:"key_sets"`
+	// Credentials are the gateway's own Azure identities, by name.
+	Credentials map[string]*Credential `yaml:"credentials"`
+	// Upstreams are the scoring endpoints, by name.
+	Upstreams map[string]*Upstream `yaml:"upstreams"`
+	// Routes map incoming host and path prefix to an upstream and a policy.
+	Routes []*Route `yaml:"routes"`
+
+	// File is the path the configuration was loaded from.
+	File string `yaml:"-"`
+}
+
+// Server configures the public listener.
+type Server struct {
+	// Listen is the address to listen on. Default ":8080", or ":8443" with TLS.
+	Listen string `yaml:"listen"`
+	// TLS turns on HTTPS. Omit it for plain HTTP behind a load balancer.
+	TLS *TLS `yaml:"tls"`
+	// MaxBodyBytes bounds a request body; larger bodies get 413. Default 10MiB.
+	MaxBodyBytes Size `yaml:"max_body_bytes"`
+	// BufferBodyBytes: request bodies up to this size are read into memory
+	// before they are forwarded, so that a request can be replayed once after
+	// an upstream 401 and so that streamed answers are never cut short
+	// (golang/go#40747). Larger bodies stream and are not replayed.
+	// Default 1MiB; at most max_body_bytes.
+	BufferBodyBytes Size `yaml:"buffer_body_bytes"`
+	// ReadHeaderTimeout bounds reading a request's headers. Default 10s.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes idle client keep-alive connections. Default 120s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// ShutdownTimeout is how long SIGTERM waits for in-flight requests.
+	// Default 30s.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// TrustedProxies are the CIDRs (or single addresses) of load balancers in
+	// front of the gateway. Forwarded / X-Forwarded-* headers from these peers
+	// are extended; from anyone else they are replaced. Default: none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Upstream holds the shared upstream transport's settings.
+	Upstream UpstreamTransport `yaml:"upstream"`
+
+	// TrustedPrefixes is TrustedProxies parsed.
+	TrustedPrefixes []netip.Prefix `yaml:"-"`
+}
+
+// UpstreamTransport tunes the one HTTP transport shared by all upstreams.
+// None of these bound a response body, so long streams are never cut.
+type UpstreamTransport struct {
+	// DialTimeout bounds opening a connection. Default 10s.
+	DialTimeout Duration `yaml:"dial_timeout"`
+	// ResponseHeaderTimeout bounds the wait for an upstream's response
+	// headers after the request was sent. Default 300s (model scoring can be
+	// slow; the first byte of a stream counts).
+	ResponseHeaderTimeout Duration `yaml:"response_header_timeout"`
+	// MaxIdleConnsPerHost is the keep-alive pool size per upstream host.
+	// Default 256.
+	MaxIdleConnsPerHost int `yaml:"max_idle_conns_per_host"`
+	// IdleConnTimeout closes pooled connections unused this long. Default 90s.
+	IdleConnTimeout Duration `yaml:"idle_conn_timeout"`
+}
+
+// TLS configures HTTPS on the public listener.
+type TLS struct {
+	// Mode is "acme" (certificates from an ACME CA via certmagic) or "files".
+	Mode string `yaml:"mode"`
+	// Domains the ACME certificate covers (mode acme).
+	Domains []string `yaml:"domains"`
+	// Email is the ACME account contact (mode acme).
+	Email string `yaml:"email"`
+	// CA is the ACME directory URL. Default: Let's Encrypt production.
+	CA string `yaml:"ca"`
+	// Storage is where ACME accounts and certificates are kept.
+	Storage string `yaml:"storage"`
+	// CertFile and KeyFile are PEM files (mode files).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Admin configures the operations listener.
+type Admin struct {
+	// Listen is the admin address. Default "127.0.0.1:9090". It must never
+	// be the public listener's address.
+	Listen string `yaml:"listen"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+	// Format is json (default) or text.
+	Format string `yaml:"format"`
+}
+
+// KeyEntry is one static API key in a key set.
+type KeyEntry struct {
+	// ID names the key's holder; it is the caller's identity in logs.
+	ID string `yaml:"id"`
+	// SHA256 is the hex SHA-256 of the key (preferred: no plaintext at rest).
+	// `gateway keys new` prints it.
+	SHA256 string `yaml:"sha256"`
+	// Key is the key itself, which must come from the environment (${NAME}).
+	Key Secret `yaml:"key"`
+	// NotAfter, when set, is the instant the key stops being accepted.
+	NotAfter *Time `yaml:"not_after"`
+
+	// Hash is the key's SHA-256, from SHA256 or computed from Key.
+	Hash [32]byte `yaml:"-"`
+}
+
+// Upstream is one scoring endpoint.
+type Upstream struct {
+	// URL is the scoring URI's base (scheme, host and optional path prefix).
+	URL string `yaml:"url"`
+	// Headers are set on every forwarded request, replacing any client-sent
+	// header of the same name (for example azureml-model-deployment: blue).
+	Headers map[string]string `yaml:"headers"`
+	// IdentityHeaders, when set, pass the caller's identity upstream in the
+	// named headers. Keys: key_id, oid, tid, appid, sub, provider, method.
+	// Any client-sent header of those names is removed first.
+	IdentityHeaders map[string]string `yaml:"identity_headers"`
+	// Auth is the credential the upstream expects.
+	Auth Auth `yaml:"auth"`
+
+	// Parsed is URL parsed.
+	Parsed *url.URL `yaml:"-"`
+}
+
+// Auth types for upstreams.
+const (
+	AuthNone             = "none"
+	AuthKey              = "key"
+	AuthAMLKeys          = "aml_keys"
+	AuthAMLServiceToken  = "aml_service_token"
+	AuthAMLEndpointToken = "aml_endpoint_token"
+	AuthAADToken         = "aad_token"
+)
+
+// Auth is how the gateway authenticates to an upstream.
+type Auth struct {
+	// Type is none, key, aml_keys, aml_service_token, aml_endpoint_token or
+	// aad_token.
+	Type string `yaml:"type"`
+	// Key and SecondaryKey (type key) come from the environment. On an
+	// upstream 401 the gateway retries once with the other key and keeps
+	// using whichever works.
+	Key          Secret `yaml:"key"`
+	SecondaryKey Secret `yaml:"secondary_key"`
+	// Credential names an entry of credentials: (Azure-backed types).
+	Credential string `yaml:"credential"`
+	// Workspace locates the Azure ML workspace (aml_* types).
+	Workspace *Workspace `yaml:"workspace"`
+	// Service is an SDK v1 web service name (aml_service_token, aml_keys).
+	Service string `yaml:"service"`
+	// Endpoint is an online endpoint name (aml_endpoint_token, aml_keys).
+	Endpoint string `yaml:"endpoint"`
+	// Scope is the Azure AD scope (aad_token). Default
+	// https://ml.azure.com/.default.
+	Scope string `yaml:"scope"`
+	// RefreshInterval is how often fetched keys are re-read (aml_keys).
+	// Default 15m.
+	RefreshInterval Duration `yaml:"refresh_interval"`
+}
+
+// Workspace identifies an Azure Machine Learning workspace.
+type Workspace struct {
+	SubscriptionID string `yaml:"subscription_id"`
+	ResourceGroup  string `yaml:"resource_group"`
+	Name           string `yaml:"name"`
+	// Region is the workspace's region (for the default api_host).
+	Region string `yaml:"region"`
+	// APIHost overrides https://{region}.api.azureml.ms.
+	APIHost string `yaml:"api_host"`
+	// ManagementHost overrides https://management.azure.com.
+	ManagementHost string `yaml:"management_host"`
+}
+
+// Credential types for the gateway's own Azure identity.
+const (
+	CredClientSecret      = "client_secret"
+	CredClientCertificate = "client_certificate"
+	CredManagedIdentity   = "managed_identity"
+	CredWorkloadIdentity  = "workload_identity"
+	CredAzureCLI          = "azure_cli"
+	CredDefault           = "default"
+)
+
+// Credential is one of the gateway's own Azure identities.
+type Credential struct {
+	// Type is client_secret, client_certificate, managed_identity,
+	// workload_identity, azure_cli or default.
+	Type     string `yaml:"type"`
+	TenantID string `yaml:"tenant_id"`
+	ClientID string `yaml:"client_id"`
+	// ClientSecret (client_secret) must come from the environment.
+	ClientSecret Secret `yaml:"client_secret"`
+	// CertificatePath is a PEM or PFX file (client_certificate).
+	CertificatePath string `yaml:"certificate_path"`
+	// CertificatePassword unlocks a PFX file; from the environment.
+	CertificatePassword Secret `yaml:"certificate_password"`
+	// ResourceID selects a user-assigned managed identity by resource id
+	// (client_id selects it by client id; neither means system-assigned).
+	ResourceID string `yaml:"resource_id"`
+	// TokenFilePath is the federated token file (workload_identity). Default:
+	// $AZURE_FEDERATED_TOKEN_FILE.
+	TokenFilePath string `yaml:"token_file_path"`
+	// AuthorityHost overrides the Azure AD host (sovereign clouds, tests).
+	AuthorityHost string `yaml:"authority_host"`
+}
+
+// Identity provider types.
+const (
+	IdPAzureAD = "azure_ad"
+	IdPOIDC    = "oidc"
+)
+
+// IdentityProvider validates inbound access tokens.
+type IdentityProvider struct {
+	// Type is azure_ad or oidc.
+	Type string `yaml:"type"`
+	// TenantID (azure_ad) is a tenant GUID, or "organizations"/"common"
+	// together with AllowedTenants.
+	TenantID       string   `yaml:"tenant_id"`
+	AllowedTenants []string `yaml:"allowed_tenants"`
+	// Cloud (azure_ad) is public (default), usgovernment or china.
+	Cloud string `yaml:"cloud"`
+	// AuthorityHost (azure_ad) overrides the cloud's login host.
+	AuthorityHost string `yaml:"authority_host"`
+	// Issuer (oidc) is the exact issuer tokens carry.
+	Issuer string `yaml:"issuer"`
+	// DiscoveryURL (oidc) overrides {issuer}/.well-known/openid-configuration.
+	DiscoveryURL string `yaml:"discovery_url"`
+	// JWKSURI (oidc) sets the key set URL directly (no discovery for keys).
+	JWKSURI string `yaml:"jwks_uri"`
+	// Audiences are the accepted aud values (a set).
+	Audiences []string `yaml:"audiences"`
+	// Leeway is the clock skew allowed on exp, nbf and iat. Default 60s.
+	Leeway *Duration `yaml:"leeway"`
+	// RefreshInterval is how often keys are re-fetched. Default 24h.
+	RefreshInterval Duration `yaml:"refresh_interval"`
+}
+
+// Route maps a host and path prefix to an upstream and a policy.
+type Route struct {
+	// Name identifies the route in logs and metrics.
+	Name string `yaml:"name"`
+	// Host, when set, restricts the route to that Host header (no port).
+	Host string `yaml:"host"`
+	// Path is the prefix, matched on segment boundaries: /fraud matches
+	// /fraud and /fraud/score but never /fraudster. The prefix is replaced by
+	// the upstream URL's path.
+	Path string `yaml:"path"`
+	// Upstream names an entry of upstreams.
+	Upstream string `yaml:"upstream"`
+	// Public admits every caller without a credential. A route needs either
+	// public: true or an allow list.
+	Public bool `yaml:"public"`
+	// Allow lists the rules; the first that admits wins. No rule, no entry.
+	Allow []*AllowRule `yaml:"allow"`
+	// RateLimit bounds request rates on this route.
+	RateLimit *RateLimit `yaml:"rate_limit"`
+}
+
+// AllowRule admits a caller by key set or by identity provider and claims.
+// Within a rule every condition must hold; across rules any may admit.
+type AllowRule struct {
+	// KeySet admits any valid key of the named key set.
+	KeySet string `yaml:"key_set"`
+	// IdentityProvider admits valid tokens from the named provider that
+	// satisfy every claim condition below.
+	IdentityProvider string `yaml:"identity_provider"`
+	// Roles match the roles claim (app roles).
+	Roles Match `yaml:"roles"`
+	// Scopes match the space-separated scp claim (delegated permissions).
+	Scopes Match `yaml:"scopes"`
+	// Groups match the groups claim (object ids). A token with a group
+	// overage marker has unknown groups and is refused by a groups condition.
+	Groups Match `yaml:"groups"`
+	// Users match the oid claim (object ids), never upn.
+	Users Match `yaml:"users"`
+	// Apps match appid (v1) or azp (v2): the calling client application.
+	Apps Match `yaml:"apps"`
+	// Tenants match the tid claim.
+	Tenants Match `yaml:"tenants"`
+}
+
+// RateLimit bounds a route's request rate.
+type RateLimit struct {
+	// PerIdentity is "N/s", "N/m" or "N/h" per caller identity.
+	PerIdentity string `yaml:"per_identity"`
+	// Overall is "N/s", "N/m" or "N/h" across all callers of the route.
+	Overall string `yaml:"overall"`
+	// Burst is the bucket size. Default: the rate per second, at least 1.
+	Burst int `yaml:"burst"`
+}
+
+// Secret is a string that never prints itself: its String, GoString and
+// MarshalText return "[REDACTED]". Use Reveal to get the value.
+type Secret string
+
+// Reveal returns the secret's value.
+func (s Secret) Reveal() string { return string(s) }
+
+func (s Secret) String() string   { return redacted(s) }
+func (s Secret) GoString() string { return redacted(s) }
+
+// MarshalText keeps secrets out of JSON and YAML output.
+func (s Secret) MarshalText() ([]byte, error) { return []byte(redacted(s)), nil }
+
+func redacted(s Secret) string {
+	if s == "" {
+		return ""
+	}
+	return "[REDACTED]"
+}
+
+// Defaults used when a field is left out.
+const (
+	DefaultListen            = ":8080"
+	DefaultListenTLS         = ":8443"
+	DefaultAdminListen       = "127.0.0.1:9090"
+	DefaultMaxBodyBytes      = 10 << 20
+	DefaultBufferBodyBytes   = 1 << 20
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultDialTimeout       = 10 * time.Second
+	DefaultResponseHeader    = 300 * time.Second
+	DefaultMaxIdlePerHost    = 256
+	DefaultIdleConnTimeout   = 90 * time.Second
+	DefaultKeysRefresh       = 15 * time.Minute
+	DefaultAADScope          = "https://ml.azure.com/.default"
+)

@@ -1,0 +1,106 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+)
+
+// Error codes the gateway itself answers with, in the JSON body
+// {"error":{"code":"...","message":"..."}}.
+const (
+	CodeNoRoute                = "no_route"
+	CodeBadPath                = "bad_path"
+	CodeBodyTooLarge           = "body_too_large"
+	CodeBadRequest             = "bad_request"
+	CodeUpstreamUnavailable    = "upstream_unavailable"
+	CodeUpstreamTimeout        = "upstream_timeout"
+	CodeCredentialUnavailable  = "upstream_credential_unavailable"
+	CodeUpstreamRejectedCred   = "upstream_credential_rejected"
+	CodeRateLimited            = "rate_limited"
+	CodeClientClosedRequest    = "client_closed_request"
+	StatusClientClosedRequest  = 499 // nginx's code; logged, never sent
+	maxErrorMessageLength      = 512
+	contentTypeJSON            = "application/json"
+	headerContentTypeOptions   = "X-Content-Type-Options"
+	headerWWWAuthenticate      = "Www-Authenticate"
+	headerRetryAfter           = "Retry-After"
+	headerRequestID            = "X-Request-Id"
+	headerContentTypeNoSniff   = "nosniff"
+	headerCacheControl         = "Cache-Control"
+	headerCacheControlNoStore  = "no-store"
+	defaultUpstreamFailureText = "the model endpoint could not be reached: try again later"
+)
+
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// WriteError writes the gateway's JSON error response. The message must be
+// safe for the client: no credential, no internal address.
+func WriteError(w http.ResponseWriter, status int, code, message string) {
+	if len(message) > maxErrorMessageLength {
+		message = message[:maxErrorMessageLength]
+	}
+	var b errorBody
+	b.Error.Code, b.Error.Message = code, message
+	body, _ := json.Marshal(&b)
+	h := w.Header()
+	h.Set("Content-Type", contentTypeJSON)
+	h.Set(headerContentTypeOptions, headerContentTypeNoSniff)
+	h.Set(headerCacheControl, headerCacheControlNoStore)
+	h.Set("Content-Length", strconv.Itoa(len(body)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// errCredentialUnavailable wraps a failure to obtain the upstream credential.
+type errCredentialUnavailable struct{ err error }
+
+func (e *errCredentialUnavailable) Error() string {
+	return "upstream credential unavailable: " + e.err.Error()
+}
+func (e *errCredentialUnavailable) Unwrap() error { return e.err }
+
+// errUpstreamRejected is returned when the upstream answered 401 to the
+// gateway's credential and no replay could fix it.
+type errUpstreamRejected struct{ replayed bool }
+
+func (e *errUpstreamRejected) Error() string {
+	if e.replayed {
+		return "upstream refused the gateway's credential after a refresh and replay"
+	}
+	return "upstream refused the gateway's credential (request body too large to replay)"
+}
+
+// classify maps a proxying error to a status, code and client message, the
+// way Caddy's statusError does: timeouts are 504, a client that went away is
+// 499 (logged only), credential problems are 503 or 502, the rest 502.
+func classify(err error) (status int, code, msg string) {
+	var cu *errCredentialUnavailable
+	var ur *errUpstreamRejected
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "the request body is larger than this gateway accepts: send at most " + strconv.FormatInt(mbe.Limit, 10) + " bytes"
+	case errors.As(err, &cu):
+		return http.StatusServiceUnavailable, CodeCredentialUnavailable, "the gateway cannot obtain a credential for the model endpoint right now: try again later"
+	case errors.As(err, &ur):
+		if ur.replayed {
+			return http.StatusBadGateway, CodeUpstreamRejectedCred, "the model endpoint refused the gateway's credential: the operators must check the upstream's auth settings"
+		}
+		return http.StatusBadGateway, CodeUpstreamRejectedCred, "the model endpoint refused the gateway's credential and the request was too large to replay: retry the request"
+	case errors.Is(err, context.Canceled):
+		return StatusClientClosedRequest, CodeClientClosedRequest, "the client closed the request"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return http.StatusGatewayTimeout, CodeUpstreamTimeout, "the model endpoint did not answer in time: try again later"
+	}
+	return http.StatusBadGateway, CodeUpstreamUnavailable, defaultUpstreamFailureText
+}

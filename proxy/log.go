@@ -1,0 +1,65 @@
+package proxy
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// logRequest writes the one structured line per request: who asked for
+// what, what was decided and why, and how long it took. It never records a
+// credential, the query string or a header value other than the request id.
+func (h *Handler) logRequest(r *http.Request, st *reqState, sw *statusWriter, start time.Time) {
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	decision := "admit"
+	if st.ident == nil {
+		decision = "deny"
+	}
+	level := slog.LevelInfo
+	if status >= 500 && status != StatusClientClosedRequest {
+		level = slog.LevelWarn
+	}
+	ctx := r.Context()
+	if !h.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 16)
+	attrs = append(attrs,
+		slog.String("request_id", st.id),
+		slog.String("method", r.Method),
+		slog.String("host", r.Host),
+		slog.String("path", r.URL.Path),
+		slog.String("remote", r.RemoteAddr),
+	)
+	if st.route != nil {
+		attrs = append(attrs, slog.String("route", st.route.Name), slog.String("upstream", st.route.Upstream.Name))
+	}
+	attrs = append(attrs, slog.String("decision", decision))
+	if st.ident != nil {
+		attrs = append(attrs, slog.String("auth", st.ident.Method), slog.String("identity", st.ident.Key()), slog.String("rule", st.rule))
+	}
+	if st.reason != "" {
+		attrs = append(attrs, slog.String("reason", st.reason))
+	}
+	if st.errCode != "" {
+		attrs = append(attrs, slog.String("error", st.errCode))
+	}
+	attrs = append(attrs, slog.Int("status", status))
+	if st.upStatus != 0 {
+		attrs = append(attrs, slog.Int("upstream_status", st.upStatus))
+	}
+	if st.replayed {
+		attrs = append(attrs, slog.Bool("replayed", true))
+	}
+	attrs = append(attrs,
+		slog.Int64("bytes", sw.bytes),
+		slog.Float64("duration_ms", float64(h.now().Sub(start).Microseconds())/1000),
+	)
+	if st.upDur > 0 {
+		attrs = append(attrs, slog.Float64("upstream_ms", float64(st.upDur.Microseconds())/1000))
+	}
+	h.log.LogAttrs(ctx, level, "request", attrs...)
+}

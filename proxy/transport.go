@@ -1,0 +1,90 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"time"
+)
+
+// authTransport injects the upstream credential into each outbound request
+// and handles an upstream 401: it tells the credential source, and replays
+// the request once with the new credential when the body can be replayed.
+// A final 401 never reaches the client as such (the client's own credential
+// was fine; the gateway's was refused), it becomes a 502.
+type authTransport struct {
+	base http.RoundTripper
+	auth UpstreamAuth
+}
+
+func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	st := stateFrom(ctx)
+	value, gen, err := t.auth.Authorization(ctx)
+	if err != nil {
+		closeBody(req)
+		return nil, &errCredentialUnavailable{err: err}
+	}
+	// req is the ReverseProxy's own outbound clone, built for this call, so
+	// setting its header in place is safe.
+	req.Header["Authorization"] = []string{value}
+	start := time.Now()
+	resp, err := t.base.RoundTrip(req)
+	if st != nil {
+		st.upStart, st.upDur = start, time.Since(start)
+	}
+	if err != nil || resp.StatusCode != http.StatusUnauthorized {
+		if st != nil && resp != nil {
+			st.upStatus = resp.StatusCode
+		}
+		return resp, err
+	}
+	drain(resp)
+	fresh := t.auth.Rejected(ctx, gen)
+	if !fresh || req.GetBody == nil && req.ContentLength != 0 {
+		return nil, &errUpstreamRejected{replayed: false}
+	}
+	value, gen, err = t.auth.Authorization(ctx)
+	if err != nil {
+		return nil, &errCredentialUnavailable{err: err}
+	}
+	retry := req.Clone(ctx)
+	if req.GetBody != nil {
+		if retry.Body, err = req.GetBody(); err != nil {
+			return nil, err
+		}
+	}
+	retry.Header["Authorization"] = []string{value}
+	if st != nil {
+		st.replayed = true
+	}
+	start = time.Now()
+	resp, err = t.base.RoundTrip(retry)
+	if st != nil {
+		st.upDur += time.Since(start)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if st != nil {
+		st.upStatus = resp.StatusCode
+	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		drain(resp)
+		t.auth.Rejected(ctx, gen)
+		return nil, &errUpstreamRejected{replayed: true}
+	}
+	return resp, nil
+}
+
+// drain reads a little of an unwanted response so its connection can be
+// reused, then closes it.
+func drain(resp *http.Response) {
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	resp.Body.Close()
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}
