@@ -1,0 +1,395 @@
+package credential
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+)
+
+// keyPair is a primary and secondary key; either may be empty.
+type keyPair struct {
+	primary, secondary Secret
+}
+
+func (p keyPair) get(slot int) Secret {
+	if slot == 0 {
+		return p.primary
+	}
+	return p.secondary
+}
+
+var slotLabels = [2]string{"primary key", "secondary key"}
+
+// keySelector chooses which of two keys to present. It is sticky: it keeps
+// presenting the key in use until that key is rejected, and then switches to
+// the other one if that has not been rejected too.
+//
+// rememberAll selects what "rejected" means. For static keys (false) only the
+// latest rejection counts, so rejecting the secondary switches back to the
+// primary: the keys cannot change without a reload, and alternating is the
+// only thing left to try. For fetched keys (true) every rejected value is
+// remembered until a fetch shows it is gone (regenerated), so the source does
+// not go back to a key the upstream already refused.
+type keySelector struct {
+	rememberAll bool
+
+	pair     keyPair
+	pairSeq  uint64
+	slot     int
+	rejected []Secret
+
+	gen    uint64
+	served Secret
+	label  string
+}
+
+// apply installs the pair fetched with sequence number seq, unless a newer
+// one is installed already.
+func (s *keySelector) apply(p keyPair, seq uint64) {
+	if seq != 0 && seq <= s.pairSeq {
+		return
+	}
+	s.pair, s.pairSeq = p, seq
+	keep := s.rejected[:0]
+	for _, v := range s.rejected {
+		if v.Equal(p.primary) || v.Equal(p.secondary) {
+			keep = append(keep, v)
+		}
+	}
+	s.rejected = keep
+	s.choose()
+}
+
+func (s *keySelector) isRejected(v Secret) bool {
+	for _, r := range s.rejected {
+		if r.Equal(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// reject records that the upstream refused v.
+func (s *keySelector) reject(v Secret) {
+	if !s.rememberAll {
+		s.rejected = append(s.rejected[:0], v)
+		return
+	}
+	if !s.isRejected(v) {
+		s.rejected = append(s.rejected, v)
+	}
+}
+
+// choose picks the slot to present and bumps gen when the presented key
+// changes.
+func (s *keySelector) choose() {
+	cur, other := s.pair.get(s.slot), s.pair.get(1-s.slot)
+	switch {
+	case cur.IsZero() && !other.IsZero():
+		s.slot = 1 - s.slot
+	case s.isRejected(cur) && !other.IsZero() && !s.isRejected(other):
+		s.slot = 1 - s.slot
+	}
+	v := s.pair.get(s.slot)
+	if s.gen == 0 || !v.Equal(s.served) || s.label != slotLabels[s.slot] {
+		s.gen++
+		s.served = v
+		s.label = slotLabels[s.slot]
+	}
+}
+
+func (s *keySelector) credential() Credential {
+	return Credential{Value: s.served, Generation: s.gen, Label: s.label}
+}
+
+// stale reports whether c is no longer the credential being presented.
+func (s *keySelector) stale(c Credential) bool { return c.Generation != s.gen }
+
+// KeyOptions configures NewKey.
+type KeyOptions struct {
+	// Name is the upstream's name.
+	Name string
+	// Primary is the key presented first. Required.
+	Primary Secret
+	// Secondary, if set, is presented after the upstream rejects Primary.
+	Secondary Secret
+	// Logger receives a line when the source switches keys; nil discards.
+	Logger *slog.Logger
+}
+
+// KeySource is the key source: a static primary key and optional secondary
+// key from the configuration. Rejected(primary) switches to the secondary,
+// which then stays in use (sticky) until it is rejected in turn, which
+// switches back. It never touches the network and is always ready. It is safe
+// for concurrent use.
+type KeySource struct {
+	name string
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	sel      keySelector
+	switches uint64
+}
+
+var _ ManagedSource = (*KeySource)(nil)
+
+// NewKey returns the key source for o.
+func NewKey(o KeyOptions) (*KeySource, error) {
+	if o.Primary.IsZero() {
+		return nil, fmt.Errorf("credential: key upstream %q needs a key", o.Name)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &KeySource{name: o.Name, log: o.Logger.With(slog.String("source", o.Name), slog.String("type", "key"))}
+	s.sel.apply(keyPair{o.Primary, o.Secondary}, 1)
+	return s, nil
+}
+
+// Credential returns the key in use. It never blocks.
+func (s *KeySource) Credential(context.Context) (Credential, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sel.credential(), nil
+}
+
+// Rejected switches to the other key, once for any number of callers
+// reporting the same generation, and reports whether the key changed.
+func (s *KeySource) Rejected(ctx context.Context, c Credential) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sel.stale(c) {
+		return !s.sel.served.Equal(c.Value)
+	}
+	s.sel.reject(c.Value)
+	s.sel.choose()
+	changed := !s.sel.served.Equal(c.Value)
+	if changed {
+		s.switches++
+		s.log.LogAttrs(ctx, slog.LevelWarn, "upstream rejected key; switched",
+			slog.String("rejected", c.Label), slog.String("now", s.sel.label))
+	} else {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "upstream rejected key; no other key configured",
+			slog.String("rejected", c.Label))
+	}
+	return changed
+}
+
+// Status reports the key in use (by label, never by value). Refreshes
+// counts switches between keys.
+func (s *KeySource) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Status{Name: s.name, Type: "key", Ready: true, Label: s.sel.label, Refreshes: s.switches}
+}
+
+// Start does nothing: static keys need no fetching.
+func (s *KeySource) Start() {}
+
+// Close does nothing.
+func (s *KeySource) Close() error { return nil }
+
+// AMLKeysOptions configures NewAMLKeys. Exactly one of Service and Endpoint
+// must be set.
+type AMLKeysOptions struct {
+	// Name is the upstream's name.
+	Name string
+	// Credential is the gateway's own Azure identity.
+	Credential azcore.TokenCredential
+	// Workspace holds the service or endpoint. Web services need Region or
+	// APIHost.
+	Workspace Workspace
+	// Service is a web service (SDK v1, ACI/AKS) whose keys come from
+	// POST {api_host}/modelmanagement/v1.0/.../services/{name}/listkeys.
+	Service string
+	// Endpoint is an online endpoint whose keys come from ARM
+	// POST .../onlineEndpoints/{name}/listKeys.
+	Endpoint string
+	// APIVersion is the ARM api-version for Endpoint.
+	// Default: DefaultAPIVersion.
+	APIVersion string
+	// Scope of the ARM token. Default: ScopeWorkspaceAPI for Service,
+	// ScopeARM for Endpoint.
+	Scope string
+	// Interval is how often the keys are fetched again to follow
+	// regenerations that no request has noticed yet. Default: 15m.
+	Interval time.Duration
+	// HTTPClient reaches the control plane. Default: a client with a 30s
+	// timeout.
+	HTTPClient *http.Client
+	// Clock defaults to SystemClock().
+	Clock Clock
+	// Logger receives one line per fetch (never a key); nil discards.
+	Logger *slog.Logger
+	// Refresh tunes backoff, timeouts and rate limits.
+	Refresh RefreshPolicy
+}
+
+// DefaultKeysInterval is how often aml_keys fetches the keys by default.
+const DefaultKeysInterval = 15 * time.Minute
+
+type listKeysResponse struct {
+	PrimaryKey   string `json:"primaryKey"`
+	SecondaryKey string `json:"secondaryKey"`
+}
+
+// AMLKeysSource is the aml_keys source: a service's or online endpoint's
+// keys, fetched with the gateway's identity at Start and every Interval.
+// Fetched keys do not expire, so a control plane outage never makes the
+// source unavailable once it has keys.
+//
+// Rejected refetches the keys (one fetch for any number of callers reporting
+// the same generation, at most once per RefreshPolicy.RejectInterval) to
+// follow a regeneration, and if the refetched key in use still equals the
+// rejected value it switches to the other key. The choice is sticky. It is
+// safe for concurrent use.
+type AMLKeysSource struct {
+	r *refresher[keyPair]
+
+	mu  sync.Mutex
+	sel keySelector
+}
+
+var _ ManagedSource = (*AMLKeysSource)(nil)
+
+// NewAMLKeys returns the aml_keys source for o.
+func NewAMLKeys(o AMLKeysOptions) (*AMLKeysSource, error) {
+	if o.Credential == nil {
+		return nil, fmt.Errorf("credential: aml_keys %q needs the gateway's Azure credential", o.Name)
+	}
+	if (o.Service == "") == (o.Endpoint == "") {
+		return nil, fmt.Errorf("credential: aml_keys %q needs exactly one of service (web service) or endpoint (online endpoint)", o.Name)
+	}
+	var (
+		u     string
+		err   error
+		op    operation
+		scope string
+	)
+	if o.Service != "" {
+		var base string
+		base, err = o.Workspace.serviceBase(o.Service)
+		u = base + "/listkeys"
+		scope = orDefault(o.Scope, ScopeWorkspaceAPI)
+		op = operation{
+			name:   "list service keys",
+			target: fmt.Sprintf("service %q", o.Service),
+			action: "list web service keys (Microsoft.MachineLearningServices/workspaces/services/*/listkeys/action)",
+		}
+	} else {
+		u, err = o.Workspace.endpointURL(o.Endpoint, "listKeys", o.APIVersion)
+		scope = orDefault(o.Scope, ScopeARM)
+		op = operation{
+			name:   "list online endpoint keys",
+			target: fmt.Sprintf("online endpoint %q", o.Endpoint),
+			action: "list online endpoint keys (Microsoft.MachineLearningServices/workspaces/onlineEndpoints/listKeys/action)",
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("credential: aml_keys %q: %w", o.Name, err)
+	}
+	if o.Interval <= 0 {
+		o.Interval = DefaultKeysInterval
+	}
+	cp := &controlPlane{
+		cred:      o.Credential,
+		scope:     scope,
+		http:      newHTTPClient(o.HTTPClient),
+		workspace: o.Workspace.Name,
+		name:      o.Name,
+	}
+	s := &AMLKeysSource{sel: keySelector{rememberAll: true}}
+	s.r = newRefresher(refresherConfig[keyPair]{
+		name: o.Name,
+		kind: "aml_keys",
+		fetch: func(ctx context.Context) (keyPair, lifetime, error) {
+			var r listKeysResponse
+			if err := cp.post(ctx, op, u, &r); err != nil {
+				return keyPair{}, lifetime{}, err
+			}
+			if r.PrimaryKey == "" && r.SecondaryKey == "" {
+				return keyPair{}, lifetime{}, fmt.Errorf("credential: %s: %w", op.name, errNoKeys)
+			}
+			return keyPair{Secret(r.PrimaryKey), Secret(r.SecondaryKey)}, lifetime{}, nil
+		},
+		interval: o.Interval,
+		clock:    o.Clock,
+		log:      o.Logger,
+		pol:      o.Refresh,
+	})
+	return s, nil
+}
+
+// Credential returns the key in use, or waits (bounded by ctx) for the
+// first fetch.
+func (s *AMLKeysSource) Credential(ctx context.Context) (Credential, error) {
+	e, err := s.r.get(ctx)
+	if err != nil {
+		return Credential{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sel.apply(e.val, e.seq)
+	return s.sel.credential(), nil
+}
+
+// Rejected refetches the keys and switches keys as needed; see
+// AMLKeysSource.
+func (s *AMLKeysSource) Rejected(ctx context.Context, c Credential) bool {
+	s.mu.Lock()
+	if s.sel.gen == 0 {
+		s.mu.Unlock()
+		return false
+	}
+	if s.sel.stale(c) {
+		changed := !s.sel.served.Equal(c.Value)
+		s.mu.Unlock()
+		return changed
+	}
+	s.sel.reject(c.Value)
+	seen := s.sel.pairSeq
+	s.mu.Unlock()
+
+	e, _, err := s.r.refreshNow(ctx, seen)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.seq != 0 {
+		s.sel.apply(e.val, e.seq)
+	}
+	s.sel.choose()
+	changed := !s.sel.served.Equal(c.Value)
+	attrs := []slog.Attr{slog.String("rejected", c.Label), slog.String("now", s.sel.label), slog.Bool("changed", changed)}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		attrs = append(attrs, slog.String("refetch", err.Error()))
+	}
+	s.r.log.LogAttrs(ctx, slog.LevelWarn, "upstream rejected key", attrs...)
+	return changed
+}
+
+// Status reports the fetch state and which key is in use (by label).
+func (s *AMLKeysSource) Status() Status {
+	st, cur := s.r.status()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur != nil {
+		s.sel.apply(cur.val, cur.seq)
+	}
+	st.Label = s.sel.label
+	return st
+}
+
+// Start begins the first fetch in the background.
+func (s *AMLKeysSource) Start() { s.r.start() }
+
+// Close stops refreshing and waits for a fetch in flight to return.
+func (s *AMLKeysSource) Close() error {
+	s.r.close()
+	return nil
+}

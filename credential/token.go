@@ -1,0 +1,147 @@
+package credential
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Token is what a token-fetching function returns.
+type Token struct {
+	// Value is the bearer token.
+	Value Secret
+	// RefreshAt is the service's hint for when to fetch a new token
+	// (refreshAfter, refreshAfterTimeUtc, azcore.AccessToken.RefreshOn).
+	// Zero, or not before ExpiresAt, means RefreshPolicy.RefreshAhead
+	// applies.
+	RefreshAt time.Time
+	// ExpiresAt is the hard expiry. Zero means the token does not expire
+	// and is fetched once.
+	ExpiresAt time.Time
+}
+
+// TokenSourceOptions configures NewTokenSource.
+type TokenSourceOptions struct {
+	// Name is the upstream's name, used in Status, logs and errors.
+	Name string
+	// Type is the upstream auth type reported by Status,
+	// e.g. "aml_service_token".
+	Type string
+	// Label describes the token in Credential.Label and logs,
+	// e.g. "aml service token".
+	Label string
+	// Fetch obtains a new token. It is called by one goroutine at a time
+	// with a context bounded by Refresh.FetchTimeout and cancelled by Close.
+	// Its errors must not contain the token (or any other secret).
+	Fetch func(ctx context.Context) (Token, error)
+	// Clock defaults to SystemClock().
+	Clock Clock
+	// Logger receives one line per refresh (never the token); nil discards.
+	Logger *slog.Logger
+	// Refresh tunes backoff, timeouts and rate limits.
+	Refresh RefreshPolicy
+}
+
+// TokenSource is a Source of expiring bearer tokens obtained by a fetch
+// function, refreshed in the background ahead of expiry. The
+// aml_service_token, aml_endpoint_token and aad_token sources are
+// TokenSources. It is safe for concurrent use.
+//
+// Rejected refetches (at most once per RefreshPolicy.RejectInterval, one
+// fetch for any number of concurrent callers) and reports true only when the
+// fetch produced a different token: a token service that answers from a
+// cache (azidentity does, until shortly before expiry) may return the same
+// one, in which case a replay is pointless.
+type TokenSource struct {
+	label string
+	r     *refresher[Secret]
+}
+
+var _ ManagedSource = (*TokenSource)(nil)
+
+// NewTokenSource returns a TokenSource for o. It does not fetch until Start
+// or the first Credential call.
+func NewTokenSource(o TokenSourceOptions) (*TokenSource, error) {
+	if o.Name == "" {
+		return nil, errors.New("credential: token source needs a name")
+	}
+	if o.Fetch == nil {
+		return nil, fmt.Errorf("credential: token source %q needs a fetch function", o.Name)
+	}
+	if o.Type == "" {
+		o.Type = "token"
+	}
+	if o.Label == "" {
+		o.Label = "token"
+	}
+	fetch := o.Fetch
+	label := o.Label
+	r := newRefresher(refresherConfig[Secret]{
+		name: o.Name,
+		kind: o.Type,
+		fetch: func(ctx context.Context) (Secret, lifetime, error) {
+			t, err := fetch(ctx)
+			if err != nil {
+				return "", lifetime{}, err
+			}
+			if t.Value.IsZero() {
+				return "", lifetime{}, errors.New("token service returned an empty token")
+			}
+			return t.Value, lifetime{refreshAt: t.RefreshAt, expiresAt: t.ExpiresAt}, nil
+		},
+		describe: func(Secret) []slog.Attr { return []slog.Attr{slog.String("label", label)} },
+		clock:    o.Clock,
+		log:      o.Logger,
+		pol:      o.Refresh,
+	})
+	return &TokenSource{label: label, r: r}, nil
+}
+
+// Credential returns the cached token, or waits (bounded by ctx) for the
+// first fetch. See Source.
+func (s *TokenSource) Credential(ctx context.Context) (Credential, error) {
+	e, err := s.r.get(ctx)
+	if err != nil {
+		return Credential{}, err
+	}
+	return s.credential(e), nil
+}
+
+func (s *TokenSource) credential(e entry[Secret]) Credential {
+	return Credential{Value: e.val, ExpiresAt: e.expiresAt, Generation: e.seq, Label: s.label}
+}
+
+// Rejected refetches the token once for any number of callers reporting the
+// same generation, and reports whether the token changed. See Source.
+func (s *TokenSource) Rejected(ctx context.Context, c Credential) bool {
+	e, ok, err := s.r.refreshNow(ctx, c.Generation)
+	changed := ok && !e.val.Equal(c.Value)
+	if !changed {
+		attrs := []slog.Attr{slog.Uint64("generation", c.Generation)}
+		if err != nil {
+			attrs = append(attrs, slog.String("error", err.Error()))
+		}
+		s.r.log.LogAttrs(ctx, slog.LevelWarn, "upstream rejected credential; no different one available", attrs...)
+	}
+	return changed
+}
+
+// Status reports the source's state without the token.
+func (s *TokenSource) Status() Status {
+	st, cur := s.r.status()
+	if cur != nil {
+		st.Label = s.label
+	}
+	return st
+}
+
+// Start begins the first fetch in the background.
+func (s *TokenSource) Start() { s.r.start() }
+
+// Close stops refreshing and waits for a fetch in flight to return.
+func (s *TokenSource) Close() error {
+	s.r.close()
+	return nil
+}
