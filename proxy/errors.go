@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -50,14 +51,17 @@ func WriteError(w http.ResponseWriter, status int, code, message string) {
 	}
 	var b errorBody
 	b.Error.Code, b.Error.Message = code, message
-	body, _ := json.Marshal(&b)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // "<token>" reads better than "\u003ctoken\u003e"
+	_ = enc.Encode(&b)
 	h := w.Header()
 	h.Set("Content-Type", contentTypeJSON)
 	h.Set(headerContentTypeOptions, headerContentTypeNoSniff)
 	h.Set(headerCacheControl, headerCacheControlNoStore)
-	h.Set("Content-Length", strconv.Itoa(len(body)+1))
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
 // errCredentialUnavailable wraps a failure to obtain the upstream credential.

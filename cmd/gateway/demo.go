@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/modelgate/modelgate/config"
+	"github.com/modelgate/modelgate/gateway"
+	"github.com/modelgate/modelgate/internal/demomodel"
+)
+
+// demoConfig is a real configuration, loaded by the real loader; only the
+// addresses and key hashes are filled in.
+const demoConfig = `
+server:
+  listen: "{{.Listen}}"
+admin:
+  listen: "{{.Admin}}"
+log:
+  format: text
+key_sets:
+  partners:
+    - id: demo-partner
+      sha256: "{{.PartnerHash}}"
+  batch:
+    - id: demo-batch-job
+      sha256: "{{.BatchHash}}"
+upstreams:
+  fraud-model:
+    url: "{{.Model}}/api/v1/service/fraud"
+    identity_headers: { key_id: X-Caller-Id }
+    auth: { type: key, key: "${DEMO_UPSTREAM_KEY}" }
+routes:
+  - name: fraud
+    path: /fraud
+    upstream: fraud-model
+    allow:
+      - key_set: partners
+  - name: batch
+    path: /batch
+    upstream: fraud-model
+    allow:
+      - key_set: batch
+      - key_set: partners
+`
+
+func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("demo", stderr)
+	listen := fs.String("listen", "127.0.0.1:8080", "public `address` of the demo gateway (loopback; falls back to a free port if taken)")
+	quiet := fs.Bool("quiet", false, "do not log requests")
+	ready := fs.String("ready-file", "", "write the gateway's base URL to this `file` once it serves (for scripts)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("demo takes no arguments: %w", flag.ErrHelp)
+	}
+
+	var lc net.ListenConfig
+	pub, err := lc.Listen(ctx, "tcp", *listen)
+	if err != nil {
+		if pub, err = lc.Listen(ctx, "tcp", "127.0.0.1:0"); err != nil {
+			return err
+		}
+	}
+	adm, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		pub.Close()
+		return err
+	}
+
+	// The fake model endpoint wants its own key, which only the gateway holds.
+	upstreamKey := newKey()
+	modelLn, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		pub.Close()
+		adm.Close()
+		return err
+	}
+	model := &http.Server{Handler: demomodel.Handler("fraud-v1", upstreamKey, "X-Caller-Id"), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = model.Serve(modelLn) }()
+	defer model.Close()
+
+	partnerKey, batchKey := newKey(), newKey()
+	var cfgText strings.Builder
+	_ = template.Must(template.New("demo").Parse(demoConfig)).Execute(&cfgText, map[string]string{
+		"Listen": pub.Addr().String(), "Admin": adm.Addr().String(), "Model": "http://" + modelLn.Addr().String(),
+		"PartnerHash": keyHash(partnerKey), "BatchHash": keyHash(batchKey),
+	})
+	env := map[string]string{"DEMO_UPSTREAM_KEY": upstreamKey}
+	load := func() (*config.Config, error) {
+		return config.Parse("demo.yaml", []byte(cfgText.String()), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	}
+	cfg, err := load()
+	if err != nil {
+		return fmt.Errorf("demo configuration: %w", err)
+	}
+	logOut := stderr
+	if *quiet {
+		logOut = io.Discard
+	}
+	deps := gateway.Deps{Logger: newLogger(cfg.Log, logOut)}
+	snap, err := gateway.Build(ctx, cfg, deps)
+	if err != nil {
+		return err
+	}
+	srv := gateway.NewServer(snap, load, deps)
+
+	base := "http://" + pub.Addr().String()
+	printDemo(stdout, base, "http://"+adm.Addr().String(), "http://"+modelLn.Addr().String(), partnerKey, batchKey)
+	if *ready != "" {
+		if err := writeFile(*ready, base+"\n"); err != nil {
+			return err
+		}
+	}
+	err = srv.Run(ctx, pub, adm)
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+func printDemo(w io.Writer, base, admin, model, partnerKey, batchKey string) {
+	fmt.Fprintf(w, `modelgate demo: the gateway listens on %s and fronts a fake model
+endpoint at %s that accepts only its own key, which only the gateway holds.
+
+Demo API key (key set "partners"): %s
+
+1. Score through the gateway (200; the model sees the gateway's key, never yours):
+   curl -s %s/fraud/score -H 'Authorization: Bearer %s' -d '{"amount": 120.5}'
+
+2. Stream server-sent events as they are produced:
+   curl -sN '%s/fraud/score?stream=1' -H 'Authorization: Bearer %s' -d '{}'
+
+3. No credential (401, with WWW-Authenticate):
+   curl -si %s/fraud/score -d '{}'
+
+4. A wrong key (401; the answer never says which keys exist):
+   curl -si %s/fraud/score -H 'Authorization: Bearer mgk_not-a-real-key' -d '{}'
+
+5. A valid key that this route does not admit (403; key set "batch" may only call /batch):
+   curl -si %s/fraud/score -H 'Authorization: Bearer %s' -d '{}'
+   curl -s  %s/batch/score -H 'Authorization: Bearer %s' -d '{}'
+
+6. No route (404) and a path that tries to climb out of its route (400):
+   curl -si %s/nothing-here
+   curl -si --path-as-is %s/fraud/../admin
+
+7. Calling the model directly without its key (401 from the model itself):
+   curl -si %s/api/v1/service/fraud/score -d '{}'
+
+Admin endpoints (never on the public listener): %s/healthz  %s/readyz
+One structured log line per request goes to stderr. Press Ctrl-C to stop.
+
+`, base, model, partnerKey,
+		base, partnerKey,
+		base, partnerKey,
+		base,
+		base,
+		base, batchKey, base, batchKey,
+		base, base,
+		model,
+		admin, admin)
+}
+
+func writeFile(path, content string) error {
+	return os.WriteFile(path, []byte(content), 0o600)
+}

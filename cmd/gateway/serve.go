@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/modelgate/modelgate/config"
+	"github.com/modelgate/modelgate/gateway"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+func versionString() string {
+	v := version
+	if v == "" {
+		v = "devel"
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+	}
+	return "modelgate " + v
+}
+
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("config", os.Getenv("MODELGATE_CONFIG"), "configuration `file` (default $MODELGATE_CONFIG)")
+}
+
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("gateway "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlagSet("serve", stderr)
+	path := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "gateway serve: -config FILE is required (or set MODELGATE_CONFIG)")
+		return exitError(2)
+	}
+	load := func() (*config.Config, error) { return config.Load(*path, os.LookupEnv) }
+	cfg, err := load()
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway: the configuration has errors:\n%v\n", err)
+		return exitError(1)
+	}
+	log := newLogger(cfg.Log, stderr)
+	deps := gateway.Deps{Logger: log, Transport: gateway.NewTransport(cfg.Server.Upstream)}
+	snap, err := gateway.Build(ctx, cfg, deps)
+	if err != nil {
+		return err
+	}
+	srv := gateway.NewServer(snap, load, deps)
+
+	var lc net.ListenConfig
+	pub, err := lc.Listen(ctx, "tcp", cfg.Server.Listen)
+	if err != nil {
+		snap.Close()
+		return fmt.Errorf("listen on server.listen %s: %w", cfg.Server.Listen, err)
+	}
+	adm, err := lc.Listen(ctx, "tcp", cfg.Admin.Listen)
+	if err != nil {
+		pub.Close()
+		snap.Close()
+		return fmt.Errorf("listen on admin.listen %s: %w", cfg.Admin.Listen, err)
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = srv.Reload(ctx)
+			}
+		}
+	}()
+	return srv.Run(ctx, pub, adm)
+}

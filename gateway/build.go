@@ -1,0 +1,156 @@
+// Package gateway assembles a running gateway from a loaded configuration:
+// it compiles the key index, the route policies and the upstream credentials
+// into an immutable Snapshot, serves the public and admin listeners, and
+// swaps snapshots atomically on reload.
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/modelgate/modelgate/config"
+	"github.com/modelgate/modelgate/credential"
+	"github.com/modelgate/modelgate/policy"
+	"github.com/modelgate/modelgate/proxy"
+)
+
+// Deps are the process-wide dependencies a Snapshot is built with. They are
+// injected, never global, so tests can build many gateways in one process.
+type Deps struct {
+	// Logger receives operational logs and the per-request lines.
+	Logger *slog.Logger
+	// Transport is the one shared upstream transport.
+	Transport http.RoundTripper
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Snapshot is one compiled configuration: immutable once built, served until
+// a reload replaces it.
+type Snapshot struct {
+	Config  *config.Config
+	Handler *proxy.Handler
+	Routes  []*proxy.Route
+
+	closers []func()
+	sources []credential.Source
+}
+
+// Close releases background work the snapshot started.
+func (s *Snapshot) Close() {
+	for _, c := range s.closers {
+		c()
+	}
+}
+
+// Build compiles cfg into a Snapshot. It does no network I/O itself;
+// credential sources and identity providers it starts fetch in the
+// background, so an Azure outage never stops the gateway from starting.
+func Build(ctx context.Context, cfg *config.Config, deps Deps) (*Snapshot, error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.Transport == nil {
+		deps.Transport = NewTransport(cfg.Server.Upstream)
+	}
+	snap := &Snapshot{Config: cfg}
+
+	var specs []policy.KeySpec
+	for _, name := range sortedNames(cfg.KeySets) {
+		for _, k := range cfg.KeySets[name] {
+			ks := policy.KeySpec{Set: name, ID: k.ID, Hash: k.Hash}
+			if k.NotAfter != nil {
+				ks.NotAfter = k.NotAfter.Time
+			}
+			specs = append(specs, ks)
+		}
+	}
+	keys := policy.NewKeyIndex(specs)
+
+	upstreams := map[string]*proxy.Upstream{}
+	for _, name := range sortedNames(cfg.Upstreams) {
+		u := cfg.Upstreams[name]
+		src, err := upstreamSource(ctx, name, u, deps)
+		if err != nil {
+			snap.Close()
+			return nil, fmt.Errorf("upstream %s: %w", name, err)
+		}
+		var auth proxy.UpstreamAuth
+		if src != nil {
+			src.Start()
+			snap.closers = append(snap.closers, func() { _ = src.Close() })
+			snap.sources = append(snap.sources, src)
+			auth = &sourceAuth{src: src}
+		}
+		upstreams[name] = &proxy.Upstream{
+			Name: name, URL: u.Parsed, Headers: u.Headers, IdentityHeaders: u.IdentityHeaders, Auth: auth,
+		}
+	}
+
+	for _, r := range cfg.Routes {
+		var pol *policy.Policy
+		if r.Public {
+			pol = policy.Public()
+		} else {
+			var rules []policy.RuleSpec
+			for _, a := range r.Allow {
+				if a.KeySet != "" {
+					rules = append(rules, policy.RuleSpec{KeySet: a.KeySet})
+					continue
+				}
+				snap.Close()
+				return nil, fmt.Errorf("route %s: identity provider rules are not supported yet", r.Name)
+			}
+			pol = policy.New(keys, rules)
+		}
+		snap.Routes = append(snap.Routes, &proxy.Route{
+			Name: r.Name, Host: r.Host, Prefix: r.Path, Upstream: upstreams[r.Upstream], Policy: pol,
+		})
+	}
+	snap.Handler = proxy.New(proxy.Options{
+		Routes:          snap.Routes,
+		Transport:       deps.Transport,
+		MaxBodyBytes:    int64(cfg.Server.MaxBodyBytes),
+		BufferBodyBytes: int64(cfg.Server.BufferBodyBytes),
+		TrustedProxies:  cfg.Server.TrustedPrefixes,
+		Logger:          deps.Logger,
+		Now:             deps.Now,
+	})
+	return snap, nil
+}
+
+func sortedNames[M ~map[string]V, V any](m M) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// NewTransport builds the one upstream transport the gateway shares across
+// all upstreams. Its timeouts bound connecting and waiting for response
+// headers, never a response body, so long streams are not cut.
+func NewTransport(c config.UpstreamTransport) *http.Transport {
+	dialer := &net.Dialer{Timeout: c.DialTimeout.D(), KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                  http.ProxyFromEnvironment,
+		DialContext:            dialer.DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           0,
+		MaxIdleConnsPerHost:    c.MaxIdleConnsPerHost,
+		IdleConnTimeout:        c.IdleConnTimeout.D(),
+		TLSHandshakeTimeout:    10 * time.Second,
+		ResponseHeaderTimeout:  c.ResponseHeaderTimeout.D(),
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: 1 << 20,
+	}
+}

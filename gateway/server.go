@@ -1,0 +1,161 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/modelgate/modelgate/config"
+)
+
+// Loader loads and validates a configuration (config.Load with the process
+// environment, in production).
+type Loader func() (*config.Config, error)
+
+// Server serves the current Snapshot on the public listener and the
+// operations endpoints on the admin listener. Reload swaps in a new snapshot
+// atomically: requests in flight finish on the one they started with.
+type Server struct {
+	deps   Deps
+	load   Loader
+	log    *slog.Logger
+	snap   atomic.Pointer[Snapshot]
+	mu     sync.Mutex // serializes reloads
+	reload struct{ ok, failed atomic.Uint64 }
+}
+
+// NewServer returns a server that serves snap. load is used by Reload.
+func NewServer(snap *Snapshot, load Loader, deps Deps) *Server {
+	s := &Server{deps: deps, load: load, log: deps.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	s.snap.Store(snap)
+	return s
+}
+
+// Snapshot returns the snapshot being served.
+func (s *Server) Snapshot() *Snapshot { return s.snap.Load() }
+
+// ServeHTTP serves a request with the current snapshot.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.snap.Load().Handler.ServeHTTP(w, r)
+}
+
+// Reload loads and builds the configuration off to the side and swaps it in.
+// If loading or building fails, the error is logged and returned and the old
+// snapshot keeps serving. The old snapshot's background work stops after
+// the shutdown timeout, so requests still using it can finish.
+func (s *Server) Reload(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cfg, err := s.load()
+	if err == nil {
+		var snap *Snapshot
+		snap, err = Build(ctx, cfg, s.deps)
+		if err == nil {
+			old := s.snap.Swap(snap)
+			s.reload.ok.Add(1)
+			s.log.Info("configuration reloaded", slog.String("config", cfg.File), slog.Int("routes", len(snap.Routes)))
+			if old != nil {
+				time.AfterFunc(old.Config.Server.ShutdownTimeout.D(), old.Close)
+			}
+			return nil
+		}
+	}
+	s.reload.failed.Add(1)
+	s.log.Error("configuration reload failed; the previous configuration keeps serving", slog.String("error", err.Error()))
+	return err
+}
+
+// ReloadCounts returns how many reloads succeeded and failed.
+func (s *Server) ReloadCounts() (ok, failed uint64) {
+	return s.reload.ok.Load(), s.reload.failed.Load()
+}
+
+// AdminHandler serves /healthz (the process is up) and /readyz (every
+// identity provider has keys and every upstream credential is valid). It
+// must only be exposed on the admin listener.
+func (s *Server) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		rep := s.snap.Load().Readiness()
+		status := http.StatusOK
+		if !rep.Ready {
+			status = http.StatusServiceUnavailable
+		}
+		writeJSON(w, status, rep)
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// Run serves until ctx is cancelled, then stops accepting, lets in-flight
+// requests finish (up to server.shutdown_timeout) and returns nil. A
+// listener that fails to serve ends Run with its error.
+func (s *Server) Run(ctx context.Context, public, admin net.Listener) error {
+	cfg := s.snap.Load().Config
+	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	pub := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.D(),
+		IdleTimeout:       cfg.Server.IdleTimeout.D(),
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          errLog,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	adm := &http.Server{
+		Handler:           s.AdminHandler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		ErrorLog:          errLog,
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- serveErr("public", pub.Serve(public)) }()
+	go func() { errc <- serveErr("admin", adm.Serve(admin)) }()
+	s.log.Info("gateway listening", slog.String("public", public.Addr().String()), slog.String("admin", admin.Addr().String()),
+		slog.Int("routes", len(s.snap.Load().Routes)))
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	timeout := s.snap.Load().Config.Server.ShutdownTimeout.D()
+	s.log.Info("shutting down: draining in-flight requests", slog.Duration("timeout", timeout))
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := pub.Shutdown(sctx); err != nil {
+		s.log.Warn("drain did not finish in time; closing remaining connections", slog.String("error", err.Error()))
+		_ = pub.Close()
+	}
+	_ = adm.Shutdown(sctx)
+	s.snap.Load().Close()
+	s.log.Info("stopped")
+	return runErr
+}
+
+func serveErr(which string, err error) error {
+	if err == nil || errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("%s listener: %w", which, err)
+}
