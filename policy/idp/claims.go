@@ -1,0 +1,160 @@
+package idp
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Claims is the verified identity carried by a token. A *Claims returned by
+// Verify may be shared with other callers through the token cache: treat it
+// as read-only.
+//
+// GUID-valued identifiers (TenantID, ObjectID, AppID and GUID-shaped Groups)
+// are lower-cased, as Rule expects.
+type Claims struct {
+	Provider string // name of the provider that verified the token
+	Version  string // "1.0" or "2.0" for Azure AD (ver claim); as sent for oidc
+
+	Issuer   string
+	Subject  string
+	ObjectID string // oid: the principal's object id; what user rules match
+	TenantID string // tid
+	AppID    string // calling client: appid (v1) or azp (v2)
+	Audience []string
+
+	Roles  []string // app roles (roles claim)
+	Scopes []string // delegated scopes (scp claim, split on spaces)
+	Groups []string // group object ids (groups claim)
+
+	// GroupsOverage is true when the token says its groups were left out
+	// (_claim_names.groups, or hasgroups: true). Group membership is then
+	// unknown: group rules deny with ReasonGroupsUnknown rather than treating
+	// the caller as a member of no groups.
+	GroupsOverage bool
+
+	ExpiresAt time.Time
+	NotBefore time.Time // zero when the token has no nbf
+	IssuedAt  time.Time // zero when the token has no iat
+
+	// Name is the display name, for logs and explain only. Neither it nor
+	// upn/preferred_username is ever used to authorize.
+	Name string
+}
+
+// tokenClaims is what Verify decodes from the payload: only the claims it
+// uses, with strict types. It implements jwt.Claims.
+type tokenClaims struct {
+	Iss   string           `json:"iss"`
+	Sub   string           `json:"sub"`
+	Aud   jwt.ClaimStrings `json:"aud"`
+	Exp   *numericDate     `json:"exp"`
+	Nbf   *numericDate     `json:"nbf"`
+	Iat   *numericDate     `json:"iat"`
+	Ver   string           `json:"ver"`
+	Tid   string           `json:"tid"`
+	Oid   string           `json:"oid"`
+	AppID string           `json:"appid"`
+	Azp   string           `json:"azp"`
+	Roles []string         `json:"roles"`
+	Scp   string           `json:"scp"`
+	// Groups overage (Azure AD): the groups claim is replaced by a reference
+	// in _claim_names (JWT access tokens), or by hasgroups (implicit flow).
+	Groups     []string                   `json:"groups"`
+	ClaimNames map[string]json.RawMessage `json:"_claim_names"`
+	HasGroups  bool                       `json:"hasgroups"`
+	Name       string                     `json:"name"`
+
+	src *source // the key source chosen by the key function
+}
+
+func (c *tokenClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.Exp.jwt(), nil }
+func (c *tokenClaims) GetNotBefore() (*jwt.NumericDate, error)      { return c.Nbf.jwt(), nil }
+func (c *tokenClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.Iat.jwt(), nil }
+func (c *tokenClaims) GetIssuer() (string, error)                   { return c.Iss, nil }
+func (c *tokenClaims) GetSubject() (string, error)                  { return c.Sub, nil }
+func (c *tokenClaims) GetAudience() (jwt.ClaimStrings, error)       { return c.Aud, nil }
+
+// errNumericDate marks exp/nbf/iat values that are not JSON numbers.
+var errNumericDate = errors.New("exp, nbf and iat must be JSON numbers of seconds since 1970")
+
+// numericDate is an RFC 7519 NumericDate that, unlike jwt.NumericDate,
+// refuses JSON strings: encoding/json will happily decode "exp":"99999999999"
+// into a json.Number, and a token whose expiry is a string is not one an
+// identity provider issued.
+type numericDate struct{ jwt.NumericDate }
+
+// maxNumericDate is 9999-12-31T23:59:59Z; later values are refused rather
+// than overflowing time.Time arithmetic.
+const maxNumericDate = 253402300799
+
+func (d *numericDate) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || !(b[0] == '-' || '0' <= b[0] && b[0] <= '9') {
+		return errNumericDate
+	}
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil || math.IsNaN(f) || f < 0 || f > maxNumericDate {
+		return errNumericDate
+	}
+	sec, frac := math.Modf(f)
+	d.Time = time.Unix(int64(sec), int64(frac*1e9))
+	return nil
+}
+
+func (d *numericDate) jwt() *jwt.NumericDate {
+	if d == nil {
+		return nil
+	}
+	return &d.NumericDate
+}
+
+func (d *numericDate) time() time.Time {
+	if d == nil {
+		return time.Time{}
+	}
+	return d.Time
+}
+
+// claims builds the public Claims from verified token claims.
+func (c *tokenClaims) claims(provider string) *Claims {
+	out := &Claims{
+		Provider:  provider,
+		Version:   c.Ver,
+		Issuer:    c.Iss,
+		Subject:   c.Sub,
+		ObjectID:  canonicalID(c.Oid),
+		TenantID:  canonicalID(c.Tid),
+		Audience:  c.Aud,
+		Roles:     c.Roles,
+		Groups:    c.Groups,
+		ExpiresAt: c.Exp.time(),
+		NotBefore: c.Nbf.time(),
+		IssuedAt:  c.Iat.time(),
+		Name:      c.Name,
+	}
+	switch {
+	case c.Ver == "1.0":
+		out.AppID = c.AppID
+	case c.Ver == "2.0":
+		out.AppID = c.Azp
+	case c.Azp != "":
+		out.AppID = c.Azp
+	default:
+		out.AppID = c.AppID
+	}
+	out.AppID = canonicalID(out.AppID)
+	if c.Scp != "" {
+		out.Scopes = strings.Fields(c.Scp)
+	}
+	for i, g := range out.Groups { // freshly decoded: ours to modify
+		out.Groups[i] = canonicalID(g)
+	}
+	_, overage := c.ClaimNames["groups"]
+	out.GroupsOverage = overage || c.HasGroups
+	return out
+}
