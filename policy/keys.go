@@ -21,6 +21,7 @@ type keyEntry struct {
 	set      string
 	id       string
 	notAfter time.Time // zero: no expiry
+	ident    *Identity // shared, read-only: built once at load
 }
 
 // KeySpec describes one key for NewKeyIndex.
@@ -38,7 +39,9 @@ func NewKeyIndex(specs []KeySpec) *KeyIndex {
 		if _, dup := ki.keys[s.Hash]; dup {
 			continue
 		}
-		ki.keys[s.Hash] = keyEntry{set: s.Set, id: s.ID, notAfter: s.NotAfter}
+		ident := &Identity{Method: MethodKey, KeySet: s.Set, KeyID: s.ID}
+		ident.key = ident.computeKey()
+		ki.keys[s.Hash] = keyEntry{set: s.Set, id: s.ID, notAfter: s.NotAfter, ident: ident}
 	}
 	return ki
 }

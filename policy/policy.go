@@ -23,6 +23,7 @@ const (
 )
 
 // Identity is an admitted caller. It never holds the credential itself.
+// Identities handed out by a Policy are shared and must not be modified.
 type Identity struct {
 	// Method is key, token or public.
 	Method string
@@ -36,12 +37,21 @@ type Identity struct {
 	ObjectID string
 	AppID    string
 	Subject  string
+
+	key string // Key(), computed once
 }
 
 // Key returns a stable string that identifies the caller, for rate limits
 // and logs: "key:<set>/<id>", "token:<tid>/<oid or appid or sub>", or
 // "public".
 func (id *Identity) Key() string {
+	if id.key != "" {
+		return id.key
+	}
+	return id.computeKey()
+}
+
+func (id *Identity) computeKey() string {
 	switch id.Method {
 	case MethodKey:
 		return "key:" + id.KeySet + "/" + id.KeyID
@@ -168,7 +178,7 @@ func (p *Policy) IsPublic() bool { return p.public }
 
 const realm = `Bearer realm="modelgate"`
 
-var publicIdentity = &Identity{Method: MethodPublic}
+var publicIdentity = &Identity{Method: MethodPublic, key: MethodPublic}
 
 // Evaluate decides on a request whose Authorization header value is authz.
 // now is the instant key expiry is judged against. If trace is not nil, every
@@ -233,7 +243,7 @@ func (p *Policy) evaluateKey(key string, now time.Time, trace *[]Step) Decision 
 	}
 	for _, r := range p.rules {
 		if r.token == nil && r.keySet == e.set {
-			return Decision{Identity: &Identity{Method: MethodKey, KeySet: e.set, KeyID: e.id}, Rule: r.name}
+			return Decision{Identity: e.ident, Rule: r.name}
 		}
 	}
 	if !p.hasKeyRule {

@@ -245,7 +245,7 @@ type Status struct {
 	Name        string         `json:"name"`
 	Type        string         `json:"type"`
 	Ready       bool           `json:"ready"`
-	Keys        int            `json:"keys"` // usable keys, summed over sources
+	Keys        int            `json:"keys"`                  // usable keys, summed over sources
 	LastRefresh time.Time      `json:"last_refresh,omitzero"` // latest attempt of any source
 	LastSuccess time.Time      `json:"last_success,omitzero"` // oldest latest success among sources
 	LastError   string         `json:"last_error,omitempty"`  // of the latest failed attempts, if still failing
