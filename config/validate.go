@@ -42,7 +42,6 @@ func (v *validator) errAt(p, format string, args ...any) {
 	v.d.errs = append(v.d.errs, &FieldError{File: v.d.file, Line: line, Path: p, Msg: fmt.Sprintf(format, args...)})
 }
 
-func (v *validator) written(p string) bool { _, ok := v.d.lines[p]; return ok }
 
 func sortedKeys[M ~map[string]V, V any](m M) []string {
 	out := make([]string, 0, len(m))
