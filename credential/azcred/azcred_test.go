@@ -1,0 +1,346 @@
+package azcred_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/modelgate/modelgate/credential"
+	"github.com/modelgate/modelgate/credential/azcred"
+	"github.com/modelgate/modelgate/test/fakeazure"
+)
+
+const (
+	tenant = "72f988bf-0000-0000-0000-000000000001"
+	client = "11111111-2222-3333-4444-555555555555"
+	// canary is a secret value that must never appear in errors.
+	canary = "canary-secret-Zq8v"
+)
+
+// fakeOptions points o at aad: https authority, no instance discovery, a
+// client trusting the fake's CA, and no azcore retries.
+func fakeOptions(aad *fakeazure.AAD, o azcred.Options) azcred.Options {
+	o.AuthorityHost = aad.URL()
+	o.DisableInstanceDiscovery = true
+	o.HTTPClient = aad.Client()
+	o.Retry = policy.RetryOptions{MaxRetries: -1}
+	return o
+}
+
+func getToken(t *testing.T, cred azcore.TokenCredential, scope string) (azcore.AccessToken, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{scope}})
+}
+
+func mustValid(t *testing.T, aad *fakeazure.AAD, tok azcore.AccessToken, scope, grant string) {
+	t.Helper()
+	it, err := aad.Validate(tok.Token, scope)
+	if err != nil {
+		t.Fatalf("token from azidentity is not one the fake issued for %s: %v", scope, err)
+	}
+	if it.Grant != grant {
+		t.Errorf("grant = %q, want %q", it.Grant, grant)
+	}
+	if tok.ExpiresOn.IsZero() {
+		t.Error("ExpiresOn is zero")
+	}
+}
+
+func TestClientSecretAgainstFakeAAD(t *testing.T) {
+	aad := fakeazure.NewAAD(t, nil) // MSAL caches by the real clock
+	aad.AddClientSecret(tenant, client, canary)
+
+	cred, err := azcred.New(fakeOptions(aad, azcred.Options{
+		Name: "ml-sp", Type: azcred.ClientSecret, TenantID: tenant, ClientID: client, ClientSecret: canary,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const scope = "https://management.azure.com/.default"
+	tok, err := getToken(t, cred, scope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustValid(t, aad, tok, scope, "client_secret")
+	if n := aad.TokenRequests(scope); n != 1 {
+		t.Errorf("token requests = %d, want 1", n)
+	}
+
+	// A wrong secret fails, and the error does not echo it.
+	bad, err := azcred.New(fakeOptions(aad, azcred.Options{
+		Name: "bad", Type: azcred.ClientSecret, TenantID: tenant, ClientID: client, ClientSecret: "wrong-" + canary,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = getToken(t, bad, scope)
+	if err == nil {
+		t.Fatal("wrong secret: got a token")
+	}
+	if !strings.Contains(err.Error(), "AADSTS7000215") {
+		t.Errorf("error does not carry the AAD error: %v", err)
+	}
+	if strings.Contains(err.Error(), canary) {
+		t.Errorf("error leaks the secret: %v", err)
+	}
+}
+
+// selfSigned returns a certificate and key for a service principal.
+func selfSigned(t *testing.T) (*x509.Certificate, *rsa.PrivateKey) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "modelgate-test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert, key
+}
+
+func TestClientCertificateAgainstFakeAAD(t *testing.T) {
+	aad := fakeazure.NewAAD(t, nil)
+	dir := t.TempDir()
+
+	cert, key := selfSigned(t)
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemPath := filepath.Join(dir, "sp.pem")
+	pemData := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})...)
+	if err := os.WriteFile(pemPath, pemData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// An encrypted PFX (azidentity's own test fixture; password "password").
+	pfxPath := filepath.Join("testdata", "certificate_encrypted_key.pfx")
+	pfxData, err := os.ReadFile(pfxPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfxCerts, _, err := azidentity.ParseCertificates(pfxData, []byte("password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	const pemClient, pfxClient = "cert-pem-client", "cert-pfx-client"
+	aad.AddClientCertificate(tenant, pemClient, cert)
+	aad.AddClientCertificate(tenant, pfxClient, pfxCerts[0])
+
+	tests := []struct {
+		name, client, path, password string
+	}{
+		{"pem", pemClient, pemPath, ""},
+		{"pfx with password", pfxClient, pfxPath, "password"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cred, err := azcred.New(fakeOptions(aad, azcred.Options{
+				Name: tt.name, Type: azcred.ClientCertificate, TenantID: tenant, ClientID: tt.client,
+				CertificatePath: tt.path, CertificatePassword: credential.Secret(tt.password),
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			scope := "https://ml.azure.com/.default"
+			tok, err := getToken(t, cred, scope)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mustValid(t, aad, tok, scope, "client_certificate")
+		})
+	}
+
+	t.Run("certificate not registered", func(t *testing.T) {
+		cred, err := azcred.New(fakeOptions(aad, azcred.Options{
+			Name: "x", Type: azcred.ClientCertificate, TenantID: tenant, ClientID: pfxClient, CertificatePath: pemPath,
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := getToken(t, cred, "https://ml.azure.com/.default"); err == nil {
+			t.Fatal("an assertion signed by another key was accepted")
+		}
+	})
+
+	t.Run("wrong password", func(t *testing.T) {
+		_, err := azcred.New(azcred.Options{
+			Name: "x", Type: azcred.ClientCertificate, TenantID: tenant, ClientID: pfxClient,
+			CertificatePath: pfxPath, CertificatePassword: canary,
+		})
+		if err == nil {
+			t.Fatal("wrong password accepted")
+		}
+		if strings.Contains(err.Error(), canary) {
+			t.Errorf("error leaks the password: %v", err)
+		}
+	})
+}
+
+func TestWorkloadIdentityAgainstFakeAAD(t *testing.T) {
+	aad := fakeazure.NewAAD(t, nil)
+	const assertion = "eyJhbGciOi.fake-projected-service-account-token.sig"
+	aad.AddFederatedToken(tenant, client, assertion)
+	file := filepath.Join(t.TempDir(), "azure-identity-token")
+	if err := os.WriteFile(file, []byte(assertion), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cred, err := azcred.New(fakeOptions(aad, azcred.Options{
+		Name: "wi", Type: azcred.WorkloadIdentity, TenantID: tenant, ClientID: client, TokenFilePath: file,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scope := "https://management.core.windows.net//.default"
+	tok, err := getToken(t, cred, scope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustValid(t, aad, tok, scope, "federated")
+}
+
+// TestManagedIdentityViaIdentityEndpoint drives azidentity's real managed
+// identity code path (App Service: IDENTITY_ENDPOINT + IDENTITY_HEADER)
+// against the fake. It sets environment variables, so it is not parallel.
+// MSAL caches managed identity tokens process-wide by resource, so each case
+// asks for its own resource.
+func TestManagedIdentityViaIdentityEndpoint(t *testing.T) {
+	aad := fakeazure.NewAAD(t, nil)
+	mi := fakeazure.NewManagedIdentity(t, aad)
+	mi.AddUserAssigned("ua-client-id", "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/gw")
+	mi.Setenv(t)
+
+	tests := []struct {
+		name       string
+		opts       azcred.Options
+		wantClient string
+		wantQuery  string
+		wantErr    bool
+	}{
+		{"system assigned", azcred.Options{}, fakeazure.SystemAssignedClientID, "", false},
+		{"user assigned by client id", azcred.Options{ManagedIdentityClientID: "ua-client-id"}, "ua-client-id", "client_id=ua-client-id", false},
+		{"user assigned by resource id", azcred.Options{ManagedIdentityResourceID: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/gw"}, "ua-client-id", "mi_res_id=", false},
+		{"unknown user assigned", azcred.Options{ManagedIdentityClientID: "nope"}, "", "", true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := tt.opts
+			o.Name, o.Type = "mi", azcred.ManagedIdentity
+			o.Retry = policy.RetryOptions{MaxRetries: -1}
+			cred, err := azcred.New(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			scope := "https://mi-test-" + string(rune('a'+i)) + ".example/.default"
+			tok, err := getToken(t, cred, scope)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatal("got a token for an identity that is not assigned")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			it, err := aad.Validate(tok.Token, scope)
+			if err != nil {
+				t.Fatalf("token not issued by the fake for %s: %v", scope, err)
+			}
+			if it.ClientID != tt.wantClient || it.Grant != "managed_identity" {
+				t.Errorf("issued to %q via %q, want %q via managed_identity", it.ClientID, it.Grant, tt.wantClient)
+			}
+			if !strings.Contains(mi.LastQuery(), tt.wantQuery) {
+				t.Errorf("query %q lacks %q", mi.LastQuery(), tt.wantQuery)
+			}
+			if mi.Requests(scope) != 1 {
+				t.Errorf("requests = %d, want 1", mi.Requests(scope))
+			}
+		})
+	}
+}
+
+// TestDefaultChainUsesEnvironment checks that the default type passes the
+// authority and transport through to DefaultAzureCredential's environment
+// credential.
+func TestDefaultChainUsesEnvironment(t *testing.T) {
+	aad := fakeazure.NewAAD(t, nil)
+	aad.AddClientSecret(tenant, client, canary)
+	t.Setenv("AZURE_TENANT_ID", tenant)
+	t.Setenv("AZURE_CLIENT_ID", client)
+	t.Setenv("AZURE_CLIENT_SECRET", canary)
+	cred, err := azcred.New(fakeOptions(aad, azcred.Options{Name: "dac", Type: azcred.Default}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scope := "https://default-chain.example/.default"
+	tok, err := getToken(t, cred, scope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustValid(t, aad, tok, scope, "client_secret")
+}
+
+func TestOptionsValidation(t *testing.T) {
+	tests := []struct {
+		name string
+		o    azcred.Options
+		want string // substring of the error; "" means success
+	}{
+		{"client secret ok", azcred.Options{Type: azcred.ClientSecret, TenantID: tenant, ClientID: client, ClientSecret: canary}, ""},
+		{"client secret missing fields", azcred.Options{Type: azcred.ClientSecret}, "missing tenant_id, client_id, client_secret"},
+		{"secret on a managed identity", azcred.Options{Type: azcred.ManagedIdentity, ClientSecret: canary}, "client_secret not used by type managed_identity"},
+		{"both managed identity ids", azcred.Options{Type: azcred.ManagedIdentity, ManagedIdentityClientID: "a", ManagedIdentityResourceID: "b"}, "at most one"},
+		{"http authority", azcred.Options{Type: azcred.ClientSecret, TenantID: tenant, ClientID: client, ClientSecret: canary, AuthorityHost: "http://127.0.0.1:1"}, "want an https URL"},
+		{"unknown cloud", azcred.Options{Type: azcred.AzureCLI, Cloud: "mars"}, `cloud "mars"`},
+		{"certificate missing path", azcred.Options{Type: azcred.ClientCertificate, TenantID: tenant, ClientID: client}, "missing certificate_path"},
+		{"certificate file absent", azcred.Options{Type: azcred.ClientCertificate, TenantID: tenant, ClientID: client, CertificatePath: "/nonexistent.pem"}, "read certificate"},
+		{"unknown type", azcred.Options{Type: "kerberos"}, "unknown type"},
+		{"missing type", azcred.Options{}, "missing type"},
+		{"azure cli", azcred.Options{Type: azcred.AzureCLI}, ""},
+		{"managed identity system", azcred.Options{Type: azcred.ManagedIdentity}, ""},
+		{"sovereign cloud", azcred.Options{Type: azcred.ClientSecret, Cloud: "usgovernment", TenantID: tenant, ClientID: client, ClientSecret: canary}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.o.Name = "c"
+			_, err := azcred.New(tt.o)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("error = %v, want it to contain %q", err, tt.want)
+			}
+			if err != nil && strings.Contains(err.Error(), canary) {
+				t.Errorf("error leaks the secret: %v", err)
+			}
+		})
+	}
+}
