@@ -73,14 +73,19 @@ func (e *errCredentialUnavailable) Error() string {
 func (e *errCredentialUnavailable) Unwrap() error { return e.err }
 
 // errUpstreamRejected is returned when the upstream answered 401 to the
-// gateway's credential and no replay could fix it.
-type errUpstreamRejected struct{ replayed bool }
+// gateway's credential and no replay could fix it: the replay was refused
+// too (replayed), the request body could not be sent again (tooLarge), or
+// there was no other credential to try (neither).
+type errUpstreamRejected struct{ replayed, tooLarge bool }
 
 func (e *errUpstreamRejected) Error() string {
-	if e.replayed {
+	switch {
+	case e.replayed:
 		return "upstream refused the gateway's credential after a refresh and replay"
+	case e.tooLarge:
+		return "upstream refused the gateway's credential (request body too large to replay)"
 	}
-	return "upstream refused the gateway's credential (request body too large to replay)"
+	return "upstream refused the gateway's credential and no other credential is available"
 }
 
 // classify maps a proxying error to a status, code and client message, the
@@ -97,10 +102,10 @@ func classify(err error) (status int, code, msg string) {
 	case errors.As(err, &cu):
 		return http.StatusServiceUnavailable, CodeCredentialUnavailable, "the gateway cannot obtain a credential for the model endpoint right now: try again later"
 	case errors.As(err, &ur):
-		if ur.replayed {
-			return http.StatusBadGateway, CodeUpstreamRejectedCred, "the model endpoint refused the gateway's credential: the operators must check the upstream's auth settings"
+		if ur.tooLarge {
+			return http.StatusBadGateway, CodeUpstreamRejectedCred, "the model endpoint refused the gateway's credential and the request was too large to replay: retry the request"
 		}
-		return http.StatusBadGateway, CodeUpstreamRejectedCred, "the model endpoint refused the gateway's credential and the request was too large to replay: retry the request"
+		return http.StatusBadGateway, CodeUpstreamRejectedCred, "the model endpoint refused the gateway's credential: the operators must check the upstream's auth settings"
 	case errors.Is(err, context.Canceled):
 		return StatusClientClosedRequest, CodeClientClosedRequest, "the client closed the request"
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():

@@ -39,9 +39,13 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	drain(resp)
-	fresh := t.auth.Rejected(ctx, gen)
-	if !fresh || req.GetBody == nil && req.ContentLength != 0 {
-		return nil, &errUpstreamRejected{replayed: false}
+	if !t.auth.Rejected(ctx, gen) {
+		return nil, &errUpstreamRejected{}
+	}
+	if req.GetBody == nil && req.ContentLength != 0 {
+		// A later request will use the new credential; this one cannot be
+		// sent again.
+		return nil, &errUpstreamRejected{tooLarge: true}
 	}
 	value, gen, err = t.auth.Authorization(ctx)
 	if err != nil {

@@ -1,0 +1,347 @@
+// Package e2e runs the real gateway — config.Parse, gateway.Build,
+// gateway.Server.Run on loopback listeners — against recording fake scoring
+// endpoints (package upstream), and checks what clients and upstreams see.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"text/template"
+	"time"
+
+	"github.com/modelgate/modelgate/config"
+	"github.com/modelgate/modelgate/gateway"
+)
+
+// Keys used across the tests. They double as log canaries: none may ever
+// appear in a log line, an error body or anything an upstream receives
+// (other than the upstream keys, each to its own upstream).
+const (
+	partnerKey   = "mgk_canary-partner-key-3b7f0c1e9a"
+	expiredKey   = "mgk_canary-expired-key-d41d8cd98f"
+	batchKey     = "mgk_canary-batch-key-9e107d9d372b"
+	upstreamKey  = "canary-upstream-primary-5e8ff9bf55ba"
+	upstreamKey2 = "canary-upstream-secondary-7c4a8d09ca37"
+	// jwtCanary has a JWT's shape, so the policy treats it as a token.
+	jwtCanary = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImNhbmFyeSJ9.eyJzdWIiOiJjYW5hcnktand0LXN1YmplY3QifQ.Y2FuYXJ5LXNpZ25hdHVyZS0xYzVkMmY"
+)
+
+// secrets lists every configured or presented credential, for "never
+// leaks" assertions.
+var secrets = []string{partnerKey, expiredKey, batchKey, upstreamKey, upstreamKey2, jwtCanary}
+
+// baseEnv resolves the ${NAME} references of the test configurations.
+var baseEnv = map[string]string{
+	"PARTNER_KEY":    partnerKey,
+	"EXPIRED_KEY":    expiredKey,
+	"UPSTREAM_KEY":   upstreamKey,
+	"UPSTREAM_KEY_2": upstreamKey2,
+}
+
+// testGateway is one gateway running in-process on loopback.
+type testGateway struct {
+	// URL is the public base URL, http://127.0.0.1:port.
+	URL string
+	// Admin is the admin base URL.
+	Admin string
+	// Addr is the public listener's host:port.
+	Addr string
+	// Logs holds everything the gateway logged (slog JSON, one line each).
+	Logs *logBuffer
+	// Server is the running server.
+	Server *gateway.Server
+
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	runErr error
+}
+
+// vars are the template values of a configuration text. The harness adds
+// Listen and Admin (the listeners' addresses).
+type vars map[string]any
+
+var tmplFuncs = template.FuncMap{
+	// sha renders a key's hex SHA-256, for sha256: entries.
+	"sha": func(k string) string { s := sha256.Sum256([]byte(k)); return hex.EncodeToString(s[:]) },
+}
+
+// startGateway renders cfgText (a text/template) with v, loads it with the
+// real config loader (env resolves ${NAME}; nil means baseEnv), builds the
+// gateway and runs it on two loopback listeners until the test ends.
+func startGateway(t testing.TB, cfgText string, v vars, env map[string]string) *testGateway {
+	t.Helper()
+	pub, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	adm, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		pub.Close()
+		t.Fatalf("listen: %v", err)
+	}
+	data := vars{"Listen": pub.Addr().String(), "Admin": adm.Addr().String()}
+	for k, val := range v {
+		data[k] = val
+	}
+	var text strings.Builder
+	if err := template.Must(template.New("config").Funcs(tmplFuncs).Option("missingkey=error").Parse(cfgText)).Execute(&text, data); err != nil {
+		pub.Close()
+		adm.Close()
+		t.Fatalf("render config: %v", err)
+	}
+	if env == nil {
+		env = baseEnv
+	}
+	lookup := func(k string) (string, bool) { s, ok := env[k]; return s, ok }
+	cfg, err := config.Parse("e2e.yaml", []byte(text.String()), lookup)
+	if err != nil {
+		pub.Close()
+		adm.Close()
+		t.Fatalf("config:\n%v\n--- config text ---\n%s", err, text.String())
+	}
+	logs := &logBuffer{}
+	deps := gateway.Deps{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	ctx, cancel := context.WithCancel(context.Background())
+	snap, err := gateway.Build(ctx, cfg, deps)
+	if err != nil {
+		cancel()
+		pub.Close()
+		adm.Close()
+		t.Fatalf("build: %v", err)
+	}
+	srv := gateway.NewServer(snap, func() (*config.Config, error) {
+		return config.Parse("e2e.yaml", []byte(text.String()), lookup)
+	}, deps)
+	g := &testGateway{
+		URL: "http://" + pub.Addr().String(), Admin: "http://" + adm.Addr().String(), Addr: pub.Addr().String(),
+		Logs: logs, Server: srv, cancel: cancel, done: make(chan error, 1),
+	}
+	go func() { g.done <- srv.Run(ctx, pub, adm) }()
+	t.Cleanup(func() {
+		if err := g.Stop(); err != nil {
+			t.Errorf("Run returned %v, want nil", err)
+		}
+	})
+	return g
+}
+
+// Stop cancels Run's context and waits (at most 10s) for Run to return. It
+// returns Run's error; calling it again returns the same.
+func (g *testGateway) Stop() error {
+	g.once.Do(func() {
+		g.cancel()
+		select {
+		case g.runErr = <-g.done:
+		case <-time.After(10 * time.Second):
+			g.runErr = errors.New("Run did not return within 10s of cancellation")
+		}
+	})
+	return g.runErr
+}
+
+// logBuffer collects log output; safe for concurrent use.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Lines decodes every JSON log line.
+func (b *logBuffer) Lines(t testing.TB) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(b.String()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("log line is not JSON: %v: %s", err, sc.Text())
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// RequestLines returns the per-request lines ("msg":"request").
+func (b *logBuffer) RequestLines(t testing.TB) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, m := range b.Lines(t) {
+		if m["msg"] == "request" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// waitFor polls cond every few milliseconds until it holds or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// client is a plain HTTP client with a bounded timeout and its own
+// connection pool.
+func client() *http.Client {
+	return &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// request is one client request for do.
+type request struct {
+	method string
+	path   string // path and query, appended to the base URL
+	host   string // Host header; "" keeps the URL's
+	header http.Header
+	body   io.Reader
+	// chunked sends the body without Content-Length.
+	chunked bool
+}
+
+// response is what the client got.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// do sends r to base and reads the whole answer.
+func do(t testing.TB, c *http.Client, base string, r request) response {
+	t.Helper()
+	method := r.method
+	if method == "" {
+		method = http.MethodGet
+	}
+	req, err := http.NewRequest(method, base+r.path, r.body)
+	if err != nil {
+		t.Fatalf("new request: %v", err)
+	}
+	for k, vs := range r.header {
+		req.Header[k] = vs
+	}
+	if r.host != "" {
+		req.Host = r.host
+	}
+	if r.chunked {
+		req.ContentLength = -1
+		req.GetBody = nil
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, r.path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, r.path, err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: body}
+}
+
+// bearer returns a header with Authorization: Bearer key.
+func bearer(key string) http.Header {
+	return http.Header{"Authorization": {"Bearer " + key}}
+}
+
+// rawRequest writes a raw HTTP/1.1 request (the request line exactly as
+// given, so no client cleans the path) and reads the response.
+func rawRequest(t testing.TB, addr, requestLine string, header http.Header) response {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	var b strings.Builder
+	b.WriteString(requestLine + "\r\nHost: " + addr + "\r\nConnection: close\r\n")
+	for k, vs := range header {
+		for _, v := range vs {
+			b.WriteString(k + ": " + v + "\r\n")
+		}
+	}
+	b.WriteString("\r\n")
+	if _, err := io.WriteString(conn, b.String()); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read response to %q: %v", requestLine, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: body}
+}
+
+// errorBody is the gateway's JSON error shape.
+type errorBody struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// decodeError checks that body is exactly {"error":{"code","message"}} and
+// returns it.
+func decodeError(t testing.TB, body []byte) errorBody {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	var e errorBody
+	if err := dec.Decode(&e); err != nil {
+		t.Fatalf("error body %q is not {\"error\":{\"code\",\"message\"}}: %v", body, err)
+	}
+	if e.Error.Code == "" || e.Error.Message == "" {
+		t.Fatalf("error body %q lacks code or message", body)
+	}
+	return e
+}
+
+// assertNoSecrets fails if any configured or presented credential appears
+// in s.
+func assertNoSecrets(t testing.TB, what, s string) {
+	t.Helper()
+	for _, k := range secrets {
+		if strings.Contains(s, k) {
+			t.Errorf("%s contains the credential %q:\n%s", what, k, s)
+		}
+	}
+}

@@ -1,0 +1,296 @@
+package e2e
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelgate/modelgate/test/upstream"
+)
+
+// statusConfig has one route per failure mode worth a status.
+const statusConfig = `
+server:
+  listen: "{{.Listen}}"
+  max_body_bytes: 4KiB
+  buffer_body_bytes: 1KiB
+  shutdown_timeout: 5s
+  upstream:
+    dial_timeout: 2s
+    response_header_timeout: 300ms
+admin:
+  listen: "{{.Admin}}"
+key_sets:
+  partners:
+    - id: acme
+      key: ${PARTNER_KEY}
+    - id: old-acme
+      key: ${EXPIRED_KEY}
+      not_after: 2020-01-01T00:00:00Z
+  batch:
+    - id: batch-job
+      sha256: "{{sha .BatchKey}}"
+upstreams:
+  model:
+    url: "{{.Model}}/api/v1/service/fraud"
+    auth: { type: key, key: "${UPSTREAM_KEY}", secondary_key: "${UPSTREAM_KEY_2}" }
+  slow:
+    url: "{{.Slow}}/score"
+    auth: { type: key, key: "${UPSTREAM_KEY}" }
+  down:
+    url: "{{.Down}}/score"
+    auth: { type: key, key: "${UPSTREAM_KEY}" }
+  locked:
+    url: "{{.Locked}}/score"
+    auth: { type: key, key: "${UPSTREAM_KEY}", secondary_key: "${UPSTREAM_KEY_2}" }
+  locked-single:
+    url: "{{.LockedSingle}}/score"
+    auth: { type: key, key: "${UPSTREAM_KEY}" }
+routes:
+  - name: fraud
+    path: /fraud
+    upstream: model
+    allow: [{ key_set: partners }]
+  - name: batch
+    path: /batch
+    upstream: model
+    allow: [{ key_set: batch }]
+  - name: slow
+    path: /slow
+    upstream: slow
+    allow: [{ key_set: partners }]
+  - name: down
+    path: /down
+    upstream: down
+    allow: [{ key_set: partners }]
+  - name: locked
+    path: /locked
+    upstream: locked
+    allow: [{ key_set: partners }]
+  - name: locked-single
+    path: /locked-single
+    upstream: locked-single
+    allow: [{ key_set: partners }]
+`
+
+// TestStatusPaths walks every status the gateway itself answers with (and
+// the admitted 200), checking status, the exact JSON error shape, the
+// headers, that no configured credential appears in the answer, and
+// whether the request reached the upstream.
+func TestStatusPaths(t *testing.T) {
+	model := upstream.New(t, upstreamKey)
+	slow := upstream.New(t, upstreamKey)
+	slow.SetDelay(3 * time.Second)
+	locked := upstream.New(t, "regenerated-elsewhere-key-1")
+	lockedSingle := upstream.New(t, "regenerated-elsewhere-key-2")
+	g := startGateway(t, statusConfig, vars{
+		"BatchKey": batchKey, "Model": model.URL, "Slow": slow.URL, "Down": upstream.ClosedURL(t),
+		"Locked": locked.URL, "LockedSingle": lockedSingle.URL,
+	}, nil)
+
+	big := strings.Repeat("x", 5<<10) // over max_body_bytes (4KiB)
+	tests := []struct {
+		name      string
+		req       request
+		raw       string // raw request line instead of req (paths no client would send)
+		status    int
+		code      string // "" for an admitted answer from the upstream
+		challenge string // substring of WWW-Authenticate; "" means none expected
+		reaches   *upstream.Server
+		nreach    int // upstream requests this row causes on reaches
+	}{
+		{
+			name: "200 admitted", req: request{method: "POST", path: "/fraud/score", header: bearer(partnerKey), body: strings.NewReader(`{"amount":1}`)},
+			status: 200, reaches: model, nreach: 1,
+		},
+		{
+			name: "401 missing credential", req: request{method: "POST", path: "/fraud/score", body: strings.NewReader(`{}`)},
+			status: 401, code: "missing_credential", challenge: `Bearer realm="modelgate"`, reaches: model,
+		},
+		{
+			name: "401 wrong key", req: request{path: "/fraud/score", header: bearer("mgk_not-a-key-at-all-123456")},
+			status: 401, code: "invalid_credential", challenge: `error="invalid_token"`, reaches: model,
+		},
+		{
+			name: "401 basic scheme", req: request{path: "/fraud/score", header: http.Header{"Authorization": {"Basic YWNtZTpzZWNyZXQ="}}},
+			status: 401, code: "invalid_credential", challenge: `Bearer realm="modelgate", error="invalid_request"`, reaches: model,
+		},
+		{
+			name: "401 key sent with basic scheme", req: request{path: "/fraud/score", header: http.Header{"Authorization": {"Basic " + partnerKey}}},
+			status: 401, code: "invalid_credential", challenge: `error="invalid_request"`, reaches: model,
+		},
+		{
+			name: "401 expired key", req: request{path: "/fraud/score", header: bearer(expiredKey)},
+			status: 401, code: "invalid_credential", challenge: `error="invalid_token"`, reaches: model,
+		},
+		{
+			name: "401 token on a key-only route", req: request{path: "/fraud/score", header: bearer(jwtCanary)},
+			status: 401, code: "invalid_credential", challenge: `error="invalid_token"`, reaches: model,
+		},
+		{
+			name: "403 key of another key set", req: request{path: "/fraud/score", header: bearer(batchKey)},
+			status: 403, code: "forbidden", challenge: `error="insufficient_scope"`, reaches: model,
+		},
+		{
+			name: "404 no route", req: request{path: "/nothing/here", header: bearer(partnerKey)},
+			status: 404, code: "no_route", reaches: model,
+		},
+		{
+			name: "400 traversal", raw: "GET /fraud/../batch/score HTTP/1.1",
+			status: 400, code: "bad_path", reaches: model,
+		},
+		{
+			name: "413 by content-length", req: request{method: "POST", path: "/fraud/score", header: bearer(partnerKey), body: strings.NewReader(big)},
+			status: 413, code: "body_too_large", reaches: model,
+		},
+		{
+			// Over buffer_body_bytes, so it streams, and is cut at
+			// max_body_bytes while being forwarded: the upstream sees a
+			// broken request, the client a 413.
+			name: "413 chunked body", req: request{method: "POST", path: "/fraud/score", header: bearer(partnerKey), body: strings.NewReader(big), chunked: true},
+			status: 413, code: "body_too_large", nreach: -1,
+		},
+		{
+			name: "502 upstream refuses connections", req: request{path: "/down/x", header: bearer(partnerKey)},
+			status: 502, code: "upstream_unavailable",
+		},
+		{
+			name: "504 upstream slower than response_header_timeout", req: request{path: "/slow/x", header: bearer(partnerKey)},
+			status: 504, code: "upstream_timeout", reaches: slow, nreach: 1,
+		},
+		{
+			name: "502 upstream rejects primary and secondary keys", req: request{method: "POST", path: "/locked/x", header: bearer(partnerKey), body: strings.NewReader(`{}`)},
+			status: 502, code: "upstream_credential_rejected", reaches: locked, nreach: 2,
+		},
+		{
+			name: "502 upstream rejects the only key", req: request{method: "POST", path: "/locked-single/x", header: bearer(partnerKey), body: strings.NewReader(`{}`)},
+			status: 502, code: "upstream_credential_rejected", reaches: lockedSingle, nreach: 1,
+		},
+	}
+	c := client()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := 0
+			if tt.reaches != nil {
+				before = tt.reaches.Count()
+			}
+			var resp response
+			if tt.raw != "" {
+				resp = rawRequest(t, g.Addr, tt.raw, bearer(partnerKey))
+			} else {
+				resp = do(t, c, g.URL, tt.req)
+			}
+			if resp.status != tt.status {
+				t.Fatalf("status = %d, want %d; body %s", resp.status, tt.status, resp.body)
+			}
+			if resp.header.Get("X-Request-Id") == "" {
+				t.Errorf("no X-Request-Id in the answer")
+			}
+			assertNoSecrets(t, "response body", string(resp.body))
+			for k, vs := range resp.header {
+				assertNoSecrets(t, "response header "+k, strings.Join(vs, "\n"))
+			}
+			if tt.code != "" {
+				e := decodeError(t, resp.body)
+				if e.Error.Code != tt.code {
+					t.Errorf("code = %q, want %q (message %q)", e.Error.Code, tt.code, e.Error.Message)
+				}
+				for k, want := range map[string]string{"Content-Type": "application/json", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"} {
+					if got := resp.header.Get(k); got != want {
+						t.Errorf("%s = %q, want %q", k, got, want)
+					}
+				}
+			}
+			got := resp.header.Values("Www-Authenticate")
+			switch {
+			case tt.challenge == "" && len(got) > 0:
+				t.Errorf("WWW-Authenticate = %q, want none", got)
+			case tt.challenge != "" && (len(got) != 1 || !strings.HasPrefix(got[0], `Bearer realm="modelgate"`) || !strings.Contains(got[0], tt.challenge)):
+				t.Errorf("WWW-Authenticate = %q, want one Bearer challenge containing %q", got, tt.challenge)
+			}
+			if tt.reaches != nil && tt.nreach >= 0 {
+				if n := tt.reaches.Count() - before; n != tt.nreach {
+					t.Errorf("upstream received %d requests, want %d", n, tt.nreach)
+				}
+			}
+		})
+	}
+	t.Run("502 message for a single rejected key does not blame the body", func(t *testing.T) {
+		resp := do(t, c, g.URL, request{method: "POST", path: "/locked-single/x", header: bearer(partnerKey), body: strings.NewReader(`{}`)})
+		if e := decodeError(t, resp.body); strings.Contains(e.Error.Message, "too large") {
+			t.Errorf("message %q blames the request size; the body was 2 bytes", e.Error.Message)
+		}
+	})
+	t.Run("no credential in any log line", func(t *testing.T) {
+		assertNoSecrets(t, "log", g.Logs.String())
+	})
+}
+
+// TestBodyLimits checks max_body_bytes with bodies that are buffered
+// (buffer_body_bytes = max_body_bytes) and bodies that stream (buffer
+// smaller than max), with and without Content-Length.
+func TestBodyLimits(t *testing.T) {
+	const cfg = `
+server:
+  listen: "{{.Listen}}"
+  max_body_bytes: 4KiB
+  buffer_body_bytes: {{.Buffer}}
+admin:
+  listen: "{{.Admin}}"
+key_sets:
+  partners:
+    - id: acme
+      key: ${PARTNER_KEY}
+upstreams:
+  model:
+    url: "{{.Model}}"
+    auth: { type: key, key: "${UPSTREAM_KEY}" }
+routes:
+  - name: fraud
+    path: /fraud
+    upstream: model
+    allow: [{ key_set: partners }]
+`
+	for _, buffer := range []string{"4KiB", "1KiB"} {
+		t.Run("buffer "+buffer, func(t *testing.T) {
+			model := upstream.New(t, upstreamKey)
+			g := startGateway(t, cfg, vars{"Model": model.URL, "Buffer": buffer}, nil)
+			c := client()
+			tests := []struct {
+				name    string
+				size    int
+				chunked bool
+				status  int
+			}{
+				{name: "content-length at the limit", size: 4 << 10, status: 200},
+				{name: "chunked at the limit", size: 4 << 10, chunked: true, status: 200},
+				{name: "content-length one over", size: 4<<10 + 1, status: 413},
+				{name: "chunked one over", size: 4<<10 + 1, chunked: true, status: 413},
+				{name: "chunked far over", size: 64 << 10, chunked: true, status: 413},
+				{name: "small chunked", size: 10, chunked: true, status: 200},
+				{name: "empty", size: 0, status: 200},
+			}
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					body := bytes.Repeat([]byte{'b'}, tt.size)
+					resp := do(t, c, g.URL, request{method: "POST", path: "/fraud/x", header: bearer(partnerKey), body: bytes.NewReader(body), chunked: tt.chunked})
+					if resp.status != tt.status {
+						t.Fatalf("status = %d, want %d; body %s", resp.status, tt.status, resp.body)
+					}
+					if tt.status != 200 {
+						if e := decodeError(t, resp.body); e.Error.Code != "body_too_large" || !strings.Contains(e.Error.Message, "4096") {
+							t.Errorf("error = %+v, want body_too_large naming the 4096-byte limit", e.Error)
+						}
+						return
+					}
+					last, _ := model.Last()
+					if !bytes.Equal(last.Body, body) {
+						t.Errorf("upstream got %d bytes, want the %d sent", len(last.Body), len(body))
+					}
+				})
+			}
+		})
+	}
+}
