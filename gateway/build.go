@@ -16,6 +16,7 @@ import (
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/credential"
 	"github.com/modelgate/modelgate/policy"
+	"github.com/modelgate/modelgate/policy/idp"
 	"github.com/modelgate/modelgate/proxy"
 )
 
@@ -26,8 +27,16 @@ type Deps struct {
 	Logger *slog.Logger
 	// Transport is the one shared upstream transport.
 	Transport http.RoundTripper
-	// Now is the clock; nil means time.Now.
+	// Now is the clock; nil means time.Now. Identity providers judge token
+	// times by it too (gateway explain -at sets a fixed instant).
 	Now func() time.Time
+	// HTTPClient fetches identity provider metadata and keys and talks to
+	// the Azure control plane; nil means a default client trusting the
+	// system roots.
+	HTTPClient *http.Client
+	// StaticJWKS supplies saved key sets by provider name ("*" for all), so
+	// nothing is fetched (gateway explain -jwks).
+	StaticJWKS map[string][]byte
 }
 
 // Snapshot is one compiled configuration: immutable once built, served until
@@ -37,8 +46,9 @@ type Snapshot struct {
 	Handler *proxy.Handler
 	Routes  []*proxy.Route
 
-	closers []func()
-	sources []credential.Source
+	closers   []func()
+	sources   []credential.Source
+	providers map[string]*idp.Provider
 }
 
 // Close releases background work the snapshot started.
@@ -75,6 +85,15 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (*Snapshot, error
 	}
 	keys := policy.NewKeyIndex(specs)
 
+	providers, err := buildProviders(ctx, cfg, deps)
+	if err != nil {
+		return nil, err
+	}
+	snap.providers = providers
+	for _, p := range providers {
+		snap.closers = append(snap.closers, p.Close)
+	}
+
 	upstreams := map[string]*proxy.Upstream{}
 	for _, name := range sortedNames(cfg.Upstreams) {
 		u := cfg.Upstreams[name]
@@ -106,8 +125,12 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (*Snapshot, error
 					rules = append(rules, policy.RuleSpec{KeySet: a.KeySet})
 					continue
 				}
-				snap.Close()
-				return nil, fmt.Errorf("route %s: identity provider rules are not supported yet", r.Name)
+				tr, err := tokenRule(a, providers)
+				if err != nil {
+					snap.Close()
+					return nil, fmt.Errorf("route %s: %w", r.Name, err)
+				}
+				rules = append(rules, policy.RuleSpec{Token: tr})
 			}
 			pol = policy.New(keys, rules)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/gateway"
+	"github.com/modelgate/modelgate/internal/demoidp"
 	"github.com/modelgate/modelgate/internal/demomodel"
 )
 
@@ -27,6 +28,11 @@ admin:
   listen: "{{.Admin}}"
 log:
   format: text
+identity_providers:
+  demo-idp:
+    type: oidc
+    issuer: "{{.Issuer}}"
+    audiences: [api://modelgate-demo]
 key_sets:
   partners:
     - id: demo-partner
@@ -45,6 +51,8 @@ routes:
     upstream: fraud-model
     allow:
       - key_set: partners
+      - identity_provider: demo-idp
+        roles: [Score.Invoke]
   - name: batch
     path: /batch
     upstream: fraud-model
@@ -90,11 +98,34 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	go func() { _ = model.Serve(modelLn) }()
 	defer model.Close()
 
+	// The demo token issuer: OIDC discovery and keys on loopback.
+	idpLn, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
+	if err != nil {
+		pub.Close()
+		adm.Close()
+		return err
+	}
+	issuer, err := demoidp.New("http://" + idpLn.Addr().String())
+	if err != nil {
+		return err
+	}
+	idpSrv := &http.Server{Handler: issuer.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = idpSrv.Serve(idpLn) }()
+	defer idpSrv.Close()
+	scorer, err := issuer.Token("api://modelgate-demo", "4f1c2d3e-0000-4000-8000-0000000000a1", "5e6f7a8b-0000-4000-8000-0000000000c1", []string{"Score.Invoke"}, 24*time.Hour)
+	if err != nil {
+		return err
+	}
+	reader, err := issuer.Token("api://modelgate-demo", "4f1c2d3e-0000-4000-8000-0000000000a2", "5e6f7a8b-0000-4000-8000-0000000000c1", []string{"Reports.Read"}, 24*time.Hour)
+	if err != nil {
+		return err
+	}
+
 	partnerKey, batchKey := newKey(), newKey()
 	var cfgText strings.Builder
 	_ = template.Must(template.New("demo").Parse(demoConfig)).Execute(&cfgText, map[string]string{
 		"Listen": pub.Addr().String(), "Admin": adm.Addr().String(), "Model": "http://" + modelLn.Addr().String(),
-		"PartnerHash": keyHash(partnerKey), "BatchHash": keyHash(batchKey),
+		"PartnerHash": keyHash(partnerKey), "BatchHash": keyHash(batchKey), "Issuer": issuer.URL(),
 	})
 	env := map[string]string{"DEMO_UPSTREAM_KEY": upstreamKey}
 	load := func() (*config.Config, error) {
@@ -116,7 +147,11 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	srv := gateway.NewServer(snap, load, deps)
 
 	base := "http://" + pub.Addr().String()
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_ = snap.WaitIdentityProviders(wctx)
+	cancel()
 	printDemo(stdout, base, "http://"+adm.Addr().String(), "http://"+modelLn.Addr().String(), partnerKey, batchKey)
+	printDemoTokens(stdout, base, scorer, reader)
 	if *ready != "" {
 		if err := writeFile(*ready, base+"\n"); err != nil {
 			return err
@@ -159,8 +194,6 @@ Demo API key (key set "partners"): %s
    curl -si %s/api/v1/service/fraud/score -d '{}'
 
 Admin endpoints (never on the public listener): %s/healthz  %s/readyz
-One structured log line per request goes to stderr. Press Ctrl-C to stop.
-
 `, base, model, partnerKey,
 		base, partnerKey,
 		base, partnerKey,
@@ -174,4 +207,28 @@ One structured log line per request goes to stderr. Press Ctrl-C to stop.
 
 func writeFile(path, content string) error {
 	return os.WriteFile(path, []byte(content), 0o600)
+}
+
+func printDemoTokens(w io.Writer, base, scorer, reader string) {
+	fmt.Fprintf(w, `Access tokens from the demo's own token issuer (RS256, shaped like Azure AD v2
+tokens; the gateway fetched the issuer's keys through OIDC discovery):
+
+   export SCORER_TOKEN=%s
+   export READER_TOKEN=%s
+
+8. A token with the app role Score.Invoke (200):
+   curl -s %s/fraud/score -H "Authorization: Bearer $SCORER_TOKEN" -d '{"amount": 99}'
+
+9. A valid token without that role (403, error="insufficient_scope"):
+   curl -si %s/fraud/score -H "Authorization: Bearer $READER_TOKEN" -d '{}'
+
+10. The same token with a forged signature (401, error="invalid_token"):
+   curl -si %s/fraud/score -H "Authorization: Bearer ${SCORER_TOKEN%%.*}.Zm9yZ2Vk" -d '{}'
+
+11. Ask the gateway why, offline (the same policy code, with a trace):
+   go run ./cmd/gateway explain -config <your config> -path /fraud/score -token "$READER_TOKEN"
+
+One structured log line per request goes to stderr. Press Ctrl-C to stop.
+
+`, scorer, reader, base, base, base)
 }

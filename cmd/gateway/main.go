@@ -4,6 +4,7 @@
 //	gateway [serve] -config FILE   run the gateway (default subcommand)
 //	gateway check -config FILE     validate a config and print the route table
 //	gateway keys new [-id NAME]    print a new API key and its sha256 line
+//	gateway explain ...            show why a credential is admitted or refused
 //	gateway demo                   run a self-contained demo on loopback
 //	gateway version                print the version
 package main
@@ -47,6 +48,8 @@ commands:
   serve -config FILE          run the gateway (the default command)
   check -config FILE          validate a configuration and print its route table
   keys new [-id NAME]         print a new API key and the sha256 line for key_sets
+  explain -config FILE -path PATH (-token T | -key K) [-host H] [-jwks FILE] [-at TIME]
+                              show which rule admits or refuses a credential, and why
   demo [-listen ADDR]         run a self-contained demo on loopback (no Azure account needed)
   version                     print the version
 
@@ -69,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdKeys(args, stdout, stderr)
 	case "demo":
 		return cmdDemo(ctx, args, stdout, stderr)
+	case "explain":
+		return cmdExplain(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 		return nil

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/modelgate/modelgate/config"
+	"github.com/modelgate/modelgate/gateway"
+	"github.com/modelgate/modelgate/policy"
+	"github.com/modelgate/modelgate/proxy"
+)
+
+type jwksFlag map[string]string
+
+func (j jwksFlag) String() string { return "" }
+func (j jwksFlag) Set(v string) error {
+	name, file, ok := strings.Cut(v, "=")
+	if !ok {
+		name, file = "*", v
+	}
+	j[name] = file
+	return nil
+}
+
+// cmdExplain answers "would this credential be admitted on this path, and
+// why?" with the same policy code the gateway runs. Exit 0 when admitted,
+// 1 when refused, 2 on bad usage.
+func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("explain", stderr)
+	path := configFlag(fs)
+	reqPath := fs.String("path", "", "request `path`, e.g. /fraud/score (required)")
+	host := fs.String("host", "", "request `host` (for host-specific routes)")
+	token := fs.String("token", "", "access `token` to check; @FILE reads it from a file, - from stdin")
+	key := fs.String("key", "", "API `key` to check; @FILE reads it from a file, - from stdin")
+	at := fs.String("at", "", "evaluate time-based checks as of this RFC 3339 `instant` (default now)")
+	jwks := jwksFlag{}
+	fs.Var(jwks, "jwks", "use a saved key set instead of fetching: `FILE` for every provider, or NAME=FILE (repeatable); nothing is fetched")
+	wait := fs.Duration("wait", 15*time.Second, "how long to wait for identity providers' keys when fetching them")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *path == "" || *reqPath == "" || (*token == "") == (*key == "") {
+		fmt.Fprintln(stderr, "usage: gateway explain -config FILE -path PATH [-host HOST] (-token T | -key K) [-jwks FILE] [-at TIME]")
+		return exitError(2)
+	}
+	cred, err := readSecretArg(*token + *key)
+	if err != nil {
+		fmt.Fprintln(stderr, "gateway explain:", err)
+		return exitError(2)
+	}
+	now := time.Now()
+	if *at != "" {
+		if now, err = time.Parse(time.RFC3339, *at); err != nil {
+			fmt.Fprintln(stderr, "gateway explain: -at must be RFC 3339, like 2026-11-17T09:30:00Z")
+			return exitError(2)
+		}
+	}
+	cfg, err := config.Load(*path, os.LookupEnv)
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		return exitError(2)
+	}
+	static := map[string][]byte{}
+	for name, file := range jwks {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			fmt.Fprintln(stderr, "gateway explain:", err)
+			return exitError(2)
+		}
+		static[name] = b
+	}
+	deps := gateway.Deps{Now: func() time.Time { return now }, StaticJWKS: static}
+	snap, err := gateway.Build(ctx, cfg, deps)
+	if err != nil {
+		fmt.Fprintln(stderr, "gateway explain:", err)
+		return exitError(2)
+	}
+	defer snap.Close()
+
+	route := proxy.NewRouter(snap.Routes).Match(strings.ToLower(*host), *reqPath)
+	if route == nil {
+		fmt.Fprintf(stdout, "route: none serves host %q path %s: the gateway answers 404 no_route\n", *host, *reqPath)
+		return exitError(1)
+	}
+	r := findRoute(cfg, route.Name)
+	hostDesc := r.Host
+	if hostDesc == "" {
+		hostDesc = "*"
+	}
+	fmt.Fprintf(stdout, "route:      %s (host %s, path %s) -> upstream %s\n", r.Name, hostDesc, r.Path, r.Upstream)
+	fmt.Fprintf(stdout, "evaluated:  as of %s\n", now.UTC().Format(time.RFC3339))
+	if *token != "" {
+		if !policy.LooksLikeJWT(cred) {
+			fmt.Fprintln(stdout, "credential: not shaped like a JWT, so the gateway treats it as an API key")
+		} else {
+			fmt.Fprintf(stdout, "credential: access token (claims below are UNVERIFIED, as sent)\n%s", describeToken(cred))
+		}
+	} else {
+		fmt.Fprintln(stdout, "credential: API key")
+	}
+
+	if *token != "" && len(jwks) == 0 {
+		wctx, cancel := context.WithTimeout(ctx, *wait)
+		if err := snap.WaitIdentityProviders(wctx); err != nil {
+			fmt.Fprintf(stdout, "warning:    identity provider keys not available after %s (%v); offline, pass -jwks FILE\n", *wait, err)
+		}
+		cancel()
+	}
+
+	var steps []policy.Step
+	d := route.Policy.Evaluate(ctx, "Bearer "+cred, now, &steps)
+	fmt.Fprintln(stdout, "rules:")
+	if route.Policy.IsPublic() {
+		fmt.Fprintln(stdout, "  public: true (everyone is admitted)")
+	}
+	for _, s := range steps {
+		verdict := "refused"
+		if s.Admitted {
+			verdict = "ADMITTED"
+		}
+		fmt.Fprintf(stdout, "  %-40s %s (%s): %s\n", s.Rule, verdict, s.Reason, s.Detail)
+	}
+	if d.Denial != nil {
+		fmt.Fprintf(stdout, "decision:   REFUSED %d %s, reason %s\n            the caller is told: %s\n", d.Denial.Status, d.Denial.Code, d.Denial.Reason, d.Denial.Message)
+		return exitError(1)
+	}
+	fmt.Fprintf(stdout, "decision:   ADMITTED by %s as %s\n", d.Rule, d.Identity.Key())
+	return nil
+}
+
+func findRoute(cfg *config.Config, name string) *config.Route {
+	for _, r := range cfg.Routes {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// readSecretArg reads a credential given on the command line, from a file
+// (@FILE) or from stdin (-), so it need not appear in shell history.
+func readSecretArg(v string) (string, error) {
+	var b []byte
+	var err error
+	switch {
+	case v == "-":
+		b, err = io.ReadAll(io.LimitReader(os.Stdin, 64<<10))
+	case strings.HasPrefix(v, "@"):
+		b, err = os.ReadFile(v[1:])
+	default:
+		return strings.TrimSpace(v), nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// describeToken prints a few claims of an unverified token for the reader.
+func describeToken(tok string) string {
+	parts := strings.Split(tok, ".")
+	var hdr, claims map[string]any
+	if b, err := base64.RawURLEncoding.DecodeString(parts[0]); err == nil {
+		_ = json.Unmarshal(b, &hdr)
+	}
+	if len(parts) > 1 {
+		if b, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil {
+			_ = json.Unmarshal(b, &claims)
+		}
+	}
+	var sb strings.Builder
+	line := func(k string, v any) {
+		if v != nil {
+			fmt.Fprintf(&sb, "            %-6s %v\n", k, v)
+		}
+	}
+	line("alg", hdr["alg"])
+	line("kid", hdr["kid"])
+	for _, k := range []string{"iss", "aud", "ver", "tid", "oid", "appid", "azp", "roles", "scp", "groups"} {
+		line(k, claims[k])
+	}
+	for _, k := range []string{"nbf", "exp"} {
+		if f, ok := claims[k].(float64); ok {
+			line(k, time.Unix(int64(f), 0).UTC().Format(time.RFC3339))
+		} else {
+			line(k, claims[k])
+		}
+	}
+	return sb.String()
+}

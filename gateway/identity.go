@@ -1,0 +1,65 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/modelgate/modelgate/config"
+	"github.com/modelgate/modelgate/policy"
+	"github.com/modelgate/modelgate/policy/idp"
+)
+
+// buildProviders starts one identity provider per configured entry. Keys are
+// fetched in the background; a provider that cannot reach its issuer yet
+// answers 503 for its rules and keeps /readyz not ready, but never stops the
+// gateway from starting.
+func buildProviders(ctx context.Context, cfg *config.Config, deps Deps) (map[string]*idp.Provider, error) {
+	out := map[string]*idp.Provider{}
+	for _, name := range sortedNames(cfg.IdentityProviders) {
+		ip := cfg.IdentityProviders[name]
+		o := idp.Options{
+			Name:            name,
+			Type:            ip.Type,
+			TenantID:        ip.TenantID,
+			AllowedTenants:  ip.AllowedTenants,
+			Cloud:           ip.Cloud,
+			AuthorityHost:   ip.AuthorityHost,
+			Issuer:          ip.Issuer,
+			DiscoveryURL:    ip.DiscoveryURL,
+			JWKSURI:         ip.JWKSURI,
+			Audiences:       ip.Audiences,
+			RefreshInterval: ip.RefreshInterval.D(),
+			HTTPClient:      deps.HTTPClient,
+			Logger:          deps.Logger,
+			Now:             deps.Now,
+		}
+		if ip.Leeway != nil {
+			o.Leeway = ip.Leeway.D()
+		}
+		if jwks, ok := deps.StaticJWKS[name]; ok {
+			o.StaticJWKS = jwks
+		} else if jwks, ok := deps.StaticJWKS["*"]; ok {
+			o.StaticJWKS = jwks
+		}
+		p, err := idp.New(ctx, o)
+		if err != nil {
+			for _, q := range out {
+				q.Close()
+			}
+			return nil, fmt.Errorf("identity provider %s: %w", name, err)
+		}
+		out[name] = p
+	}
+	return out, nil
+}
+
+// tokenRule compiles an allow entry's claim conditions.
+func tokenRule(a *config.AllowRule, providers map[string]*idp.Provider) (*policy.TokenRule, error) {
+	m := func(x config.Match) idp.Match { return idp.Match{AnyOf: x.AnyOf, AllOf: x.AllOf} }
+	spec := idp.RuleSpec{Roles: m(a.Roles), Scopes: m(a.Scopes), Groups: m(a.Groups), Users: m(a.Users), Apps: m(a.Apps), Tenants: m(a.Tenants)}
+	rule, err := idp.CompileRule(spec)
+	if err != nil {
+		return nil, err
+	}
+	return &policy.TokenRule{ProviderName: a.IdentityProvider, Verifier: providers[a.IdentityProvider], Claims: rule}, nil
+}
