@@ -169,7 +169,16 @@ func (h *Handler) reverseProxy(u *Upstream, base http.RoundTripper, pool httputi
 		BufferPool:    pool,
 		ErrorLog:      errLog,
 		ErrorHandler:  h.proxyError,
+		// The gateway already set its own X-Request-Id on the answer (the
+		// one it forwarded and logs); Azure ML endpoints echo it, so copying
+		// the upstream's too would give the client two.
+		ModifyResponse: dropRequestID,
 	}
+}
+
+func dropRequestID(res *http.Response) error {
+	delete(res.Header, headerRequestID)
+	return nil
 }
 
 // reqState is the per-request record shared by the pipeline stages and the
@@ -365,6 +374,13 @@ func (h *Handler) rewrite(u *Upstream, pr *httputil.ProxyRequest) {
 	for _, k := range spoofable {
 		delete(hdr, k)
 	}
+	// ReverseProxy puts back Connection: Upgrade and Upgrade after removing
+	// hop-by-hop headers, to tunnel WebSocket and h2c. The gateway does not
+	// switch protocols: a tunnel would hand the client a raw connection to
+	// the upstream, authenticated with the gateway's credential, outside the
+	// body limit and the per-request log. Scoring APIs are plain HTTP.
+	delete(hdr, "Connection")
+	delete(hdr, "Upgrade")
 	for _, ih := range u.identity {
 		delete(hdr, ih.key)
 	}
