@@ -232,7 +232,10 @@ type Credential struct {
 	// TokenFilePath is the federated token file (workload_identity). Default:
 	// $AZURE_FEDERATED_TOKEN_FILE.
 	TokenFilePath string `yaml:"token_file_path"`
-	// AuthorityHost overrides the Azure AD host (sovereign clouds, tests).
+	// Cloud is public (default), usgovernment or china.
+	Cloud string `yaml:"cloud"`
+	// AuthorityHost overrides the cloud's Azure AD host (tests, private
+	// clouds). It must be https.
 	AuthorityHost string `yaml:"authority_host"`
 }
 

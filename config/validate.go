@@ -42,7 +42,6 @@ func (v *validator) errAt(p, format string, args ...any) {
 	v.d.errs = append(v.d.errs, &FieldError{File: v.d.file, Line: line, Path: p, Msg: fmt.Sprintf(format, args...)})
 }
 
-
 func sortedKeys[M ~map[string]V, V any](m M) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
@@ -306,6 +305,11 @@ func (v *validator) credentials() {
 			v.errAt(p+".type", "missing: write client_secret, client_certificate, managed_identity, workload_identity, azure_cli or default")
 		default:
 			v.errAt(p+".type", "%q is not a credential type: write client_secret, client_certificate, managed_identity, workload_identity, azure_cli or default", c.Type)
+		}
+		switch c.Cloud {
+		case "", "public", "usgovernment", "china":
+		default:
+			v.errAt(p+".cloud", "%q is not a cloud: write public, usgovernment or china", c.Cloud)
 		}
 		if c.AuthorityHost != "" {
 			if _, err := parseHTTPSURL(c.AuthorityHost, false); err != nil {

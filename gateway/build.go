@@ -13,6 +13,7 @@ import (
 	"sort"
 	"time"
 
+	azpolicy "github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/credential"
 	"github.com/modelgate/modelgate/policy"
@@ -34,6 +35,15 @@ type Deps struct {
 	// the Azure control plane; nil means a default client trusting the
 	// system roots.
 	HTTPClient *http.Client
+	// Clock drives upstream credential refreshes; nil means the system
+	// clock.
+	Clock credential.Clock
+	// Refresh tunes the credential sources' backoff and rate limits; zero
+	// means their defaults.
+	Refresh credential.RefreshPolicy
+	// AzureRetry tunes azidentity's own retries; zero means azcore's
+	// defaults.
+	AzureRetry azpolicy.RetryOptions
 	// StaticJWKS supplies saved key sets by provider name ("*" for all), so
 	// nothing is fetched (gateway explain -jwks).
 	StaticJWKS map[string][]byte
@@ -94,10 +104,11 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (*Snapshot, error
 		snap.closers = append(snap.closers, p.Close)
 	}
 
+	azure := &azureCredentials{cfg: cfg.Credentials, deps: deps}
 	upstreams := map[string]*proxy.Upstream{}
 	for _, name := range sortedNames(cfg.Upstreams) {
 		u := cfg.Upstreams[name]
-		src, err := upstreamSource(ctx, name, u, deps)
+		src, err := upstreamSource(name, u, azure, deps)
 		if err != nil {
 			snap.Close()
 			return nil, fmt.Errorf("upstream %s: %w", name, err)
