@@ -41,8 +41,7 @@ const (
 	// private key) and CertificatePassword when the file is encrypted.
 	ClientCertificate Type = "client_certificate"
 	// ManagedIdentity is the system-assigned managed identity, or a
-	// user-assigned one named by ManagedIdentityClientID or
-	// ManagedIdentityResourceID.
+	// user-assigned one named by ClientID or ResourceID.
 	ManagedIdentity Type = "managed_identity"
 	// WorkloadIdentity is AKS workload identity: a federated service
 	// account token file. TenantID, ClientID and TokenFilePath default to
@@ -74,7 +73,8 @@ type Options struct {
 	Type Type
 	// TenantID is the directory (tenant) id.
 	TenantID string
-	// ClientID is the application (client) id.
+	// ClientID is the application (client) id. For managed_identity it
+	// selects a user-assigned identity by client id.
 	ClientID string
 	// ClientSecret is the client secret (client_secret).
 	ClientSecret credential.Secret
@@ -86,12 +86,10 @@ type Options struct {
 	// SendCertificateChain sends the x5c header, needed for subject
 	// name/issuer authentication.
 	SendCertificateChain bool
-	// ManagedIdentityClientID selects a user-assigned managed identity by
-	// client id. At most one of it and ManagedIdentityResourceID.
-	ManagedIdentityClientID string
-	// ManagedIdentityResourceID selects a user-assigned managed identity by
-	// ARM resource id.
-	ManagedIdentityResourceID string
+	// ResourceID selects a user-assigned managed identity by ARM resource
+	// id (managed_identity). At most one of ClientID and ResourceID; neither
+	// means the system-assigned identity.
+	ResourceID string
 	// TokenFilePath is the federated token file (workload_identity).
 	TokenFilePath string
 	// Cloud is public (default), usgovernment or china.
@@ -102,7 +100,10 @@ type Options struct {
 	AuthorityHost string
 	// DisableInstanceDiscovery skips Azure AD instance discovery, for
 	// private clouds, Azure Stack and fakes. azidentity then fetches
-	// {authority}/{tenant}/v2.0/.well-known/openid-configuration.
+	// {authority}/{tenant}/v2.0/.well-known/openid-configuration. It is
+	// implied when AuthorityHost is not a public or sovereign Azure AD host
+	// (login.microsoftonline.com, .us, login.chinacloudapi.cn), since
+	// instance discovery would reject such an authority anyway.
 	DisableInstanceDiscovery bool
 	// AdditionallyAllowedTenants lets the credential get tokens for other
 	// tenants than TenantID.
@@ -154,14 +155,13 @@ func (o Options) clientOptions() (azcore.ClientOptions, error) {
 // than silently ignored.
 func (o Options) unused(allowed ...string) error {
 	set := map[string]bool{
-		"tenant_id":                    o.TenantID != "",
-		"client_id":                    o.ClientID != "",
-		"client_secret":                !o.ClientSecret.IsZero(),
-		"certificate_path":             o.CertificatePath != "",
-		"certificate_password":         !o.CertificatePassword.IsZero(),
-		"managed_identity_client_id":   o.ManagedIdentityClientID != "",
-		"managed_identity_resource_id": o.ManagedIdentityResourceID != "",
-		"token_file_path":              o.TokenFilePath != "",
+		"tenant_id":            o.TenantID != "",
+		"client_id":            o.ClientID != "",
+		"client_secret":        !o.ClientSecret.IsZero(),
+		"certificate_path":     o.CertificatePath != "",
+		"certificate_password": !o.CertificatePassword.IsZero(),
+		"resource_id":          o.ResourceID != "",
+		"token_file_path":      o.TokenFilePath != "",
 	}
 	for _, a := range allowed {
 		delete(set, a)
@@ -192,10 +192,28 @@ func require(pairs ...string) error {
 	return nil
 }
 
+// knownAuthorities are the Azure AD hosts instance discovery knows.
+var knownAuthorities = map[string]bool{
+	"login.microsoftonline.com":        true,
+	"login.microsoftonline.us":         true,
+	"login.chinacloudapi.cn":           true,
+	"login.partner.microsoftonline.cn": true,
+	"login.windows.net":                true,
+	"login.microsoft.com":              true,
+	"sts.windows.net":                  true,
+	"login.usgovcloudapi.net":          true,
+	"login-us.microsoftonline.com":     true,
+}
+
 func build(o Options) (azcore.TokenCredential, error) {
 	co, err := o.clientOptions()
 	if err != nil {
 		return nil, err
+	}
+	if o.AuthorityHost != "" {
+		if u, err := url.Parse(o.AuthorityHost); err == nil && !knownAuthorities[strings.ToLower(u.Hostname())] {
+			o.DisableInstanceDiscovery = true
+		}
 	}
 	switch o.Type {
 	case ClientSecret:
@@ -239,17 +257,17 @@ func build(o Options) (azcore.TokenCredential, error) {
 		})
 
 	case ManagedIdentity:
-		if err := o.unused("managed_identity_client_id", "managed_identity_resource_id"); err != nil {
+		if err := o.unused("client_id", "resource_id"); err != nil {
 			return nil, err
 		}
 		mo := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: co}
 		switch {
-		case o.ManagedIdentityClientID != "" && o.ManagedIdentityResourceID != "":
-			return nil, errors.New("set at most one of managed_identity_client_id and managed_identity_resource_id")
-		case o.ManagedIdentityClientID != "":
-			mo.ID = azidentity.ClientID(o.ManagedIdentityClientID)
-		case o.ManagedIdentityResourceID != "":
-			mo.ID = azidentity.ResourceID(o.ManagedIdentityResourceID)
+		case o.ClientID != "" && o.ResourceID != "":
+			return nil, errors.New("set at most one of client_id and resource_id (a user-assigned identity is named by either)")
+		case o.ClientID != "":
+			mo.ID = azidentity.ClientID(o.ClientID)
+		case o.ResourceID != "":
+			mo.ID = azidentity.ResourceID(o.ResourceID)
 		}
 		return azidentity.NewManagedIdentityCredential(mo)
 

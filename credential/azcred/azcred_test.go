@@ -30,11 +30,11 @@ const (
 	canary = "canary-secret-Zq8v"
 )
 
-// fakeOptions points o at aad: https authority, no instance discovery, a
+// fakeOptions points o at aad: its https authority (which implies
+// DisableInstanceDiscovery, as the host is not a known Azure AD host), a
 // client trusting the fake's CA, and no azcore retries.
 func fakeOptions(aad *fakeazure.AAD, o azcred.Options) azcred.Options {
 	o.AuthorityHost = aad.URL()
-	o.DisableInstanceDiscovery = true
 	o.HTTPClient = aad.Client()
 	o.Retry = policy.RetryOptions{MaxRetries: -1}
 	return o
@@ -246,9 +246,9 @@ func TestManagedIdentityViaIdentityEndpoint(t *testing.T) {
 		wantErr    bool
 	}{
 		{"system assigned", azcred.Options{}, fakeazure.SystemAssignedClientID, "", false},
-		{"user assigned by client id", azcred.Options{ManagedIdentityClientID: "ua-client-id"}, "ua-client-id", "client_id=ua-client-id", false},
-		{"user assigned by resource id", azcred.Options{ManagedIdentityResourceID: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/gw"}, "ua-client-id", "mi_res_id=", false},
-		{"unknown user assigned", azcred.Options{ManagedIdentityClientID: "nope"}, "", "", true},
+		{"user assigned by client id", azcred.Options{ClientID: "ua-client-id"}, "ua-client-id", "client_id=ua-client-id", false},
+		{"user assigned by resource id", azcred.Options{ResourceID: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/gw"}, "ua-client-id", "mi_res_id=", false},
+		{"unknown user assigned", azcred.Options{ClientID: "nope"}, "", "", true},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -317,7 +317,7 @@ func TestOptionsValidation(t *testing.T) {
 		{"client secret ok", azcred.Options{Type: azcred.ClientSecret, TenantID: tenant, ClientID: client, ClientSecret: canary}, ""},
 		{"client secret missing fields", azcred.Options{Type: azcred.ClientSecret}, "missing tenant_id, client_id, client_secret"},
 		{"secret on a managed identity", azcred.Options{Type: azcred.ManagedIdentity, ClientSecret: canary}, "client_secret not used by type managed_identity"},
-		{"both managed identity ids", azcred.Options{Type: azcred.ManagedIdentity, ManagedIdentityClientID: "a", ManagedIdentityResourceID: "b"}, "at most one"},
+		{"both managed identity ids", azcred.Options{Type: azcred.ManagedIdentity, ClientID: "a", ResourceID: "b"}, "at most one"},
 		{"http authority", azcred.Options{Type: azcred.ClientSecret, TenantID: tenant, ClientID: client, ClientSecret: canary, AuthorityHost: "http://127.0.0.1:1"}, "want an https URL"},
 		{"unknown cloud", azcred.Options{Type: azcred.AzureCLI, Cloud: "mars"}, `cloud "mars"`},
 		{"certificate missing path", azcred.Options{Type: azcred.ClientCertificate, TenantID: tenant, ClientID: client}, "missing certificate_path"},
