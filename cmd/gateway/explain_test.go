@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelgate/modelgate/test/fakeaad"
+)
+
+// TestExplainOffline: a token from "last Tuesday" is judged as of then, with
+// a saved key set and no network: admitted then, refused (expired) now, and
+// refused for a missing role with the rule and reason named.
+func TestExplainOffline(t *testing.T) {
+	aad := fakeaad.New(t)
+	tuesday := time.Date(2026, 11, 17, 9, 0, 0, 0, time.UTC)
+	aad.SetNow(func() time.Time { return tuesday })
+	dir := t.TempDir()
+	jwks := filepath.Join(dir, "keys.json")
+	if err := aad.WriteJWKS(jwks); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "gw.yaml")
+	if err := os.WriteFile(cfg, []byte(`
+identity_providers:
+  contoso:
+    type: azure_ad
+    tenant_id: `+fakeaad.TenantID+`
+    audiences: ["`+fakeaad.APIAppIDURI+`"]
+upstreams:
+  fraud: { url: "http://127.0.0.1:1", auth: { type: none } }
+routes:
+  - name: fraud
+    path: /fraud
+    upstream: fraud
+    allow:
+      - identity_provider: contoso
+        roles: [Score.Invoke]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withRole := aad.V1Claims("", fakeaad.APIAppIDURI)
+	withRole["roles"] = []string{"Score.Invoke"}
+	good := aad.Mint(withRole)
+	noRole := aad.Mint(aad.V1Claims("", fakeaad.APIAppIDURI))
+	tokenFile := filepath.Join(dir, "token.txt")
+	if err := os.WriteFile(tokenFile, []byte(good+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name     string
+		args     []string
+		wantExit int
+		want     []string
+	}{
+		{"admitted as of then", []string{"-token", good, "-at", "2026-11-17T09:30:00Z"}, 0,
+			[]string{"route:      fraud", "ADMITTED (admitted)", "decision:   ADMITTED by allow[0] identity_provider=contoso as token:contoso/" + fakeaad.TenantID}},
+		{"token from a file", []string{"-token", "@" + tokenFile, "-at", "2026-11-17T09:30:00Z"}, 0, []string{"decision:   ADMITTED"}},
+		{"expired now", []string{"-token", good}, 1, []string{"refused (token_expired)", "REFUSED 401 invalid_credential, reason token_expired"}},
+		{"before it was valid", []string{"-token", good, "-at", "2026-11-17T08:00:00Z"}, 1, []string{"token_not_yet_valid"}},
+		{"missing role", []string{"-token", noRole, "-at", "2026-11-17T09:30:00Z"}, 1,
+			[]string{"refused (missing_role)", "Score.Invoke", "REFUSED 403 forbidden"}},
+		{"a key on a token route", []string{"-key", "mgk_not-a-token-0123456789"}, 1, []string{"credential: API key", "REFUSED 401"}},
+		{"no route", []string{"-token", good, "-path", "/nowhere"}, 1, []string{"route: none serves"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"explain", "-config", cfg, "-path", "/fraud/score", "-jwks", jwks}, tt.args...)
+			var out, errb bytes.Buffer
+			err := run(context.Background(), args, &out, &errb)
+			exit := 0
+			var ee exitError
+			if errors.As(err, &ee) {
+				exit = int(ee)
+			} else if err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			if exit != tt.wantExit {
+				t.Errorf("exit %d, want %d\n%s%s", exit, tt.wantExit, out.String(), errb.String())
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output lacks %q:\n%s", w, out.String())
+				}
+			}
+			if aad.TotalRequests() != 0 {
+				t.Errorf("explain -jwks fetched from the identity provider (%d requests)", aad.TotalRequests())
+			}
+		})
+	}
+}
