@@ -66,7 +66,8 @@ func (st *keyState) issuerOK(iss, tid string) bool {
 	if !st.templated {
 		return iss == st.issuer
 	}
-	return len(iss) == len(st.issPrefix)+len(tid)+len(st.issSuffix) &&
+	return tid != "" &&
+		len(iss) == len(st.issPrefix)+len(tid)+len(st.issSuffix) &&
 		strings.HasPrefix(iss, st.issPrefix) &&
 		strings.HasSuffix(iss, st.issSuffix) &&
 		iss[len(st.issPrefix):len(iss)-len(st.issSuffix)] == tid
@@ -382,6 +383,18 @@ func (st *keyState) setKeys(s *source, raw []byte) ([]string, error) {
 	return dropped, nil
 }
 
+// jsonWebKey holds the members of a key set entry that parseKey reads.
+type jsonWebKey struct {
+	Kty    string   `json:"kty"`
+	Use    string   `json:"use"`
+	Kid    string   `json:"kid"`
+	Alg    string   `json:"alg"`
+	N      string   `json:"n"`
+	E      string   `json:"e"`
+	X5c    []string `json:"x5c"`
+	KeyOps []string `json:"key_ops"`
+}
+
 // errSkipKey marks key set entries that are valid but not for us (other key
 // types, encryption keys, other algorithms): skipped silently.
 var errSkipKey = errors.New("not an RS256 signing key")
@@ -391,16 +404,7 @@ var errSkipKey = errors.New("not an RS256 signing key")
 // key; if it does not parse (Azure AD still publishes certificates with
 // negative serial numbers, which crypto/x509 refuses), it is ignored.
 func parseKey(raw json.RawMessage) (string, *rsa.PublicKey, error) {
-	var k struct {
-		Kty    string   `json:"kty"`
-		Use    string   `json:"use"`
-		Kid    string   `json:"kid"`
-		Alg    string   `json:"alg"`
-		N      string   `json:"n"`
-		E      string   `json:"e"`
-		X5c    []string `json:"x5c"`
-		KeyOps []string `json:"key_ops"`
-	}
+	var k jsonWebKey
 	if err := json.Unmarshal(raw, &k); err != nil {
 		return "", nil, fmt.Errorf("not a JSON Web Key: %w", err)
 	}

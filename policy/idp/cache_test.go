@@ -1,0 +1,172 @@
+package idp_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/modelgate/modelgate/policy/idp"
+	"github.com/modelgate/modelgate/test/fakeaad"
+)
+
+func TestCache(t *testing.T) {
+	ctx := context.Background()
+
+	t.Run("hit returns the same claims", func(t *testing.T) {
+		e := newEnv(t)
+		p := e.provider(t, nil)
+		tok := e.aad.Mint(e.aad.V2Claims("", fakeaad.APIClientID))
+		a, err := p.Verify(ctx, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := p.Verify(ctx, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a != b {
+			t.Error("second Verify did not come from the cache")
+		}
+	})
+
+	t.Run("disabled", func(t *testing.T) {
+		e := newEnv(t)
+		p := e.provider(t, func(o *idp.Options) { o.CacheSize = -1 })
+		tok := e.aad.Mint(e.aad.V2Claims("", fakeaad.APIClientID))
+		a, _ := p.Verify(ctx, tok)
+		b, _ := p.Verify(ctx, tok)
+		if a == nil || a == b {
+			t.Errorf("claims %p %p: want two distinct verifications", a, b)
+		}
+	})
+
+	t.Run("expired cached token refused", func(t *testing.T) {
+		e := newEnv(t)
+		p := e.provider(t, nil)
+		c := e.aad.V2Claims("", fakeaad.APIClientID)
+		c["exp"] = e.clock.Now().Add(10 * time.Minute).Unix()
+		tok := e.aad.Mint(c)
+		if _, err := p.Verify(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(10*time.Minute + idp.DefaultLeeway - time.Second)
+		if _, err := p.Verify(ctx, tok); err != nil {
+			t.Fatalf("within leeway: %v", err)
+		}
+		e.clock.Advance(time.Second)
+		_, err := p.Verify(ctx, tok)
+		wantReason(t, err, idp.ReasonTokenExpired, http.StatusUnauthorized, tok)
+		// And it stays refused (the entry is gone, full verification
+		// agrees).
+		_, err = p.Verify(ctx, tok)
+		wantReason(t, err, idp.ReasonTokenExpired, http.StatusUnauthorized, tok)
+	})
+
+	t.Run("not-yet-valid on a hit when the clock is earlier", func(t *testing.T) {
+		// explain -at evaluates as of an instant, possibly before nbf.
+		e := newEnv(t)
+		p := e.provider(t, nil)
+		tok := e.aad.Mint(e.aad.V2Claims("", fakeaad.APIClientID))
+		if _, err := p.Verify(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(-time.Hour)
+		_, err := p.Verify(ctx, tok)
+		wantReason(t, err, idp.ReasonTokenNotYetValid, http.StatusUnauthorized, tok)
+	})
+
+	t.Run("iat in the future on a hit", func(t *testing.T) {
+		e := newEnv(t)
+		p := e.provider(t, nil)
+		c := e.aad.V2Claims("", fakeaad.APIClientID)
+		delete(c, "nbf")
+		tok := e.aad.Mint(c)
+		if _, err := p.Verify(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Advance(-time.Hour)
+		_, err := p.Verify(ctx, tok)
+		wantReason(t, err, idp.ReasonTokenUsedBeforeIssued, http.StatusUnauthorized, tok)
+	})
+
+	t.Run("key removal invalidates", func(t *testing.T) {
+		e := newEnv(t)
+		p := e.provider(t, nil)
+		tok := e.aad.Mint(e.aad.V2Claims("", fakeaad.APIClientID))
+		if _, err := p.Verify(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+		e.aad.RotateKey()
+		e.aad.DropRetiredKeys() // the key that signed tok is revoked
+		if err := p.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_, err := p.Verify(ctx, tok)
+		wantReason(t, err, idp.ReasonUnknownKey, http.StatusUnauthorized, tok)
+	})
+
+	t.Run("unchanged refresh keeps entries", func(t *testing.T) {
+		e := newEnv(t)
+		p := e.provider(t, nil)
+		tok := e.aad.Mint(e.aad.V2Claims("", fakeaad.APIClientID))
+		a, err := p.Verify(ctx, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := p.Verify(ctx, tok); a != b {
+			t.Error("a refresh that changed nothing flushed the cache")
+		}
+	})
+
+	t.Run("negative results are not cached", func(t *testing.T) {
+		e := newEnv(t)
+		p := e.provider(t, nil)
+		c := e.aad.V2Claims("", fakeaad.APIClientID)
+		c["nbf"] = e.clock.Now().Add(10 * time.Minute).Unix()
+		tok := e.aad.Mint(c)
+		_, err := p.Verify(ctx, tok)
+		wantReason(t, err, idp.ReasonTokenNotYetValid, http.StatusUnauthorized, tok)
+		e.clock.Advance(10 * time.Minute)
+		if _, err := p.Verify(ctx, tok); err != nil {
+			t.Errorf("once valid: %v", err)
+		}
+	})
+
+	t.Run("bounded", func(t *testing.T) {
+		e := newEnv(t)
+		p := e.provider(t, func(o *idp.Options) { o.CacheSize = 4 })
+		var toks []string
+		for i := range 20 {
+			c := e.aad.V2Claims("", fakeaad.APIClientID)
+			c["uti"] = string(rune('a' + i))
+			toks = append(toks, e.aad.Mint(c))
+		}
+		first := map[string]*idp.Claims{}
+		for _, tok := range toks {
+			c, err := p.Verify(ctx, tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first[tok] = c
+		}
+		hits := 0
+		for _, tok := range toks {
+			c, err := p.Verify(ctx, tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c == first[tok] {
+				hits++
+			}
+		}
+		// At most 4 of the 20 can still be cached when the second pass
+		// starts; the second pass evicts as it goes.
+		if hits > 4 {
+			t.Errorf("%d cache hits with a cache of 4", hits)
+		}
+	})
+}
