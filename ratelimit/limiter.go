@@ -34,8 +34,9 @@ const sweepBudget = 4
 // its documented default; a zero [Rate] means "no limit of this kind". At
 // least one of Overall and PerIdentity must be set.
 //
-// Config mapping (server routes[].rate_limit): per_identity → PerIdentity,
-// burst → PerIdentityBurst, overall → Overall, overall_burst → OverallBurst.
+// Config mapping (routes[].rate_limit), each rate through [ParseRate]:
+// per_identity → PerIdentity, burst → PerIdentityBurst, overall → Overall,
+// overall_burst → OverallBurst, max_identities → MaxIdentities.
 type Options struct {
 	// Overall limits the route as a whole, summed over every caller.
 	// Default: no overall limit.

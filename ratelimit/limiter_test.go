@@ -479,12 +479,23 @@ func TestAllowDoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkAllowHotIdentity(b *testing.B) {
-	l := mustNew(b, Options{Overall: Rate{MaxEvents, time.Second}, PerIdentity: Rate{MaxEvents, time.Second}})
-	now := t0
-	b.ReportAllocs()
-	for b.Loop() {
-		now = now.Add(time.Microsecond)
-		l.Allow("tenant/3f2a0c7e-oid", now)
+	for _, bc := range []struct {
+		name string
+		o    Options
+	}{
+		{"per-identity", Options{PerIdentity: Rate{MaxEvents, time.Second}}},
+		{"per-identity+overall", Options{Overall: Rate{MaxEvents, time.Second}, PerIdentity: Rate{MaxEvents, time.Second}}},
+		{"overall", Options{Overall: Rate{MaxEvents, time.Second}}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			l := mustNew(b, bc.o)
+			now := t0
+			b.ReportAllocs()
+			for b.Loop() {
+				now = now.Add(time.Microsecond)
+				l.Allow("tenant/3f2a0c7e-oid", now)
+			}
+		})
 	}
 }
 

@@ -88,6 +88,9 @@ type Options struct {
 	// at least one). Wildcards are not supported: they need the DNS-01
 	// challenge. The first domain's certificate is also served to clients
 	// that send no server name (SNI), e.g. when connecting by IP address.
+	// Certificates are only ever requested for these names: a handshake for
+	// any other name fails, and no client can make the gateway ask the CA
+	// for a certificate (no on-demand issuance).
 	Domains []string
 	// Email is the ACME account's contact address, where the CA sends
 	// expiry warnings. Optional but recommended. Setting ModeACME means
@@ -287,6 +290,12 @@ func validate(o *Options) error {
 // HTTP/1.1 (plus acme-tls/1 in ModeACME with TLS-ALPN-01 enabled, which
 // must stay in NextProtos for that challenge to work). Each call returns a
 // fresh value the caller may adjust before use.
+//
+// The config is bound to m. To replace a Manager under a running listener
+// (a config reload that changes server.tls), give the listener a tls.Config
+// whose GetConfigForClient returns the current Manager's TLSConfig, and
+// Close the old Manager once swapped; a new Manager with the same Storage
+// picks up the stored certificates without asking the CA again.
 func (m *Manager) TLSConfig() *tls.Config {
 	protos := []string{"h2", "http/1.1"}
 	if m.alpnACME {
