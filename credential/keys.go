@@ -343,6 +343,12 @@ func (s *AMLKeysSource) Credential(ctx context.Context) (Credential, error) {
 // AMLKeysSource.
 func (s *AMLKeysSource) Rejected(ctx context.Context, c Credential) bool {
 	s.mu.Lock()
+	// Catch up with a background refetch first: it may already have
+	// replaced the rejected key, and refetching must start from the
+	// newest pair or it would be skipped as "already newer".
+	if e, _ := s.r.peek(); e.seq != 0 {
+		s.sel.apply(e.val, e.seq)
+	}
 	if s.sel.gen == 0 {
 		s.mu.Unlock()
 		return false

@@ -458,8 +458,11 @@ func (r *refresher[T]) nextRefreshAt(e *entry[T], now time.Time) time.Time {
 		}
 		return time.Time{}
 	}
+	// A hint that is already due (clock skew between the gateway and the
+	// token service) or not before expiry is ignored: following it would
+	// refetch in a loop or too late.
 	at := e.refreshAt
-	if at.IsZero() || !at.Before(exp.Add(-expiryDelta)) {
+	if at.IsZero() || !at.After(now) || !at.Before(exp.Add(-expiryDelta)) {
 		ahead := r.pol.RefreshAhead
 		if remaining := exp.Sub(now); remaining < 2*ahead {
 			ahead = remaining / 2

@@ -18,7 +18,9 @@ const redacted = "[REDACTED]"
 // the value goes on the wire.
 //
 // Converting a Secret back with string(s) also reveals it; prefer Reveal so
-// that every use is easy to find.
+// that every use is easy to find. Do not use a Secret as a map key in
+// something that is marshalled: encoding/json writes string-kinded keys
+// verbatim.
 type Secret string
 
 // Reveal returns the secret value.
