@@ -108,7 +108,7 @@ func waitReady(t *testing.T, m *Manager, within time.Duration) {
 }
 
 func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(pebble.TestWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // TestACMEPebble obtains a certificate from an in-process Pebble, with each

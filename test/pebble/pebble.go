@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/letsencrypt/pebble/v2/ca"
@@ -70,7 +71,7 @@ func Start(t testing.TB, o Options) *Server {
 
 	dnsAddr := startDNS(t, o.Names)
 
-	logger := log.New(t.Output(), "pebble ", log.Lmicroseconds)
+	logger := log.New(TestWriter(t), "pebble ", log.Lmicroseconds)
 	store := db.NewMemoryStore()
 	profiles := map[string]ca.Profile{
 		"default": {Description: "test profile", ValidityPeriod: o.ValiditySeconds},
@@ -128,6 +129,34 @@ func (s *Server) IssuerRoots(t testing.TB) *x509.CertPool {
 		pool.AddCert(cert)
 	}
 	return pool
+}
+
+// TestWriter returns a writer to t's output that drops writes once t's
+// cleanups run. Pebble's validation workers and an ACME client's background
+// goroutines can log after a test returns, and writing to a finished test's
+// output panics.
+func TestWriter(t testing.TB) io.Writer {
+	w := &testWriter{w: t.Output()}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.w = nil
+		w.mu.Unlock()
+	})
+	return w
+}
+
+type testWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.w == nil {
+		return len(p), nil
+	}
+	return w.w.Write(p)
 }
 
 // startDNS serves A 127.0.0.1 for names over TCP on loopback (Pebble's VA
