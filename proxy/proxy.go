@@ -280,6 +280,7 @@ func (h *Handler) prepareBody(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	if r.ContentLength > h.bufBody {
+		fullDuplex(w)
 		return nil // known length, streams; the server enforces Content-Length
 	}
 	var buf []byte
@@ -297,6 +298,7 @@ func (h *Handler) prepareBody(w http.ResponseWriter, r *http.Request) error {
 		}
 		if n > h.bufBody {
 			// Too large to buffer: stream what was read, then the rest.
+			fullDuplex(w)
 			r.Body = struct {
 				io.Reader
 				io.Closer
@@ -310,6 +312,16 @@ func (h *Handler) prepareBody(w http.ResponseWriter, r *http.Request) error {
 	r.Body = io.NopCloser(bytes.NewReader(buf))
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
 	return nil
+}
+
+// fullDuplex lets a request body that is forwarded as it arrives go on
+// being read while the answer streams back. Otherwise, when the answer's
+// header is flushed, the server drains and closes the unread request body
+// under the Transport that is still sending it upstream, and the Transport
+// tears the upstream connection down mid-answer (golang/go#40747). HTTP/2
+// is always full duplex (the call then fails harmlessly).
+func fullDuplex(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).EnableFullDuplex()
 }
 
 func classifyBodyError(err error) (int, string, string) {

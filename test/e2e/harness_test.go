@@ -279,7 +279,8 @@ func bearer(key string) http.Header {
 }
 
 // rawRequest writes a raw HTTP/1.1 request (the request line exactly as
-// given, so no client cleans the path) and reads the response.
+// given, so no client cleans the path) and reads the response. The Host
+// header is addr unless header sets one.
 func rawRequest(t testing.TB, addr, requestLine string, header http.Header) response {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -289,8 +290,15 @@ func rawRequest(t testing.TB, addr, requestLine string, header http.Header) resp
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	var b strings.Builder
-	b.WriteString(requestLine + "\r\nHost: " + addr + "\r\nConnection: close\r\n")
+	host := addr
+	if h := header.Get("Host"); h != "" {
+		host = h
+	}
+	b.WriteString(requestLine + "\r\nHost: " + host + "\r\nConnection: close\r\n")
 	for k, vs := range header {
+		if k == "Host" {
+			continue
+		}
 		for _, v := range vs {
 			b.WriteString(k + ": " + v + "\r\n")
 		}

@@ -1,0 +1,202 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/modelgate/modelgate/test/upstream"
+)
+
+const streamConfig = `
+server:
+  listen: "{{.Listen}}"
+  buffer_body_bytes: {{.Buffer}}
+admin:
+  listen: "{{.Admin}}"
+key_sets:
+  partners:
+    - id: acme
+      key: ${PARTNER_KEY}
+upstreams:
+  llm:
+    url: "{{.Model}}/score"
+    auth: { type: key, key: "${UPSTREAM_KEY}" }
+routes:
+  - name: llm
+    path: /llm
+    upstream: llm
+    allow: [{ key_set: partners }]
+`
+
+// sseResult is what one streamed answer delivered.
+type sseResult struct {
+	status     int
+	dataLines  int
+	done       bool // the final "event: done" arrived
+	first, end time.Duration
+	err        error
+}
+
+// readSSE sends one request (without Content-Length if chunked) and reads
+// its event stream to the end, timing the first data line and the end of
+// the stream from the send.
+func readSSE(ctx context.Context, c *http.Client, method, url string, h http.Header, body string, chunked bool) sseResult {
+	var res sseResult
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	if err != nil {
+		res.err = err
+		return res
+	}
+	for k, vs := range h {
+		req.Header[k] = vs
+	}
+	if chunked {
+		req.ContentLength = -1
+	}
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		res.err = err
+		return res
+	}
+	defer resp.Body.Close()
+	res.status = resp.StatusCode
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "data:"):
+			if res.dataLines == 0 {
+				res.first = time.Since(start)
+			}
+			res.dataLines++
+		case line == "event: done":
+			res.done = true
+		}
+	}
+	res.end = time.Since(start)
+	res.err = sc.Err()
+	return res
+}
+
+// TestSSETimeToFirstEvent checks that events reach the client as the
+// upstream writes them: with 10 events 50 ms apart, the first must arrive
+// in well under 100 ms, as it does without the gateway, long before the
+// stream ends.
+func TestSSETimeToFirstEvent(t *testing.T) {
+	model := upstream.New(t, upstreamKey)
+	model.SetSSE(10, 50*time.Millisecond)
+	g := startGateway(t, streamConfig, vars{"Model": model.URL, "Buffer": "1MiB"}, nil)
+	c := client()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	tests := []struct {
+		name   string
+		url    string
+		header http.Header
+	}{
+		{name: "direct", url: model.URL + "/score/chat", header: bearer(upstreamKey)},
+		{name: "through the gateway", url: g.URL + "/llm/chat", header: bearer(partnerKey)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := readSSE(ctx, c, http.MethodPost, tt.url, tt.header, `{"prompt":"hi"}`, false)
+			if r.err != nil || r.status != 200 {
+				t.Fatalf("status %d, error %v", r.status, r.err)
+			}
+			t.Logf("first event %v, end %v, data lines %d", r.first.Round(time.Millisecond), r.end.Round(time.Millisecond), r.dataLines)
+			if r.dataLines != 11 || !r.done {
+				t.Errorf("got %d data lines (done %v), want 10 events and the done event", r.dataLines, r.done)
+			}
+			if r.first >= 100*time.Millisecond {
+				t.Errorf("first event after %v, want < 100ms", r.first)
+			}
+			if r.end < 450*time.Millisecond {
+				t.Errorf("stream ended after %v: the upstream spaces 10 events 50ms apart", r.end)
+			}
+			if r.end-r.first < 400*time.Millisecond {
+				t.Errorf("first event at %v, end at %v: the answer was buffered, not streamed", r.first, r.end)
+			}
+		})
+	}
+}
+
+// TestShortStreamsNotTruncated sends 500 short POST streams (3 events 5 ms
+// apart, a small JSON body) over keep-alive connections with bounded
+// concurrency, and requires every one to deliver all its events and the
+// final done event. Proxies built on httputil.ReverseProxy cut 1–7% of these
+// short (golang/go#40747): when the answer's header is flushed, the server
+// drains and closes a request body the Transport may still be reading, and
+// the Transport then tears down the upstream connection mid-answer. The
+// gateway reads bodies up to server.buffer_body_bytes first, and lets larger
+// ones stream in full duplex; both are covered.
+func TestShortStreamsNotTruncated(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1500 streams")
+	}
+	tests := []struct {
+		name    string
+		buffer  string
+		chunked bool
+	}{
+		{name: "buffered body", buffer: "1MiB"},
+		{name: "streamed body", buffer: "1"},
+		{name: "streamed chunked body", buffer: "1", chunked: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			const streams, workers = 500, 8
+			model := upstream.New(t, upstreamKey)
+			model.SetSSE(3, 5*time.Millisecond)
+			g := startGateway(t, streamConfig, vars{"Model": model.URL, "Buffer": tt.buffer}, nil)
+			c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
+			defer c.CloseIdleConnections()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+
+			var (
+				next      atomic.Int64
+				mu        sync.Mutex
+				truncated []string
+				wg        sync.WaitGroup
+			)
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						i := next.Add(1)
+						if i > streams || ctx.Err() != nil {
+							return
+						}
+						body := fmt.Sprintf(`{"prompt":"stream %d","max_tokens":3}`, i)
+						r := readSSE(ctx, c, http.MethodPost, g.URL+"/llm/chat", bearer(partnerKey), body, tt.chunked)
+						if r.err != nil || r.status != 200 || r.dataLines != 4 || !r.done {
+							mu.Lock()
+							truncated = append(truncated, fmt.Sprintf("stream %d: status %d, %d data lines, done %v, error %v", i, r.status, r.dataLines, r.done, r.err))
+							mu.Unlock()
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if ctx.Err() != nil {
+				t.Fatalf("the streams did not finish within 60s")
+			}
+			if len(truncated) > 0 {
+				t.Errorf("%d of %d streams cut short, want 0:\n%s", len(truncated), streams, strings.Join(truncated, "\n"))
+			}
+			if n := model.Count(); n != streams {
+				t.Errorf("upstream saw %d requests, want %d", n, streams)
+			}
+		})
+	}
+}
