@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"sort"
+	"sync"
 	"time"
 
 	azpolicy "github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -56,15 +58,47 @@ type Snapshot struct {
 	Handler *proxy.Handler
 	Routes  []*proxy.Route
 
-	closers   []func()
-	sources   []credential.Source
-	providers map[string]*idp.Provider
+	providers map[string]*idp.Provider                     // by provider name
+	sources   map[string]credential.ManagedSource          // by upstream name
+	reused    struct{ providers, sources map[string]bool } // taken over from the previous snapshot
+
+	mu     sync.Mutex
+	owned  struct{ providers, sources map[string]bool } // what Close stops
+	closed bool
 }
 
-// Close releases background work the snapshot started.
+// Close stops the background work (key and credential refreshes) of the
+// components this snapshot owns. Components a newer snapshot took over are
+// left running.
 func (s *Snapshot) Close() {
-	for _, c := range s.closers {
-		c()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	for name := range s.owned.providers {
+		s.providers[name].Close()
+	}
+	for name := range s.owned.sources {
+		_ = s.sources[name].Close()
+	}
+}
+
+// takeOver moves ownership of the components next reuses from s to next.
+// Call it once next is the snapshot being served.
+func (s *Snapshot) takeOver(next *Snapshot) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next.mu.Lock()
+	defer next.mu.Unlock()
+	for name := range next.reused.providers {
+		delete(s.owned.providers, name)
+		next.owned.providers[name] = true
+	}
+	for name := range next.reused.sources {
+		delete(s.owned.sources, name)
+		next.owned.sources[name] = true
 	}
 }
 
@@ -72,6 +106,15 @@ func (s *Snapshot) Close() {
 // credential sources and identity providers it starts fetch in the
 // background, so an Azure outage never stops the gateway from starting.
 func Build(ctx context.Context, cfg *config.Config, deps Deps) (*Snapshot, error) {
+	return BuildFrom(ctx, cfg, deps, nil)
+}
+
+// BuildFrom is Build for a reload: identity providers and upstream
+// credential sources whose settings did not change are carried over from
+// prev (no refetch storm, no lost token) instead of being started again.
+// prev is not modified; the server hands the carried-over components to the
+// new snapshot once it serves (see Server.Reload).
+func BuildFrom(ctx context.Context, cfg *config.Config, deps Deps, prev *Snapshot) (*Snapshot, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -81,7 +124,9 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (*Snapshot, error
 	if deps.Transport == nil {
 		deps.Transport = NewTransport(cfg.Server.Upstream)
 	}
-	snap := &Snapshot{Config: cfg}
+	snap := &Snapshot{Config: cfg, providers: map[string]*idp.Provider{}, sources: map[string]credential.ManagedSource{}}
+	snap.reused.providers, snap.reused.sources = map[string]bool{}, map[string]bool{}
+	snap.owned.providers, snap.owned.sources = map[string]bool{}, map[string]bool{}
 
 	var specs []policy.KeySpec
 	for _, name := range sortedNames(cfg.KeySets) {
@@ -95,29 +140,35 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (*Snapshot, error
 	}
 	keys := policy.NewKeyIndex(specs)
 
-	providers, err := buildProviders(ctx, cfg, deps)
-	if err != nil {
+	if err := buildProviders(ctx, cfg, deps, prev, snap); err != nil {
+		snap.Close()
 		return nil, err
 	}
-	snap.providers = providers
-	for _, p := range providers {
-		snap.closers = append(snap.closers, p.Close)
-	}
+	providers := snap.providers
 
 	azure := &azureCredentials{cfg: cfg.Credentials, deps: deps}
 	upstreams := map[string]*proxy.Upstream{}
 	for _, name := range sortedNames(cfg.Upstreams) {
 		u := cfg.Upstreams[name]
-		src, err := upstreamSource(name, u, azure, deps)
-		if err != nil {
-			snap.Close()
-			return nil, fmt.Errorf("upstream %s: %w", name, err)
+		var src credential.ManagedSource
+		if prev != nil && prev.sources[name] != nil && sameAuth(prev.Config, cfg, name) {
+			src = prev.sources[name]
+			snap.reused.sources[name] = true
+		} else {
+			var err error
+			src, err = upstreamSource(name, u, azure, deps)
+			if err != nil {
+				snap.Close()
+				return nil, fmt.Errorf("upstream %s: %w", name, err)
+			}
+			if src != nil {
+				src.Start()
+				snap.owned.sources[name] = true
+			}
 		}
 		var auth proxy.UpstreamAuth
 		if src != nil {
-			src.Start()
-			snap.closers = append(snap.closers, func() { _ = src.Close() })
-			snap.sources = append(snap.sources, src)
+			snap.sources[name] = src
 			auth = &sourceAuth{src: src}
 		}
 		upstreams[name] = &proxy.Upstream{
@@ -159,6 +210,20 @@ func Build(ctx context.Context, cfg *config.Config, deps Deps) (*Snapshot, error
 		Now:             deps.Now,
 	})
 	return snap, nil
+}
+
+// sameAuth reports whether upstream name authenticates exactly as before:
+// same auth section and, for Azure-backed types, the same credential
+// settings (secrets included).
+func sameAuth(old, cur *config.Config, name string) bool {
+	ou, cu := old.Upstreams[name], cur.Upstreams[name]
+	if ou == nil || cu == nil || !reflect.DeepEqual(ou.Auth, cu.Auth) {
+		return false
+	}
+	if c := cu.Auth.Credential; c != "" {
+		return reflect.DeepEqual(old.Credentials[c], cur.Credentials[c])
+	}
+	return true
 }
 
 func sortedNames[M ~map[string]V, V any](m M) []string {

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"fmt"
+	"reflect"
 
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/policy"
@@ -13,10 +14,15 @@ import (
 // fetched in the background; a provider that cannot reach its issuer yet
 // answers 503 for its rules and keeps /readyz not ready, but never stops the
 // gateway from starting.
-func buildProviders(ctx context.Context, cfg *config.Config, deps Deps) (map[string]*idp.Provider, error) {
-	out := map[string]*idp.Provider{}
+// Providers whose settings are unchanged from prev are carried over.
+func buildProviders(ctx context.Context, cfg *config.Config, deps Deps, prev, snap *Snapshot) error {
 	for _, name := range sortedNames(cfg.IdentityProviders) {
 		ip := cfg.IdentityProviders[name]
+		if prev != nil && prev.providers[name] != nil && reflect.DeepEqual(prev.Config.IdentityProviders[name], ip) {
+			snap.providers[name] = prev.providers[name]
+			snap.reused.providers[name] = true
+			continue
+		}
 		o := idp.Options{
 			Name:            name,
 			Type:            ip.Type,
@@ -43,14 +49,12 @@ func buildProviders(ctx context.Context, cfg *config.Config, deps Deps) (map[str
 		}
 		p, err := idp.New(ctx, o)
 		if err != nil {
-			for _, q := range out {
-				q.Close()
-			}
-			return nil, fmt.Errorf("identity provider %s: %w", name, err)
+			return fmt.Errorf("identity provider %s: %w", name, err)
 		}
-		out[name] = p
+		snap.providers[name] = p
+		snap.owned.providers[name] = true
 	}
-	return out, nil
+	return nil
 }
 
 // tokenRule compiles an allow entry's claim conditions.

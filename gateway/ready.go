@@ -27,8 +27,8 @@ func (s *Snapshot) Readiness() Readiness {
 			rep.Ready = false
 		}
 	}
-	for _, src := range s.sources {
-		st := src.Status()
+	for _, name := range sortedNames(s.sources) {
+		st := s.sources[name].Status()
 		rep.Credentials = append(rep.Credentials, st)
 		if !st.Ready {
 			rep.Ready = false

@@ -58,15 +58,18 @@ func (s *Server) Reload(ctx context.Context) error {
 	defer s.mu.Unlock()
 	cfg, err := s.load()
 	if err == nil {
+		old := s.snap.Load()
 		var snap *Snapshot
-		snap, err = Build(ctx, cfg, s.deps)
+		snap, err = BuildFrom(ctx, cfg, s.deps, old)
 		if err == nil {
-			old := s.snap.Swap(snap)
+			s.snap.Store(snap)
+			old.takeOver(snap)
 			s.reload.ok.Add(1)
-			s.log.Info("configuration reloaded", slog.String("config", cfg.File), slog.Int("routes", len(snap.Routes)))
-			if old != nil {
-				time.AfterFunc(old.Config.Server.ShutdownTimeout.D(), old.Close)
-			}
+			s.log.Info("configuration reloaded", slog.String("config", cfg.File), slog.Int("routes", len(snap.Routes)),
+				slog.Int("providers_kept", len(snap.reused.providers)), slog.Int("credentials_kept", len(snap.reused.sources)))
+			// Requests still running on the old snapshot may use its
+			// components: stop them only after the drain timeout.
+			time.AfterFunc(old.Config.Server.ShutdownTimeout.D(), old.Close)
 			return nil
 		}
 	}

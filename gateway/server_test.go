@@ -1,0 +1,104 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/modelgate/modelgate/config"
+	"github.com/modelgate/modelgate/test/fakeaad"
+)
+
+func parse(t *testing.T, y string) *config.Config {
+	t.Helper()
+	env := map[string]string{"K1": "upstream-key-0123456789", "K2": "upstream-key-9876543210"}
+	cfg, err := config.Parse("gw.yaml", []byte(y), func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+const reloadBase = `
+identity_providers:
+  aad:
+    type: oidc
+    issuer: https://login.microsoftonline.com/TENANT/v2.0
+    jwks_uri: JWKS
+    audiences: [api://modelgate]
+upstreams:
+  a: { url: "http://127.0.0.1:1", auth: { type: key, key: "${K1}" } }
+  b: { url: "http://127.0.0.1:2", auth: { type: key, key: "${K1}" } }
+routes:
+  - name: r
+    path: /r
+    upstream: a
+    allow: [{ identity_provider: aad }]
+`
+
+// TestReloadCarriesOverUnchangedComponents: a reload keeps identity
+// providers and credential sources whose settings did not change, replaces
+// the ones that did, and a config that fails keeps the old snapshot serving.
+func TestReloadCarriesOverUnchangedComponents(t *testing.T) {
+	aad := fakeaad.New(t)
+	base := strings.NewReplacer("TENANT", fakeaad.TenantID, "JWKS", aad.JWKSURL(fakeaad.TenantID, true)).Replace(reloadBase)
+	deps := Deps{HTTPClient: aad.Client()}
+	first, err := Build(context.Background(), parse(t, base), deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.WaitIdentityProviders(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	next := strings.Replace(base, `b: { url: "http://127.0.0.1:2", auth: { type: key, key: "${K1}" } }`,
+		`b: { url: "http://127.0.0.1:2", auth: { type: key, key: "${K2}" } }`, 1)
+	next = strings.Replace(next, "path: /r", "path: /r2", 1)
+	cfgs := []*config.Config{parse(t, next)}
+	var loadErr error
+	srv := NewServer(first, func() (*config.Config, error) {
+		if loadErr != nil {
+			return nil, loadErr
+		}
+		return cfgs[0], nil
+	}, deps)
+	t.Cleanup(func() { srv.Snapshot().Close() })
+
+	if err := srv.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	second := srv.Snapshot()
+	if second == first {
+		t.Fatal("reload did not swap the snapshot")
+	}
+	if second.providers["aad"] != first.providers["aad"] {
+		t.Error("unchanged identity provider was rebuilt (its keys would be fetched again)")
+	}
+	if second.sources["a"] != first.sources["a"] {
+		t.Error("unchanged credential source was rebuilt")
+	}
+	if second.sources["b"] == first.sources["b"] {
+		t.Error("credential source whose key changed was kept")
+	}
+	if first.owned.providers["aad"] || first.owned.sources["a"] || !second.owned.sources["a"] || !second.owned.providers["aad"] {
+		t.Errorf("ownership not handed over: old %+v new %+v", first.owned, second.owned)
+	}
+	if !first.owned.sources["b"] {
+		t.Error("the replaced source must stay with the old snapshot, to be closed with it")
+	}
+
+	loadErr = errors.New("gw.yaml:3: server.lisen: unknown field")
+	if err := srv.Reload(context.Background()); err == nil {
+		t.Fatal("a failing load was accepted")
+	}
+	if srv.Snapshot() != second {
+		t.Fatal("a failed reload replaced the serving snapshot")
+	}
+	if ok, failed := srv.ReloadCounts(); ok != 1 || failed != 1 {
+		t.Errorf("reload counts = %d ok, %d failed", ok, failed)
+	}
+	first.Close() // closes only what it still owns
+	if !second.providers["aad"].Ready() {
+		t.Error("closing the old snapshot stopped a carried-over provider")
+	}
+}
