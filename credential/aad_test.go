@@ -191,7 +191,10 @@ func TestAADTokenHardExpiry(t *testing.T) {
 func TestEndpointTokenWithManagedIdentity(t *testing.T) {
 	w := newWorld(t)
 	mi := fakeazure.NewManagedIdentity(t, w.aad)
-	mi.SetTokenLifetime(30 * 24 * time.Hour)
+	// Under MSAL's five-minute margin, so that its process-wide managed
+	// identity cache never hands a later run (-count) a token from this
+	// run's fake.
+	mi.SetTokenLifetime(4 * time.Minute)
 	mi.Setenv(t)
 	cred, err := azcred.New(azcred.Options{Name: "mi", Type: azcred.ManagedIdentity, Retry: policy.RetryOptions{MaxRetries: -1}})
 	if err != nil {

@@ -2,7 +2,6 @@ package credential
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -225,5 +224,3 @@ func orDefault(s, def string) string {
 	}
 	return s
 }
-
-var errNoKeys = errors.New("response has no primaryKey or secondaryKey")

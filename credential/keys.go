@@ -231,6 +231,8 @@ type AMLKeysOptions struct {
 	Refresh RefreshPolicy
 }
 
+var errNoKeys = errors.New("response has no primaryKey or secondaryKey")
+
 // DefaultKeysInterval is how often aml_keys fetches the keys by default.
 const DefaultKeysInterval = 15 * time.Minute
 

@@ -338,8 +338,6 @@ func (r *refresher[T]) refreshNow(ctx context.Context, seen uint64) (entry[T], b
 			}
 			ok := r.validLocked(now)
 			r.mu.Unlock()
-			r.log.LogAttrs(context.Background(), slog.LevelInfo, "upstream credential rejected; not refetching",
-				slog.String("reason", why.Error()))
 			return e, ok, why
 		}
 		r.lastForced = now

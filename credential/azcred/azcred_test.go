@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -259,7 +260,8 @@ func TestManagedIdentityViaIdentityEndpoint(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			scope := "https://mi-test-" + string(rune('a'+i)) + ".example/.default"
+			// Unique per run: MSAL's cache outlives this test's fakes.
+			scope := fmt.Sprintf("https://mi-test-%d-%d.example/.default", i, time.Now().UnixNano())
 			tok, err := getToken(t, cred, scope)
 			if tt.wantErr {
 				if err == nil {
@@ -300,7 +302,7 @@ func TestDefaultChainUsesEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	scope := "https://default-chain.example/.default"
+	scope := fmt.Sprintf("https://default-chain-%d.example/.default", time.Now().UnixNano())
 	tok, err := getToken(t, cred, scope)
 	if err != nil {
 		t.Fatal(err)
