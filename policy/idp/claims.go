@@ -3,6 +3,7 @@ package idp
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -50,27 +51,59 @@ type Claims struct {
 // tokenClaims is what Verify decodes from the payload: only the claims it
 // uses, with strict types. It implements jwt.Claims.
 type tokenClaims struct {
-	Iss   string           `json:"iss"`
-	Sub   string           `json:"sub"`
-	Aud   jwt.ClaimStrings `json:"aud"`
-	Exp   *numericDate     `json:"exp"`
-	Nbf   *numericDate     `json:"nbf"`
-	Iat   *numericDate     `json:"iat"`
-	Ver   string           `json:"ver"`
-	Tid   string           `json:"tid"`
-	Oid   string           `json:"oid"`
-	AppID string           `json:"appid"`
-	Azp   string           `json:"azp"`
-	Roles []string         `json:"roles"`
-	Scp   string           `json:"scp"`
+	Iss   string
+	Sub   string
+	Aud   jwt.ClaimStrings
+	Exp   *numericDate
+	Nbf   *numericDate
+	Iat   *numericDate
+	Ver   string
+	Tid   string
+	Oid   string
+	AppID string // appid
+	Azp   string
+	Roles []string
+	Scp   string
 	// Groups overage (Azure AD): the groups claim is replaced by a reference
 	// in _claim_names (JWT access tokens), or by hasgroups (implicit flow).
-	Groups     []string                   `json:"groups"`
-	ClaimNames map[string]json.RawMessage `json:"_claim_names"`
-	HasGroups  bool                       `json:"hasgroups"`
-	Name       string                     `json:"name"`
+	Groups     []string
+	ClaimNames map[string]json.RawMessage // _claim_names
+	HasGroups  bool                       // hasgroups
+	Name       string
 
 	src *source // the key source chosen by the key function
+}
+
+// UnmarshalJSON decodes the claims Verify uses by their exact names.
+// encoding/json matches struct fields case-insensitively, which would let a
+// claim named "OID" or "Roles" stand in for "oid" or "roles"; claim names
+// are case-sensitive (RFC 7519 §4). Of duplicate names the last counts,
+// as RFC 7519 §4 permits.
+func (c *tokenClaims) UnmarshalJSON(b []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	for _, f := range [...]struct {
+		name string
+		dst  any
+	}{
+		{"iss", &c.Iss}, {"sub", &c.Sub}, {"aud", &c.Aud},
+		{"exp", &c.Exp}, {"nbf", &c.Nbf}, {"iat", &c.Iat},
+		{"ver", &c.Ver}, {"tid", &c.Tid}, {"oid", &c.Oid},
+		{"appid", &c.AppID}, {"azp", &c.Azp}, {"roles", &c.Roles},
+		{"scp", &c.Scp}, {"groups", &c.Groups}, {"_claim_names", &c.ClaimNames},
+		{"hasgroups", &c.HasGroups}, {"name", &c.Name},
+	} {
+		raw, ok := m[f.name]
+		if !ok {
+			continue
+		}
+		if err := json.Unmarshal(raw, f.dst); err != nil {
+			return fmt.Errorf("claim %s: %w", f.name, err)
+		}
+	}
+	return nil
 }
 
 func (c *tokenClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.Exp.jwt(), nil }

@@ -78,6 +78,7 @@ func FuzzVerify(f *testing.F) {
 		idp.ReasonUnknownKey, idp.ReasonBadSignature, idp.ReasonTokenExpired, idp.ReasonTokenNotYetValid,
 		idp.ReasonTokenUsedBeforeIssued, idp.ReasonMissingExp, idp.ReasonWrongIssuer, idp.ReasonWrongAudience,
 		idp.ReasonInvalidTenantID, idp.ReasonUnsupportedTokenVersion, idp.ReasonTenantNotAllowed,
+		idp.ReasonNotAccessToken,
 	} {
 		known[r] = true
 	}

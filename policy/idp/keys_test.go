@@ -566,3 +566,28 @@ func TestConcurrentVerifyDuringRotation(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+func TestPeriodicRefresh(t *testing.T) {
+	e := newEnv(t)
+	p := e.provider(t, func(o *idp.Options) { o.RefreshInterval = time.Second })
+	old := e.aad.Mint(e.aad.V2Claims("", fakeaad.APIClientID))
+	if _, err := p.Verify(context.Background(), old); err != nil {
+		t.Fatal(err)
+	}
+	// Revoke the key without any request telling the provider: the next
+	// scheduled refresh must drop it (and with it the cached result).
+	e.aad.RotateKey()
+	e.aad.DropRetiredKeys()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := p.Verify(context.Background(), old)
+		if err != nil {
+			wantReason(t, err, idp.ReasonUnknownKey, http.StatusUnauthorized, old)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("revoked key still accepted after several refresh intervals")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -134,8 +134,8 @@ type Options struct {
 	// one minute, with jitter).
 	RefreshInterval time.Duration
 
-	// RetryMin is the first retry delay after a failed fetch. Default 1s.
-	// Tests set it small.
+	// RetryMin is the first retry delay after a failed fetch. Default 1s;
+	// at most 1m. Tests set it small.
 	RetryMin time.Duration
 
 	// HTTPClient fetches metadata and keys. Default: a client with a 15s
@@ -335,8 +335,8 @@ func (o *Options) compile() (*config, error) {
 	switch {
 	case c.retryMin == 0:
 		c.retryMin = defaultRetryMin
-	case c.retryMin < 0:
-		bad("retry_min", "%v is negative", c.retryMin)
+	case c.retryMin < 0 || c.retryMin > retryMax:
+		bad("retry_min", "%v is outside 0..%v", c.retryMin, retryMax)
 	}
 	if c.cacheSize == 0 {
 		c.cacheSize = DefaultCacheSize

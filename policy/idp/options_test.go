@@ -47,6 +47,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"negative leeway", azure(func(o *idp.Options) { o.Leeway = -time.Second }), []string{"leeway"}},
 		{"huge leeway", azure(func(o *idp.Options) { o.Leeway = time.Hour }), []string{"leeway"}},
 		{"tiny refresh", azure(func(o *idp.Options) { o.RefreshInterval = time.Millisecond }), []string{"refresh_interval"}},
+		{"huge retry", azure(func(o *idp.Options) { o.RetryMin = time.Hour }), []string{"retry_min"}},
 		{"oidc without issuer", oidc(func(o *idp.Options) { o.Issuer = "" }), []string{"issuer: is required"}},
 		{"oidc plain http issuer", oidc(func(o *idp.Options) { o.Issuer = "http://issuer.example" }), []string{"issuer", "https"}},
 		{"oidc plain http jwks", oidc(func(o *idp.Options) { o.JWKSURI = "http://issuer.example/keys" }), []string{"jwks_uri"}},

@@ -301,9 +301,10 @@ func (p *Provider) Status() Status {
 // the v1 or v2 metadata and keys); RS256 signature with the kid's key
 // (an unknown kid triggers a rate-limited refetch, awaited at most
 // UnknownKIDWait); exp required, exp/nbf/iat within Leeway of Now; for Azure
-// AD, tid (a GUID in AllowedTenants, or the configured tenant); iss exactly
-// the metadata's issuer (with tid substituted for multi-tenant); aud in
-// Audiences.
+// AD, tid (a GUID in AllowedTenants, or the configured tenant), iss exactly
+// the metadata's issuer (with tid substituted for multi-tenant), and appid
+// (v1) or azp (v2) present, which access tokens have and ID tokens lack; for
+// OIDC, iss exactly Issuer; then aud in Audiences.
 //
 // Successful results are cached (see Options.CacheSize) until the token
 // expires or the provider's keys change; a cached result is re-checked
@@ -392,6 +393,13 @@ func (p *Provider) verify(ctx context.Context, raw string) (*Claims, error) {
 		// same lower-case GUID in tid and iss.
 		if !st.issuerOK(tc.Iss, tc.Tid) {
 			return nil, p.fail(ReasonWrongIssuer, detailWrongIssuer, nil)
+		}
+		// Azure AD access tokens always name their client (appid in v1,
+		// azp in v2); ID tokens never do. Without this check an ID token
+		// issued to an app sharing the API's client id (its aud) would
+		// pass for an access token.
+		if (tc.Ver == "1.0" && tc.AppID == "") || (tc.Ver == "2.0" && tc.Azp == "") {
+			return nil, p.fail(ReasonNotAccessToken, detailNotAccessToken, nil)
 		}
 	} else if !st.issuerOK(tc.Iss, "") {
 		return nil, p.fail(ReasonWrongIssuer, detailWrongIssuer, nil)

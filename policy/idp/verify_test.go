@@ -146,6 +146,20 @@ func TestVerifyClaims(t *testing.T) {
 		t.Errorf("claims = %+v", got)
 	}
 
+	t.Run("claim names are case-sensitive", func(t *testing.T) {
+		c := e.aad.V2Claims("", fakeaad.APIClientID)
+		c["Roles"] = []string{"Score.Admin"}
+		c["OID"] = "99999999-9999-4999-8999-999999999999"
+		c["Groups"] = []string{"11111111-1111-4111-8111-111111111111"}
+		got, err := p.Verify(context.Background(), e.aad.Mint(c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Roles) != 0 || got.ObjectID != fakeaad.UserObjectID || len(got.Groups) != 0 {
+			t.Errorf("case variants were read as claims: %+v", got)
+		}
+	})
+
 	for _, overage := range []struct {
 		name  string
 		claim string
@@ -424,6 +438,15 @@ func TestVerifyRefuses(t *testing.T) {
 			return a.Mint(with(v1(), "tid", fakeaad.OtherTenantID))
 		}, want: idp.ReasonTenantNotAllowed},
 		{name: "tid missing", token: func() string { return a.Mint(with(v1(), "tid", nil)) }, want: idp.ReasonTenantNotAllowed},
+		{name: "v2 ID token (no azp)", token: func() string {
+			return a.Mint(with(v2(), "azp", nil, "azpacr", nil, "scp", nil, "nonce", "n-0S6_WzA2Mj"))
+		}, want: idp.ReasonNotAccessToken},
+		{name: "v1 ID token (no appid)", token: func() string {
+			return a.Mint(with(v1(), "appid", nil, "appidacr", nil, "scp", nil))
+		}, want: idp.ReasonNotAccessToken},
+		{name: "v2 token with appid but no azp", token: func() string {
+			return a.Mint(with(v2(), "azp", nil, "appid", fakeaad.ClientAppID))
+		}, want: idp.ReasonNotAccessToken},
 		{name: "ver missing", token: func() string { return a.Mint(with(v1(), "ver", nil)) }, want: idp.ReasonUnsupportedTokenVersion},
 		{name: "ver 3.0", token: func() string { return a.Mint(with(v2(), "ver", "3.0")) }, want: idp.ReasonUnsupportedTokenVersion},
 		{name: "v1 token against a v2-only audience", p: ps.v2only, token: func() string {
