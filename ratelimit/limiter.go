@@ -200,21 +200,21 @@ func New(o Options) (*Limiter, error) {
 // Allow is safe for concurrent use and does not allocate for an identity it
 // already remembers.
 func (l *Limiter) Allow(identity string, now time.Time) (ok bool, retryAfter time.Duration) {
+	if !l.perID {
+		if l.overall.AllowN(now, 1) {
+			return true, 0
+		}
+		return false, durationForTokens(1-l.overall.TokensAt(now), l.overallLimit)
+	}
 	if l.overall != nil {
 		// Peek first, so a request the overall limit will refuse does not
 		// take a token from the identity's bucket.
 		if t := l.overall.TokensAt(now); t < 1 {
-			wait := durationForTokens(1-t, l.overallLimit)
-			if l.perID {
-				wait = max(wait, l.peek(identity, now))
-			}
-			return false, wait
+			return false, max(durationForTokens(1-t, l.overallLimit), l.peek(identity, now))
 		}
 	}
-	if l.perID {
-		if ok, wait := l.allowIdentity(identity, now); !ok {
-			return false, wait
-		}
+	if ok, wait := l.allowIdentity(identity, now); !ok {
+		return false, wait
 	}
 	if l.overall != nil && !l.overall.AllowN(now, 1) {
 		return false, durationForTokens(1-l.overall.TokensAt(now), l.overallLimit)
