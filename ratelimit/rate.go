@@ -3,10 +3,10 @@
 //
 // A route's limit is written "N/s", "N/m" or "N/h" (N events per second,
 // minute or hour) with an optional burst. [ParseRate] turns the text into a
-// [Rate]; [New] compiles a route's [Options] into an immutable, concurrency-
-// safe [Limiter] whose [Limiter.Allow] answers "may this identity call now,
-// and if not, when?" so the proxy can answer 429 with Retry-After
-// (RFC 9110 §10.2.3, [RetryAfterSeconds]).
+// [Rate]; [New] compiles a route's [Options] into an immutable
+// [Limiter], safe for concurrent use, whose [Limiter.Allow] answers "may
+// this identity call now, and if not, when?" so the proxy can answer 429
+// with Retry-After (RFC 9110 §10.2.3, [RetryAfterSeconds]).
 //
 // Limits are per process. Each gateway replica keeps its own buckets, so N
 // replicas behind a load balancer admit up to N times the configured rate.
