@@ -13,6 +13,8 @@ package config
 
 import (
 	"net/netip"
+
+	"github.com/modelgate/modelgate/ratelimit"
 	"net/url"
 	"time"
 )
@@ -315,14 +317,27 @@ type AllowRule struct {
 	Tenants Match `yaml:"tenants"`
 }
 
-// RateLimit bounds a route's request rate.
+// RateLimit bounds a route's request rate with token buckets
+// (golang.org/x/time/rate). Limits are per gateway replica: with N replicas
+// behind a load balancer a caller may reach up to N times the rate.
 type RateLimit struct {
-	// PerIdentity is "N/s", "N/m" or "N/h" per caller identity.
+	// PerIdentity is "N/s", "N/m" or "N/h" per caller identity (key id, or
+	// tenant + object id / app id for tokens).
 	PerIdentity string `yaml:"per_identity"`
+	// Burst is each identity's bucket size. Default: the rate per second,
+	// rounded up, at least 1.
+	Burst int `yaml:"burst"`
 	// Overall is "N/s", "N/m" or "N/h" across all callers of the route.
 	Overall string `yaml:"overall"`
-	// Burst is the bucket size. Default: the rate per second, at least 1.
-	Burst int `yaml:"burst"`
+	// OverallBurst is the route bucket's size. Default as for burst.
+	OverallBurst int `yaml:"overall_burst"`
+	// MaxIdentities bounds how many callers' buckets are remembered (memory
+	// stays bounded under millions of identities; idle ones are forgotten).
+	// Default 100000.
+	MaxIdentities int `yaml:"max_identities"`
+
+	// Options is the section parsed for package ratelimit.
+	Options ratelimit.Options `yaml:"-"`
 }
 
 // Secret is a string that never prints itself: its String, GoString and

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/modelgate/modelgate/internal/httpx"
+	"github.com/modelgate/modelgate/ratelimit"
 )
 
 // MinKeyLength is the shortest static key accepted, in bytes.
@@ -641,8 +642,41 @@ func (v *validator) routes() {
 			v.allowRule(fmt.Sprintf("%s.allow[%d]", p, j), a)
 		}
 		if r.RateLimit != nil {
-			v.errAt(p+".rate_limit", "rate limits are not supported yet: remove rate_limit")
+			v.rateLimit(p+".rate_limit", r.RateLimit)
 		}
+	}
+}
+
+func (v *validator) rateLimit(p string, rl *RateLimit) {
+	o := &rl.Options
+	var err error
+	if rl.PerIdentity != "" {
+		if o.PerIdentity, err = ratelimit.ParseRate(rl.PerIdentity); err != nil {
+			v.errAt(p+".per_identity", "%v", err)
+		}
+	}
+	if rl.Overall != "" {
+		if o.Overall, err = ratelimit.ParseRate(rl.Overall); err != nil {
+			v.errAt(p+".overall", "%v", err)
+		}
+	}
+	if rl.PerIdentity == "" && rl.Overall == "" {
+		v.errAt(p, "set per_identity and/or overall (N/s, N/m or N/h), or remove rate_limit")
+	}
+	for _, f := range []struct {
+		field string
+		n     int
+		rate  string
+	}{{"burst", rl.Burst, rl.PerIdentity}, {"overall_burst", rl.OverallBurst, rl.Overall}, {"max_identities", rl.MaxIdentities, rl.PerIdentity}} {
+		if f.n < 0 {
+			v.errAt(p+"."+f.field, "must be positive")
+		} else if f.n > 0 && f.rate == "" {
+			v.errAt(p+"."+f.field, "has no rate to apply to: set the matching rate too")
+		}
+	}
+	o.PerIdentityBurst, o.OverallBurst, o.MaxIdentities = rl.Burst, rl.OverallBurst, rl.MaxIdentities
+	if _, err := ratelimit.New(*o); err != nil && len(v.d.errs) == 0 {
+		v.errAt(p, "%v", err)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/modelgate/modelgate/policy"
 	"github.com/modelgate/modelgate/policy/idp"
 	"github.com/modelgate/modelgate/proxy"
+	"github.com/modelgate/modelgate/ratelimit"
 )
 
 // Deps are the process-wide dependencies a Snapshot is built with. They are
@@ -196,9 +197,16 @@ func BuildFrom(ctx context.Context, cfg *config.Config, deps Deps, prev *Snapsho
 			}
 			pol = policy.New(keys, rules)
 		}
-		snap.Routes = append(snap.Routes, &proxy.Route{
-			Name: r.Name, Host: r.Host, Prefix: r.Path, Upstream: upstreams[r.Upstream], Policy: pol,
-		})
+		route := &proxy.Route{Name: r.Name, Host: r.Host, Prefix: r.Path, Upstream: upstreams[r.Upstream], Policy: pol}
+		if r.RateLimit != nil {
+			lim, err := ratelimit.New(r.RateLimit.Options)
+			if err != nil {
+				snap.Close()
+				return nil, fmt.Errorf("route %s: %w", r.Name, err)
+			}
+			route.Limiter = lim
+		}
+		snap.Routes = append(snap.Routes, route)
 	}
 	snap.Handler = proxy.New(proxy.Options{
 		Routes:          snap.Routes,

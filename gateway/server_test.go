@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"testing"
@@ -101,4 +103,9 @@ func TestReloadCarriesOverUnchangedComponents(t *testing.T) {
 	if !second.providers["aad"].Ready() {
 		t.Error("closing the old snapshot stopped a carried-over provider")
 	}
+}
+
+func sha(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
 }

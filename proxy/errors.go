@@ -23,7 +23,8 @@ const (
 	CodeUpstreamRejectedCred   = "upstream_credential_rejected"
 	CodeRateLimited            = "rate_limited"
 	CodeClientClosedRequest    = "client_closed_request"
-	StatusClientClosedRequest  = 499 // nginx's code; logged, never sent
+	CodeUpstreamAborted        = "upstream_aborted" // logged only: the answer had begun when the upstream broke off
+	StatusClientClosedRequest  = 499                // nginx's code; logged, never sent
 	maxErrorMessageLength      = 512
 	contentTypeJSON            = "application/json"
 	headerContentTypeOptions   = "X-Content-Type-Options"

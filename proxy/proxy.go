@@ -72,6 +72,14 @@ type identityHeader struct {
 	field string
 }
 
+// Limiter decides whether an admitted caller may proceed now;
+// *ratelimit.Limiter implements it.
+type Limiter interface {
+	// Allow reports whether identity may make a request at now, and if not,
+	// how long until it may.
+	Allow(identity string, now time.Time) (ok bool, retryAfter time.Duration)
+}
+
 // Route is one compiled route.
 type Route struct {
 	Name     string
@@ -79,6 +87,8 @@ type Route struct {
 	Prefix   string // clean path prefix
 	Upstream *Upstream
 	Policy   *policy.Policy
+	// Limiter, when not nil, rate-limits admitted callers (429).
+	Limiter Limiter
 }
 
 // Options configures a Handler.
@@ -212,8 +222,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{id: h.requestID(r)}
 	sw := &statusWriter{ResponseWriter: w}
 	sw.Header().Set(headerRequestID, st.id)
+	served := false
+	defer func() {
+		if !served {
+			// A panic is unwinding: ReverseProxy aborts with
+			// http.ErrAbortHandler when an upstream's answer breaks off
+			// mid-body (golang/go#23643). The client's answer is cut; its
+			// log line is still owed.
+			st.errCode = CodeUpstreamAborted
+		}
+		h.logRequest(r, st, sw, start)
+	}()
 	h.serve(sw, r, st)
-	h.logRequest(r, st, sw, start)
+	served = true
 }
 
 func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
@@ -240,6 +261,21 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 		return
 	}
 	st.ident, st.rule = d.Identity, d.Rule
+
+	if route.Limiter != nil {
+		who := d.Identity.Key()
+		if d.Identity.Method == policy.MethodPublic {
+			// No credential: each client address gets its own bucket.
+			who = "ip:" + remoteHost(r.RemoteAddr)
+		}
+		if ok, wait := route.Limiter.Allow(who, h.now()); !ok {
+			st.errCode = CodeRateLimited
+			w.Header().Set(headerRetryAfter, strconv.Itoa(retryAfterSeconds(wait)))
+			WriteError(w, http.StatusTooManyRequests, CodeRateLimited,
+				"too many requests on this route: wait "+strconv.Itoa(retryAfterSeconds(wait))+" s (Retry-After) and try again")
+			return
+		}
+	}
 
 	if r.ContentLength > h.maxBody {
 		st.errCode = CodeBodyTooLarge
@@ -322,6 +358,20 @@ func (h *Handler) prepareBody(w http.ResponseWriter, r *http.Request) error {
 // is always full duplex (the call then fails harmlessly).
 func fullDuplex(w http.ResponseWriter) {
 	_ = http.NewResponseController(w).EnableFullDuplex()
+}
+
+func remoteHost(addr string) string {
+	if i := strings.LastIndexByte(addr, ':'); i > 0 {
+		return addr[:i]
+	}
+	return addr
+}
+
+// retryAfterSeconds rounds a wait up to whole seconds, at least 1, so a
+// client that honours Retry-After is never early (RFC 9110 §10.2.3).
+func retryAfterSeconds(d time.Duration) int {
+	s := int((d + time.Second - 1) / time.Second)
+	return max(s, 1)
 }
 
 func classifyBodyError(err error) (int, string, string) {
