@@ -45,6 +45,8 @@ type source struct {
 	lastAttempt time.Time
 	lastSuccess time.Time
 	lastErr     error
+	refreshes   uint64 // successful fetches, for metrics
+	failures    uint64 // failed fetches, for metrics
 }
 
 // keyState is an immutable snapshot of a source: the issuer tokens must
@@ -177,8 +179,10 @@ func (s *source) run(c *fetchCall) {
 	s.lastAttempt = now
 	if err == nil {
 		s.lastSuccess, s.lastErr = now, nil
+		s.refreshes++
 	} else {
 		s.lastErr = err
+		s.failures++
 	}
 	s.mu.Unlock()
 	s.log(ctx, st, changed, dropped, err)

@@ -261,6 +261,8 @@ type SourceStatus struct {
 	LastRefresh time.Time `json:"last_refresh,omitzero"`
 	LastSuccess time.Time `json:"last_success,omitzero"`
 	LastError   string    `json:"last_error,omitempty"`
+	Refreshes   uint64    `json:"refreshes"` // successful metadata+key fetches
+	Failures    uint64    `json:"failures"`  // failed fetches
 }
 
 // Status returns a snapshot of the provider's state.
@@ -274,6 +276,7 @@ func (p *Provider) Status() Status {
 		}
 		s.mu.Lock()
 		ss.LastRefresh, ss.LastSuccess = s.lastAttempt, s.lastSuccess
+		ss.Refreshes, ss.Failures = s.refreshes, s.failures
 		if s.lastErr != nil {
 			ss.LastError = s.lastErr.Error()
 			errs = append(errs, ss.LastError)
