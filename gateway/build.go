@@ -18,6 +18,7 @@ import (
 	azpolicy "github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/credential"
+	"github.com/modelgate/modelgate/metrics"
 	"github.com/modelgate/modelgate/policy"
 	"github.com/modelgate/modelgate/policy/idp"
 	"github.com/modelgate/modelgate/proxy"
@@ -47,6 +48,8 @@ type Deps struct {
 	// AzureRetry tunes azidentity's own retries; zero means azcore's
 	// defaults.
 	AzureRetry azpolicy.RetryOptions
+	// Metrics, when not nil, records requests and serves /metrics.
+	Metrics *metrics.Metrics
 	// StaticJWKS supplies saved key sets by provider name ("*" for all), so
 	// nothing is fetched (gateway explain -jwks).
 	StaticJWKS map[string][]byte
@@ -198,6 +201,9 @@ func BuildFrom(ctx context.Context, cfg *config.Config, deps Deps, prev *Snapsho
 			pol = policy.New(keys, rules)
 		}
 		route := &proxy.Route{Name: r.Name, Host: r.Host, Prefix: r.Path, Upstream: upstreams[r.Upstream], Policy: pol}
+		if deps.Metrics != nil {
+			route.Metrics = deps.Metrics.Route(r.Name)
+		}
 		if r.RateLimit != nil {
 			lim, err := ratelimit.New(r.RateLimit.Options)
 			if err != nil {

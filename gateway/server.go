@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/modelgate/modelgate/config"
+	"github.com/modelgate/modelgate/metrics"
 )
 
 // Loader loads and validates a configuration (config.Load with the process
@@ -38,6 +39,13 @@ func NewServer(snap *Snapshot, load Loader, deps Deps) *Server {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.snap.Store(snap)
+	if deps.Metrics != nil {
+		deps.Metrics.SetState(func() metrics.State {
+			rep := s.snap.Load().Readiness()
+			ok, failed := s.ReloadCounts()
+			return metrics.State{Credentials: rep.Credentials, IdentityProviders: rep.IdentityProviders, ReloadsOK: ok, ReloadsFailed: failed}
+		})
+	}
 	return s
 }
 
@@ -91,6 +99,9 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	if s.deps.Metrics != nil {
+		mux.Handle("GET /metrics", s.deps.Metrics.Handler())
+	}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		rep := s.snap.Load().Readiness()
 		status := http.StatusOK

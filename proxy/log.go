@@ -18,6 +18,13 @@ func (h *Handler) logRequest(r *http.Request, st *reqState, sw *statusWriter, st
 	if st.ident == nil {
 		decision = "deny"
 	}
+	if st.route != nil && st.route.Metrics != nil {
+		auth := ""
+		if st.ident != nil {
+			auth = st.ident.Method
+		}
+		st.route.Metrics.Observe(status, auth, h.now().Sub(start), st.upDur, st.errCode == CodeRateLimited)
+	}
 	level := slog.LevelInfo
 	if status >= 500 && status != StatusClientClosedRequest {
 		level = slog.LevelWarn

@@ -89,6 +89,16 @@ type Route struct {
 	Policy   *policy.Policy
 	// Limiter, when not nil, rate-limits admitted callers (429).
 	Limiter Limiter
+	// Metrics, when not nil, records every answered request.
+	Metrics RouteObserver
+}
+
+// RouteObserver records answered requests; *metrics.Route implements it.
+type RouteObserver interface {
+	// Observe records one request: its status, how the caller was admitted
+	// ("" when refused), the total and upstream durations, and whether a
+	// rate limit refused it.
+	Observe(status int, auth string, total, upstream time.Duration, rateLimited bool)
 }
 
 // Options configures a Handler.

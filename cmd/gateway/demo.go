@@ -17,6 +17,7 @@ import (
 	"github.com/modelgate/modelgate/gateway"
 	"github.com/modelgate/modelgate/internal/demoidp"
 	"github.com/modelgate/modelgate/internal/demomodel"
+	"github.com/modelgate/modelgate/metrics"
 )
 
 // demoConfig is a real configuration, loaded by the real loader; only the
@@ -139,7 +140,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *quiet {
 		logOut = io.Discard
 	}
-	deps := gateway.Deps{Logger: newLogger(cfg.Log, logOut)}
+	deps := gateway.Deps{Logger: newLogger(cfg.Log, logOut), Metrics: metrics.New(versionString())}
 	snap, err := gateway.Build(ctx, cfg, deps)
 	if err != nil {
 		return err
@@ -193,7 +194,7 @@ Demo API key (key set "partners"): %s
 7. Calling the model directly without its key (401 from the model itself):
    curl -si %s/api/v1/service/fraud/score -d '{}'
 
-Admin endpoints (never on the public listener): %s/healthz  %s/readyz
+Admin endpoints (never on the public listener): %s/healthz  %s/readyz  %[18]s/metrics
 `, base, model, partnerKey,
 		base, partnerKey,
 		base, partnerKey,

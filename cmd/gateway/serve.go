@@ -14,6 +14,7 @@ import (
 
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/gateway"
+	"github.com/modelgate/modelgate/metrics"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -67,7 +68,7 @@ func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return exitError(1)
 	}
 	log := newLogger(cfg.Log, stderr)
-	deps := gateway.Deps{Logger: log, Transport: gateway.NewTransport(cfg.Server.Upstream)}
+	deps := gateway.Deps{Logger: log, Transport: gateway.NewTransport(cfg.Server.Upstream), Metrics: metrics.New(versionString())}
 	snap, err := gateway.Build(ctx, cfg, deps)
 	if err != nil {
 		return err

@@ -1,0 +1,261 @@
+// Package metrics exposes the gateway's Prometheus metrics on the admin
+// listener.
+//
+// Labels carry only configuration names (route, upstream, provider), status
+// classes, auth methods and outcomes: never an identity, a key, a token or
+// any value a client chose, so label cardinality is bounded by the
+// configuration.
+//
+// Per-request counters and histograms are resolved per route once, when a
+// configuration is built (Route), so the request path does no label lookups.
+// Credential, identity provider and reload state is read at scrape time from
+// a StateFunc.
+package metrics
+
+import (
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/modelgate/modelgate/credential"
+	"github.com/modelgate/modelgate/policy/idp"
+)
+
+const namespace = "modelgate"
+
+// Auth methods a request can be counted under.
+var authMethods = [...]string{"none", "key", "token", "public"}
+
+// Status classes a request can be counted under.
+var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// State is what a scrape reads from the serving configuration.
+type State struct {
+	Credentials       []credential.Status
+	IdentityProviders []idp.Status
+	ReloadsOK         uint64
+	ReloadsFailed     uint64
+}
+
+// StateFunc returns the current State; it must be cheap and never block on
+// the network.
+type StateFunc func() State
+
+// Metrics is the gateway's metric registry. It is safe for concurrent use.
+type Metrics struct {
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	gatewayTime *prometheus.HistogramVec
+	upstream    *prometheus.HistogramVec
+	limited     *prometheus.CounterVec
+	denied      *prometheus.CounterVec
+
+	mu     sync.Mutex
+	routes map[string]*Route
+	state  StateFunc
+	now    func() time.Time
+}
+
+// New returns a registry with the Go runtime and process collectors, build
+// info, and the gateway's own metrics.
+func New(version string) *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry(), routes: map[string]*Route{}, now: time.Now}
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "requests_total",
+		Help: "Requests answered, by route, status class and auth method.",
+	}, []string{"route", "code", "auth"})
+	// Buckets from 100µs (the gateway's own work) to 60s (slow models).
+	buckets := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+	m.gatewayTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "gateway_duration_seconds",
+		Help:    "Time spent in the gateway itself per request (total minus upstream), by route.",
+		Buckets: buckets,
+	}, []string{"route"})
+	m.upstream = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: namespace, Name: "upstream_duration_seconds",
+		Help:    "Time from sending a request upstream to its response headers, by route.",
+		Buckets: buckets,
+	}, []string{"route"})
+	m.limited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "rate_limited_total",
+		Help: "Requests refused with 429 by a rate limit, by route.",
+	}, []string{"route"})
+	m.denied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "denied_total",
+		Help: "Requests refused by the route policy, by route and status (401, 403, 503).",
+	}, []string{"route", "status"})
+
+	goVersion := ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "build_info",
+		Help:        "Build information; the value is always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion},
+	})
+	build.Set(1)
+	m.reg.MustRegister(m.requests, m.gatewayTime, m.upstream, m.limited, m.denied, build,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&stateCollector{m: m})
+	return m
+}
+
+// SetState installs the function scrapes read credential, identity
+// provider and reload state from.
+func (m *Metrics) SetState(f StateFunc) {
+	m.mu.Lock()
+	m.state = f
+	m.mu.Unlock()
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Registry returns the underlying registry (tests gather from it).
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Route returns the pre-resolved metrics of a route. The same name returns
+// the same Route, so counters continue across reloads.
+func (m *Metrics) Route(name string) *Route {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r, ok := m.routes[name]; ok {
+		return r
+	}
+	r := &Route{
+		gatewayTime: m.gatewayTime.WithLabelValues(name),
+		upstream:    m.upstream.WithLabelValues(name),
+		limited:     m.limited.WithLabelValues(name),
+		denied:      map[int]prometheus.Counter{},
+	}
+	for i, c := range statusClasses {
+		for j, a := range authMethods {
+			r.requests[i][j] = m.requests.WithLabelValues(name, c, a)
+		}
+	}
+	for _, s := range []int{401, 403, 503} {
+		r.denied[s] = m.denied.WithLabelValues(name, strconv.Itoa(s))
+	}
+	m.routes[name] = r
+	return r
+}
+
+// Route holds one route's counters and histograms, resolved once.
+type Route struct {
+	requests    [len(statusClasses)][len(authMethods)]prometheus.Counter
+	gatewayTime prometheus.Observer
+	upstream    prometheus.Observer
+	limited     prometheus.Counter
+	denied      map[int]prometheus.Counter // read-only after creation
+}
+
+// Observe records one answered request. auth is "", "key", "token" or
+// "public"; upstream is zero when the request never went upstream.
+func (r *Route) Observe(status int, auth string, total, upstream time.Duration, rateLimited bool) {
+	ci := status/100 - 1
+	if ci < 0 || ci >= len(statusClasses) {
+		ci = len(statusClasses) - 1 // 499 and the like count as errors
+		if status < 500 {
+			ci = 3
+		}
+	}
+	ai := 0
+	switch auth {
+	case "key":
+		ai = 1
+	case "token":
+		ai = 2
+	case "public":
+		ai = 3
+	}
+	r.requests[ci][ai].Inc()
+	if upstream > 0 {
+		r.upstream.Observe(upstream.Seconds())
+	}
+	r.gatewayTime.Observe((total - upstream).Seconds())
+	if rateLimited {
+		r.limited.Inc()
+	}
+	if c, ok := r.denied[status]; ok && auth == "" {
+		c.Inc()
+	}
+}
+
+// stateCollector turns State into metrics at scrape time.
+type stateCollector struct{ m *Metrics }
+
+var (
+	descCredValid = prometheus.NewDesc(namespace+"_upstream_credential_valid",
+		"1 when the upstream's credential source holds a valid credential.", []string{"upstream", "type"}, nil)
+	descCredExpiry = prometheus.NewDesc(namespace+"_upstream_credential_expiry_seconds",
+		"Seconds until the served upstream credential expires (absent for keys, which do not).", []string{"upstream"}, nil)
+	descCredRefresh = prometheus.NewDesc(namespace+"_upstream_credential_refreshes_total",
+		"Upstream credential fetches, by upstream and outcome.", []string{"upstream", "outcome"}, nil)
+	descJWKSReady = prometheus.NewDesc(namespace+"_identity_provider_ready",
+		"1 when the identity provider has signing keys.", []string{"provider"}, nil)
+	descJWKSKeys = prometheus.NewDesc(namespace+"_identity_provider_keys",
+		"Usable signing keys of the identity provider.", []string{"provider"}, nil)
+	descJWKSAge = prometheus.NewDesc(namespace+"_identity_provider_key_age_seconds",
+		"Seconds since the provider's keys were last fetched successfully.", []string{"provider"}, nil)
+	descJWKSRefresh = prometheus.NewDesc(namespace+"_jwks_refreshes_total",
+		"Key set fetches, by provider and outcome.", []string{"provider", "outcome"}, nil)
+	descReloads = prometheus.NewDesc(namespace+"_config_reloads_total",
+		"Configuration reloads, by outcome.", []string{"outcome"}, nil)
+)
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descCredValid, descCredExpiry, descCredRefresh, descJWKSReady, descJWKSKeys, descJWKSAge, descJWKSRefresh, descReloads} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.Lock()
+	f := c.m.state
+	c.m.mu.Unlock()
+	if f == nil {
+		return
+	}
+	st := f()
+	now := c.m.now()
+	for _, s := range st.Credentials {
+		ch <- prometheus.MustNewConstMetric(descCredValid, prometheus.GaugeValue, b2f(s.Ready), s.Name, s.Type)
+		if !s.ValidUntil.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descCredExpiry, prometheus.GaugeValue, s.ValidUntil.Sub(now).Seconds(), s.Name)
+		}
+		ch <- prometheus.MustNewConstMetric(descCredRefresh, prometheus.CounterValue, float64(s.Refreshes), s.Name, "success")
+		ch <- prometheus.MustNewConstMetric(descCredRefresh, prometheus.CounterValue, float64(s.Failures), s.Name, "failure")
+	}
+	for _, p := range st.IdentityProviders {
+		ch <- prometheus.MustNewConstMetric(descJWKSReady, prometheus.GaugeValue, b2f(p.Ready), p.Name)
+		ch <- prometheus.MustNewConstMetric(descJWKSKeys, prometheus.GaugeValue, float64(p.Keys), p.Name)
+		if !p.LastSuccess.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descJWKSAge, prometheus.GaugeValue, now.Sub(p.LastSuccess).Seconds(), p.Name)
+		}
+		var ok, failed uint64
+		for _, src := range p.Sources {
+			ok += src.Refreshes
+			failed += src.Failures
+		}
+		ch <- prometheus.MustNewConstMetric(descJWKSRefresh, prometheus.CounterValue, float64(ok), p.Name, "success")
+		ch <- prometheus.MustNewConstMetric(descJWKSRefresh, prometheus.CounterValue, float64(failed), p.Name, "failure")
+	}
+	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.ReloadsOK), "success")
+	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.ReloadsFailed), "failure")
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
