@@ -102,9 +102,25 @@ type TLS struct {
 	CA string `yaml:"ca"`
 	// Storage is where ACME accounts and certificates are kept.
 	Storage string `yaml:"storage"`
-	// CertFile and KeyFile are PEM files (mode files).
+	// CARoot is a PEM file of roots to trust for the ACME directory's own
+	// HTTPS certificate (a private ACME CA such as step-ca, or Pebble in
+	// tests). Default: the system roots.
+	CARoot string `yaml:"ca_root"`
+	// HTTPChallenge and TLSALPNChallenge turn the ACME challenge types on or
+	// off. Default: both on. HTTP-01 needs http_listen reachable on port 80;
+	// TLS-ALPN-01 is answered on the TLS listener (port 443).
+	HTTPChallenge    *bool `yaml:"http_challenge"`
+	TLSALPNChallenge *bool `yaml:"tls_alpn_challenge"`
+	// HTTPListen, when set, is a plain-HTTP listener that answers ACME
+	// HTTP-01 challenges and redirects everything else to HTTPS (308).
+	HTTPListen string `yaml:"http_listen"`
+	// CertFile and KeyFile are PEM files (mode files). They are re-read
+	// every reload_interval (and on SIGHUP): a rotated pair is served
+	// without a restart, a broken one is logged and the old pair kept.
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// ReloadInterval is how often cert_file/key_file are checked. Default 30s.
+	ReloadInterval Duration `yaml:"reload_interval"`
 }
 
 // Admin configures the operations listener.

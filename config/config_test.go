@@ -145,8 +145,10 @@ server:
 			[]string{"routes[0].path: \"sp-secret-value\" must start with /"}}, // path is not a secret field but came from env: see TestSecretsNotEchoed
 		{"auth type later", strings.Replace(minimal, "type: key, key: \"${UPSTREAM_KEY}\"", "type: magic", 1),
 			[]string{`upstreams.fraud.auth.type: "magic" is not an auth type`}},
-		{"tls not yet", "server:\n  tls: { mode: files, cert_file: a.pem, key_file: a.key }\n" + minimal[1:],
-			[]string{"server.tls: TLS termination is not supported yet"}},
+		{"tls mixed modes", "server:\n  tls: { mode: files, cert_file: a.pem, key_file: a.key, domains: [x.example.com] }\n" + minimal[1:],
+			[]string{"server.tls: domains, email, ca, ca_root, storage and the challenge switches belong to mode acme"}},
+		{"tls acme without domains", "server:\n  tls: { mode: acme, http_listen: nope }\n" + minimal[1:],
+			[]string{"server.tls.domains: mode acme needs at least one domain", `server.tls.http_listen: "nope" is not host:port`}},
 		{"bad rate", strings.Replace(minimal, "    upstream: fraud\n", "    upstream: fraud\n    rate_limit: { per_identity: 5/sec, burst: -1 }\n", 1),
 			[]string{`routes[0].rate_limit.per_identity: invalid rate "5/sec"`, "routes[0].rate_limit.burst: must be positive"}},
 		{"empty rate limit", strings.Replace(minimal, "    upstream: fraud\n", "    upstream: fraud\n    rate_limit: { burst: 3 }\n", 1),

@@ -130,15 +130,21 @@ func (v *validator) tls(t *TLS) {
 				v.errAt("server.tls.ca", "%v", err)
 			}
 		}
-		if t.CertFile != "" || t.KeyFile != "" {
-			v.errAt("server.tls", "cert_file and key_file belong to mode files, not acme")
+		if t.CertFile != "" || t.KeyFile != "" || t.ReloadInterval != 0 {
+			v.errAt("server.tls", "cert_file, key_file and reload_interval belong to mode files, not acme")
+		}
+		if t.HTTPChallenge != nil && t.TLSALPNChallenge != nil && !*t.HTTPChallenge && !*t.TLSALPNChallenge {
+			v.errAt("server.tls", "both ACME challenges are off: leave http_challenge or tls_alpn_challenge on")
+		}
+		if (t.HTTPChallenge == nil || *t.HTTPChallenge) && t.HTTPListen == "" && t.TLSALPNChallenge != nil && !*t.TLSALPNChallenge {
+			v.errAt("server.tls.http_listen", "the HTTP-01 challenge is the only one on, so it needs http_listen (port 80)")
 		}
 	case "files":
 		if t.CertFile == "" || t.KeyFile == "" {
 			v.errAt("server.tls", "mode files needs both cert_file and key_file")
 		}
-		if len(t.Domains) > 0 || t.Email != "" || t.CA != "" {
-			v.errAt("server.tls", "domains, email and ca belong to mode acme, not files")
+		if len(t.Domains) > 0 || t.Email != "" || t.CA != "" || t.CARoot != "" || t.Storage != "" || t.HTTPChallenge != nil || t.TLSALPNChallenge != nil {
+			v.errAt("server.tls", "domains, email, ca, ca_root, storage and the challenge switches belong to mode acme, not files")
 		}
 	case "":
 		v.errAt("server.tls.mode", "missing: write acme or files (or remove tls for plain HTTP)")
@@ -147,7 +153,13 @@ func (v *validator) tls(t *TLS) {
 		v.errAt("server.tls.mode", "%q is not a TLS mode: write acme or files", t.Mode)
 		return
 	}
-	v.errAt("server.tls", "TLS termination is not supported yet: terminate TLS at a load balancer and list it in trusted_proxies")
+	if t.HTTPListen != "" {
+		if _, _, err := net.SplitHostPort(t.HTTPListen); err != nil {
+			v.errAt("server.tls.http_listen", "%q is not host:port (write \":80\")", t.HTTPListen)
+		} else if t.HTTPListen == v.cfg.Server.Listen {
+			v.errAt("server.tls.http_listen", "is the same address as server.listen")
+		}
+	}
 }
 
 func (v *validator) admin() {

@@ -13,6 +13,9 @@ type Readiness struct {
 	Ready             bool                `json:"ready"`
 	IdentityProviders []idp.Status        `json:"identity_providers"`
 	Credentials       []credential.Status `json:"upstream_credentials"`
+	// TLS is "ready", what the certificate manager still waits for, or
+	// absent without TLS.
+	TLS string `json:"tls,omitempty"`
 }
 
 // Readiness reports whether the snapshot can serve every route: every

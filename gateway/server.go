@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ type Server struct {
 	load   Loader
 	log    *slog.Logger
 	snap   atomic.Pointer[Snapshot]
+	tls    atomic.Pointer[tlsState]
 	mu     sync.Mutex // serializes reloads
 	reload struct{ ok, failed atomic.Uint64 }
 }
@@ -68,9 +70,14 @@ func (s *Server) Reload(ctx context.Context) error {
 	if err == nil {
 		old := s.snap.Load()
 		var snap *Snapshot
-		snap, err = BuildFrom(ctx, cfg, s.deps, old)
+		var swapTLS func()
+		swapTLS, err = s.reloadTLS(ctx, cfg)
+		if err == nil {
+			snap, err = BuildFrom(ctx, cfg, s.deps, old)
+		}
 		if err == nil {
 			s.snap.Store(snap)
+			swapTLS()
 			old.takeOver(snap)
 			s.reload.ok.Add(1)
 			s.log.Info("configuration reloaded", slog.String("config", cfg.File), slog.Int("routes", len(snap.Routes)),
@@ -104,6 +111,13 @@ func (s *Server) AdminHandler() http.Handler {
 	}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		rep := s.snap.Load().Readiness()
+		if st := s.tls.Load(); st != nil {
+			if err := st.mgr.Ready(); err != nil {
+				rep.Ready, rep.TLS = false, err.Error()
+			} else {
+				rep.TLS = "ready"
+			}
+		}
 		status := http.StatusOK
 		if !rep.Ready {
 			status = http.StatusServiceUnavailable
@@ -122,11 +136,31 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// Run serves until ctx is cancelled, then stops accepting, lets in-flight
-// requests finish (up to server.shutdown_timeout) and returns nil. A
-// listener that fails to serve ends Run with its error.
+// Listeners are the sockets Run serves on.
+type Listeners struct {
+	// Public serves the routes (wrapped in TLS when EnableTLS was called).
+	Public net.Listener
+	// Admin serves /healthz, /readyz and /metrics.
+	Admin net.Listener
+	// HTTP, optional with TLS, answers ACME HTTP-01 challenges and
+	// redirects everything else to HTTPS.
+	HTTP net.Listener
+}
+
+// Run serves on public and admin; see RunListeners.
 func (s *Server) Run(ctx context.Context, public, admin net.Listener) error {
+	return s.RunListeners(ctx, Listeners{Public: public, Admin: admin})
+}
+
+// RunListeners serves until ctx is cancelled, then stops accepting, lets
+// in-flight requests finish (up to server.shutdown_timeout) and returns nil.
+// A listener that fails to serve ends it with its error.
+func (s *Server) RunListeners(ctx context.Context, ls Listeners) error {
+	public, admin := ls.Public, ls.Admin
 	cfg := s.snap.Load().Config
+	if s.tls.Load() != nil {
+		public = tls.NewListener(public, s.tlsConfig())
+	}
 	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	pub := &http.Server{
 		Handler:           s,
@@ -142,9 +176,14 @@ func (s *Server) Run(ctx context.Context, public, admin net.Listener) error {
 		IdleTimeout:       30 * time.Second,
 		ErrorLog:          errLog,
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- serveErr("public", pub.Serve(public)) }()
 	go func() { errc <- serveErr("admin", adm.Serve(admin)) }()
+	var redirect *http.Server
+	if ls.HTTP != nil && s.tls.Load() != nil {
+		redirect = &http.Server{Handler: s.httpRedirect(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, ErrorLog: errLog}
+		go func() { errc <- serveErr("http", redirect.Serve(ls.HTTP)) }()
+	}
 	s.log.Info("gateway listening", slog.String("public", public.Addr().String()), slog.String("admin", admin.Addr().String()),
 		slog.Int("routes", len(s.snap.Load().Routes)))
 
@@ -162,7 +201,13 @@ func (s *Server) Run(ctx context.Context, public, admin net.Listener) error {
 		_ = pub.Close()
 	}
 	_ = adm.Shutdown(sctx)
+	if redirect != nil {
+		_ = redirect.Shutdown(sctx)
+	}
 	s.snap.Load().Close()
+	if st := s.tls.Load(); st != nil {
+		_ = st.mgr.Close()
+	}
 	s.log.Info("stopped")
 	return runErr
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"github.com/modelgate/modelgate/test/pebble"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -108,4 +110,10 @@ func TestReloadCarriesOverUnchangedComponents(t *testing.T) {
 func sha(s string) string {
 	h := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(h[:])
+}
+
+// testLogger sends the gateway's logs to the test output, dropped after the
+// test ends (background work may still log).
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(pebble.TestWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }

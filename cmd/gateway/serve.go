@@ -88,6 +88,22 @@ func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("listen on admin.listen %s: %w", cfg.Admin.Listen, err)
 	}
 
+	var httpLn net.Listener
+	if t := cfg.Server.TLS; t != nil && t.HTTPListen != "" {
+		if httpLn, err = lc.Listen(ctx, "tcp", t.HTTPListen); err != nil {
+			pub.Close()
+			adm.Close()
+			snap.Close()
+			return fmt.Errorf("listen on server.tls.http_listen %s: %w", t.HTTPListen, err)
+		}
+	}
+	if err := srv.EnableTLS(ctx); err != nil {
+		pub.Close()
+		adm.Close()
+		snap.Close()
+		return fmt.Errorf("server.tls: %w", err)
+	}
+
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -101,5 +117,5 @@ func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 			}
 		}
 	}()
-	return srv.Run(ctx, pub, adm)
+	return srv.RunListeners(ctx, gateway.Listeners{Public: pub, Admin: adm, HTTP: httpLn})
 }

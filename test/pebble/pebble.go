@@ -52,6 +52,8 @@ type Server struct {
 	// APIRoots verifies the HTTPS certificate of the ACME API and of
 	// ManagementURL (not the certificates Pebble issues).
 	APIRoots *x509.CertPool
+	// APIRootsPEM is APIRoots as PEM, for configuration files (ca_root).
+	APIRootsPEM []byte
 	// ManagementURL is Pebble's management interface; /roots/0 serves the
 	// root that issued certificates chain to.
 	ManagementURL string
@@ -92,9 +94,14 @@ func Start(t testing.TB, o Options) *Server {
 	roots := x509.NewCertPool()
 	roots.AddCert(api.Certificate())
 	roots.AddCert(mgmt.Certificate())
+	var rootsPEM []byte
+	for _, c := range []*x509.Certificate{api.Certificate(), mgmt.Certificate()} {
+		rootsPEM = append(rootsPEM, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
 	return &Server{
 		DirectoryURL:  api.URL + wfe.DirectoryPath,
 		APIRoots:      roots,
+		APIRootsPEM:   rootsPEM,
 		ManagementURL: mgmt.URL,
 		DNSAddr:       dnsAddr,
 	}
