@@ -136,6 +136,11 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Format is json (default) or text.
 	Format string `yaml:"format"`
+	// Audit sends the one audit line per request (see README, "Audit
+	// trail") to its own output instead of the main log: stdout, stderr, or
+	// a file path (appended to, created 0600). Always JSON. Default: the
+	// main log.
+	Audit string `yaml:"audit"`
 }
 
 // KeyEntry is one static API key in a key set.

@@ -48,6 +48,9 @@ type Deps struct {
 	// AzureRetry tunes azidentity's own retries; zero means azcore's
 	// defaults.
 	AzureRetry azpolicy.RetryOptions
+	// AuditLogger, when not nil, receives the per-request audit lines
+	// instead of Logger.
+	AuditLogger *slog.Logger
 	// Metrics, when not nil, records requests and serves /metrics.
 	Metrics *metrics.Metrics
 	// StaticJWKS supplies saved key sets by provider name ("*" for all), so
@@ -221,6 +224,7 @@ func BuildFrom(ctx context.Context, cfg *config.Config, deps Deps, prev *Snapsho
 		BufferBodyBytes: int64(cfg.Server.BufferBodyBytes),
 		TrustedProxies:  cfg.Server.TrustedPrefixes,
 		Logger:          deps.Logger,
+		AuditLogger:     deps.AuditLogger,
 		Now:             deps.Now,
 	})
 	return snap, nil

@@ -30,12 +30,13 @@ func (h *Handler) logRequest(r *http.Request, st *reqState, sw *statusWriter, st
 		level = slog.LevelWarn
 	}
 	ctx := r.Context()
-	if !h.log.Enabled(ctx, level) {
+	if !h.audit.Enabled(ctx, level) {
 		return
 	}
 	attrs := make([]slog.Attr, 0, 16)
 	attrs = append(attrs,
 		slog.String("request_id", st.id),
+		slog.String("trace_id", st.traceID),
 		slog.String("method", r.Method),
 		slog.String("host", r.Host),
 		slog.String("path", r.URL.Path),
@@ -68,5 +69,5 @@ func (h *Handler) logRequest(r *http.Request, st *reqState, sw *statusWriter, st
 	if st.upDur > 0 {
 		attrs = append(attrs, slog.Float64("upstream_ms", float64(st.upDur.Microseconds())/1000))
 	}
-	h.log.LogAttrs(ctx, level, "request", attrs...)
+	h.audit.LogAttrs(ctx, level, "request", attrs...)
 }

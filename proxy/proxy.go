@@ -113,8 +113,11 @@ type Options struct {
 	BufferBodyBytes int64
 	// TrustedProxies are peers whose forwarding headers are extended.
 	TrustedProxies []netip.Prefix
-	// Logger receives one line per request (and proxy errors).
+	// Logger receives proxy errors, and the request lines unless
+	// AuditLogger is set.
 	Logger *slog.Logger
+	// AuditLogger, when set, receives the one audit line per request.
+	AuditLogger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -127,6 +130,7 @@ type Handler struct {
 	bufBody   int64
 	trusted   []netip.Prefix
 	log       *slog.Logger
+	audit     *slog.Logger
 	now       func() time.Time
 	idPrefix  string
 	idCounter atomic.Uint64
@@ -144,6 +148,10 @@ func New(o Options) *Handler {
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
+	}
+	h.audit = o.AuditLogger
+	if h.audit == nil {
+		h.audit = h.log
 	}
 	if h.now == nil {
 		h.now = time.Now
@@ -205,6 +213,8 @@ func dropRequestID(res *http.Response) error {
 // log line. One allocation per request.
 type reqState struct {
 	id       string
+	traceID  string
+	newTrace string // traceparent to send when the client's was missing or invalid
 	route    *Route
 	ident    *policy.Identity
 	rule     string
@@ -232,14 +242,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{id: h.requestID(r)}
 	sw := &statusWriter{ResponseWriter: w}
 	sw.Header().Set(headerRequestID, st.id)
+	if id, ok := parseTraceparent(r.Header.Get(headerTraceparent)); ok {
+		st.traceID = id
+	} else {
+		st.newTrace, st.traceID = newTraceparent()
+	}
 	served := false
 	defer func() {
 		if !served {
 			// A panic is unwinding: ReverseProxy aborts with
-			// http.ErrAbortHandler when an upstream's answer breaks off
-			// mid-body (golang/go#23643). The client's answer is cut; its
-			// log line is still owed.
+			// http.ErrAbortHandler when copying the answer fails mid-body
+			// (golang/go#23643), because the upstream broke off or because
+			// the client went away, which cancels the request's context.
+			// The log line is still owed, and must blame the right side.
 			st.errCode = CodeUpstreamAborted
+			if r.Context().Err() != nil {
+				st.errCode = CodeClientClosedRequest
+			}
 		}
 		h.logRequest(r, st, sw, start)
 	}()
@@ -458,6 +477,10 @@ func (h *Handler) rewrite(u *Upstream, pr *httputil.ProxyRequest) {
 	}
 	h.setForwarded(pr, st)
 	hdr[headerRequestID] = []string{st.id}
+	if st.newTrace != "" {
+		hdr[headerTraceparent] = []string{st.newTrace}
+		delete(hdr, headerTracestate)
+	}
 	for _, kv := range u.headers {
 		hdr[kv.key] = kv.val
 	}

@@ -51,7 +51,7 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr)
 	path := configFlag(fs)
 	if err := fs.Parse(args); err != nil {
@@ -68,7 +68,12 @@ func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return exitError(1)
 	}
 	log := newLogger(cfg.Log, stderr)
-	deps := gateway.Deps{Logger: log, Transport: gateway.NewTransport(cfg.Server.Upstream), Metrics: metrics.New(versionString())}
+	audit, closeAudit, err := auditLogger(cfg.Log.Audit, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeAudit()
+	deps := gateway.Deps{Logger: log, AuditLogger: audit, Transport: gateway.NewTransport(cfg.Server.Upstream), Metrics: metrics.New(versionString())}
 	snap, err := gateway.Build(ctx, cfg, deps)
 	if err != nil {
 		return err
@@ -118,4 +123,25 @@ func cmdServe(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 	}()
 	return srv.RunListeners(ctx, gateway.Listeners{Public: pub, Admin: adm, HTTP: httpLn})
+}
+
+// auditLogger opens log.audit: "" (the main log), stdout, stderr or a file.
+func auditLogger(dest string, stdout, stderr io.Writer) (*slog.Logger, func(), error) {
+	var w io.Writer
+	closer := func() {}
+	switch dest {
+	case "":
+		return nil, closer, nil
+	case "stdout":
+		w = stdout
+	case "stderr":
+		w = stderr
+	default:
+		f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("log.audit: %w", err)
+		}
+		w, closer = f, func() { _ = f.Close() }
+	}
+	return slog.New(slog.NewJSONHandler(w, nil)), closer, nil
 }
