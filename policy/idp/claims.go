@@ -51,35 +51,81 @@ type Claims struct {
 // tokenClaims is what Verify decodes from the payload: only the claims it
 // uses, with strict types. It implements jwt.Claims.
 type tokenClaims struct {
-	Iss   string
-	Sub   string
-	Aud   jwt.ClaimStrings
-	Exp   *numericDate
-	Nbf   *numericDate
-	Iat   *numericDate
-	Ver   string
-	Tid   string
-	Oid   string
-	AppID string // appid
-	Azp   string
-	Roles []string
-	Scp   string
+	Iss   string           `json:"iss"`
+	Sub   string           `json:"sub"`
+	Aud   jwt.ClaimStrings `json:"aud"`
+	Exp   *numericDate     `json:"exp"`
+	Nbf   *numericDate     `json:"nbf"`
+	Iat   *numericDate     `json:"iat"`
+	Ver   string           `json:"ver"`
+	Tid   string           `json:"tid"`
+	Oid   string           `json:"oid"`
+	AppID string           `json:"appid"`
+	Azp   string           `json:"azp"`
+	Roles []string         `json:"roles"`
+	Scp   string           `json:"scp"`
 	// Groups overage (Azure AD): the groups claim is replaced by a reference
 	// in _claim_names (JWT access tokens), or by hasgroups (implicit flow).
-	Groups     []string
-	ClaimNames map[string]json.RawMessage // _claim_names
-	HasGroups  bool                       // hasgroups
-	Name       string
+	Groups     []string        `json:"groups"`
+	ClaimNames json.RawMessage `json:"_claim_names"`
+	HasGroups  bool            `json:"hasgroups"`
+	Name       string          `json:"name"`
 
-	src *source // the key source chosen by the key function
+	groupsOverage bool    // _claim_names names groups, or hasgroups
+	src           *source // the key source chosen by the key function
 }
 
+func (c *tokenClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.Exp.jwt(), nil }
+func (c *tokenClaims) GetNotBefore() (*jwt.NumericDate, error)      { return c.Nbf.jwt(), nil }
+func (c *tokenClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.Iat.jwt(), nil }
+func (c *tokenClaims) GetIssuer() (string, error)                   { return c.Iss, nil }
+func (c *tokenClaims) GetSubject() (string, error)                  { return c.Sub, nil }
+func (c *tokenClaims) GetAudience() (jwt.ClaimStrings, error)       { return c.Aud, nil }
+
+// claimNames are the JSON names of tokenClaims' fields.
+var claimNames = [...]string{"iss", "sub", "aud", "exp", "nbf", "iat", "ver", "tid", "oid",
+	"appid", "azp", "roles", "scp", "groups", "_claim_names", "hasgroups", "name"}
+
+// taggedClaims is tokenClaims without its UnmarshalJSON method.
+type taggedClaims tokenClaims
+
 // UnmarshalJSON decodes the claims Verify uses by their exact names.
+//
 // encoding/json matches struct fields case-insensitively, which would let a
 // claim named "OID" or "Roles" stand in for "oid" or "roles"; claim names
-// are case-sensitive (RFC 7519 §4). Of duplicate names the last counts,
-// as RFC 7519 §4 permits.
+// are case-sensitive (RFC 7519 §4). The fast path is an ordinary struct
+// decode, used only when no top-level member name could match a field
+// inexactly; otherwise every claim is looked up by its exact name. Of
+// duplicate names the last counts, as RFC 7519 §4 permits.
 func (c *tokenClaims) UnmarshalJSON(b []byte) error {
+	err := json.Unmarshal(b, (*taggedClaims)(c))
+	if inexactNames(b) {
+		*c = tokenClaims{}
+		err = c.unmarshalExact(b)
+	}
+	if err != nil {
+		return err
+	}
+	return c.finish()
+}
+
+// finish derives what the decoded claims imply. _claim_names is kept raw
+// while decoding so that duplicates replace rather than merge.
+func (c *tokenClaims) finish() error {
+	c.groupsOverage = c.HasGroups
+	if len(c.ClaimNames) > 0 && string(c.ClaimNames) != "null" {
+		var names map[string]json.RawMessage
+		if err := json.Unmarshal(c.ClaimNames, &names); err != nil {
+			return fmt.Errorf("claim _claim_names: %w", err)
+		}
+		if _, ok := names["groups"]; ok {
+			c.groupsOverage = true
+		}
+	}
+	return nil
+}
+
+func (c *tokenClaims) unmarshalExact(b []byte) error {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(b, &m); err != nil {
 		return err
@@ -106,12 +152,74 @@ func (c *tokenClaims) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-func (c *tokenClaims) GetExpirationTime() (*jwt.NumericDate, error) { return c.Exp.jwt(), nil }
-func (c *tokenClaims) GetNotBefore() (*jwt.NumericDate, error)      { return c.Nbf.jwt(), nil }
-func (c *tokenClaims) GetIssuedAt() (*jwt.NumericDate, error)       { return c.Iat.jwt(), nil }
-func (c *tokenClaims) GetIssuer() (string, error)                   { return c.Iss, nil }
-func (c *tokenClaims) GetSubject() (string, error)                  { return c.Sub, nil }
-func (c *tokenClaims) GetAudience() (jwt.ClaimStrings, error)       { return c.Aud, nil }
+// inexactNames reports whether the top-level object in b has a member name
+// that encoding/json might match to a tokenClaims field other than by exact
+// bytes: one with an escape or a non-ASCII byte (Unicode case folding), or
+// an ASCII case variant of a claim name. It is a conservative scan: when
+// unsure, it says yes, which only selects the slower exact decoding.
+func inexactNames(b []byte) bool {
+	depth := 0
+	wantName := false
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			j := i + 1
+			suspect := false
+			for j < len(b) && b[j] != '"' {
+				if b[j] == '\\' || b[j] >= 0x80 {
+					suspect = true
+					if b[j] == '\\' {
+						j++
+					}
+				}
+				j++
+			}
+			if j > len(b) {
+				j = len(b)
+			}
+			if depth == 1 && wantName {
+				if suspect || caseVariant(b[i+1:j]) {
+					return true
+				}
+				wantName = false
+			}
+			i = j
+		case '{', '[':
+			depth++
+			wantName = depth == 1 && b[i] == '{'
+		case '}', ']':
+			depth--
+		case ',':
+			wantName = depth == 1
+		}
+	}
+	return false
+}
+
+// caseVariant reports whether the ASCII name equals a claim name (all lower
+// case) ignoring case but not exactly.
+func caseVariant(name []byte) bool {
+	for _, c := range claimNames {
+		if len(name) != len(c) {
+			continue
+		}
+		exact, folded := true, true
+		for i := 0; i < len(name) && folded; i++ {
+			x := name[i]
+			if x != c[i] {
+				exact = false
+			}
+			if 'A' <= x && x <= 'Z' {
+				x += 'a' - 'A'
+			}
+			folded = x == c[i]
+		}
+		if folded && !exact {
+			return true
+		}
+	}
+	return false
+}
 
 // errNumericDate marks exp/nbf/iat values that are not JSON numbers.
 var errNumericDate = errors.New("exp, nbf and iat must be JSON numbers of seconds since 1970")
@@ -187,7 +295,6 @@ func (c *tokenClaims) claims(provider string) *Claims {
 	for i, g := range out.Groups { // freshly decoded: ours to modify
 		out.Groups[i] = canonicalID(g)
 	}
-	_, overage := c.ClaimNames["groups"]
-	out.GroupsOverage = overage || c.HasGroups
+	out.GroupsOverage = c.groupsOverage
 	return out
 }
