@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/gateway"
@@ -54,6 +56,7 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr)
 	path := configFlag(fs)
+	watch := fs.Duration("watch", 0, "also reload when the config file changes, checking every `interval` (e.g. 5s; 0 = only on SIGHUP)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -122,6 +125,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			}
 		}
 	}()
+	if *watch > 0 {
+		go watchFile(ctx, *path, *watch, func() { _ = srv.Reload(ctx) })
+	}
 	return srv.RunListeners(ctx, gateway.Listeners{Public: pub, Admin: adm, HTTP: httpLn})
 }
 
@@ -144,4 +150,31 @@ func auditLogger(dest string, stdout, stderr io.Writer) (*slog.Logger, func(), e
 		w, closer = f, func() { _ = f.Close() }
 	}
 	return slog.New(slog.NewJSONHandler(w, nil)), closer, nil
+}
+
+// watchFile calls reload when the file's contents change. It compares
+// digests rather than modification times, because Kubernetes updates a
+// mounted ConfigMap by swapping a symlink.
+func watchFile(ctx context.Context, path string, every time.Duration, reload func()) {
+	digest := func() [32]byte {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return [32]byte{}
+		}
+		return sha256.Sum256(b)
+	}
+	last := digest()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if d := digest(); d != last && d != ([32]byte{}) {
+				last = d
+				reload()
+			}
+		}
+	}
 }
