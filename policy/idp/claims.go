@@ -82,10 +82,6 @@ func (c *tokenClaims) GetIssuer() (string, error)                   { return c.I
 func (c *tokenClaims) GetSubject() (string, error)                  { return c.Sub, nil }
 func (c *tokenClaims) GetAudience() (jwt.ClaimStrings, error)       { return c.Aud, nil }
 
-// claimNames are the JSON names of tokenClaims' fields.
-var claimNames = [...]string{"iss", "sub", "aud", "exp", "nbf", "iat", "ver", "tid", "oid",
-	"appid", "azp", "roles", "scp", "groups", "_claim_names", "hasgroups", "name"}
-
 // taggedClaims is tokenClaims without its UnmarshalJSON method.
 type taggedClaims tokenClaims
 
@@ -199,6 +195,9 @@ func inexactNames(b []byte) bool {
 // caseVariant reports whether the ASCII name equals a claim name (all lower
 // case) ignoring case but not exactly.
 func caseVariant(name []byte) bool {
+	// The JSON names of tokenClaims' fields.
+	claimNames := [...]string{"iss", "sub", "aud", "exp", "nbf", "iat", "ver", "tid", "oid",
+		"appid", "azp", "roles", "scp", "groups", "_claim_names", "hasgroups", "name"}
 	for _, c := range claimNames {
 		if len(name) != len(c) {
 			continue

@@ -98,7 +98,7 @@ func WithKID(kid string) MintOption {
 
 // WithKey signs with an arbitrary method and key (for attack tests: another
 // RSA key, an HMAC secret, an ECDSA key) and sets the "kid" header to kid
-// (omitted when empty).
+// (omitted when empty). It takes precedence over WithKID.
 func WithKey(method jwt.SigningMethod, key any, kid string) MintOption {
 	return func(c *mintConfig) {
 		c.method, c.key, c.kid = method, key, kid
