@@ -3,6 +3,7 @@ package credential
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 )
 
 // HeaderAuth adapts a Source to callers that deal in Authorization header
@@ -17,9 +18,19 @@ import (
 type HeaderAuth struct {
 	src Source
 
+	// last caches the header of the credential handed out most recently, so
+	// the common case (the same credential as before) takes no lock and
+	// builds no string.
+	last atomic.Pointer[headerValue]
+
 	mu     sync.Mutex
 	recent [4]Credential
 	next   int
+}
+
+type headerValue struct {
+	cred   Credential
+	header string
 }
 
 // NewHeaderAuth returns a HeaderAuth for src.
@@ -36,13 +47,18 @@ func (h *HeaderAuth) Authorization(ctx context.Context) (string, uint64, error) 
 	if err != nil {
 		return "", 0, err
 	}
+	if v := h.last.Load(); v != nil && v.cred.Generation == c.Generation && v.cred.Value.Equal(c.Value) {
+		return v.header, c.Generation, nil
+	}
 	h.mu.Lock()
 	if h.recent[(h.next+len(h.recent)-1)%len(h.recent)].Generation != c.Generation || c.Generation == 0 {
 		h.recent[h.next] = c
 		h.next = (h.next + 1) % len(h.recent)
 	}
 	h.mu.Unlock()
-	return "Bearer " + c.Value.Reveal(), c.Generation, nil
+	v := &headerValue{cred: c, header: "Bearer " + c.Value.Reveal()}
+	h.last.Store(v)
+	return v.header, c.Generation, nil
 }
 
 // Rejected reports to the Source that the upstream answered 401 to the

@@ -176,7 +176,7 @@ func BuildFrom(ctx context.Context, cfg *config.Config, deps Deps, prev *Snapsho
 		var auth proxy.UpstreamAuth
 		if src != nil {
 			snap.sources[name] = src
-			auth = &sourceAuth{src: src}
+			auth = credential.NewHeaderAuth(src)
 		}
 		upstreams[name] = &proxy.Upstream{
 			Name: name, URL: u.Parsed, Headers: u.Headers, IdentityHeaders: u.IdentityHeaders, Auth: auth,
