@@ -327,6 +327,9 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 		status, code, msg := classifyBodyError(err)
 		st.errCode = code
 		if status != StatusClientClosedRequest {
+			// The rest of the body stays unread: the connection cannot
+			// carry another request.
+			w.Header().Set("Connection", "close")
 			WriteError(w, status, code, msg)
 		} else {
 			w.status = status
@@ -586,6 +589,11 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream error",
 			slog.String("request_id", st.id), slog.String("route", st.route.Name),
 			slog.String("upstream", st.route.Upstream.Name), slog.String("code", code), slog.String("error", err.Error()))
+	}
+	if status == http.StatusRequestEntityTooLarge {
+		// A streamed body hit max_body_bytes and the rest stays unread: the
+		// connection cannot carry another request.
+		w.Header().Set("Connection", "close")
 	}
 	WriteError(w, status, code, msg)
 }

@@ -238,6 +238,7 @@ type response struct {
 	status int
 	header http.Header
 	body   []byte
+	close  bool // the answer said Connection: close (Go removes the header)
 }
 
 // do sends r to base and reads the whole answer.
@@ -270,7 +271,7 @@ func do(t testing.TB, c *http.Client, base string, r request) response {
 	if err != nil {
 		t.Fatalf("%s %s: read body: %v", method, r.path, err)
 	}
-	return response{status: resp.StatusCode, header: resp.Header, body: body}
+	return response{status: resp.StatusCode, header: resp.Header, body: body, close: resp.Close}
 }
 
 // bearer returns a header with Authorization: Bearer key.
@@ -316,7 +317,7 @@ func rawRequest(t testing.TB, addr, requestLine string, header http.Header) resp
 	if err != nil {
 		t.Fatalf("read body: %v", err)
 	}
-	return response{status: resp.StatusCode, header: resp.Header, body: body}
+	return response{status: resp.StatusCode, header: resp.Header, body: body, close: resp.Close}
 }
 
 // errorBody is the gateway's JSON error shape.

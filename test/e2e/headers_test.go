@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/modelgate/modelgate/test/upstream"
 )
@@ -340,13 +341,16 @@ func TestRequestID(t *testing.T) {
 			if v := got.Header.Values("X-Request-Id"); len(v) != 1 || v[0] != id {
 				t.Errorf("upstream X-Request-Id = %q, want [%q]", v, id)
 			}
-			found := false
-			for _, l := range g.Logs.RequestLines(t) {
-				found = found || l["request_id"] == id
-			}
-			if !found {
-				t.Errorf("no log line with request_id %q", id)
-			}
+			// The line is written once the answer is complete, which may be
+			// just after the client has read it.
+			waitFor(t, 2*time.Second, "a log line with request_id "+id, func() bool {
+				for _, l := range g.Logs.RequestLines(t) {
+					if l["request_id"] == id {
+						return true
+					}
+				}
+				return false
+			})
 		})
 	}
 }

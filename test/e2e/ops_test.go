@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"strings"
@@ -278,4 +279,34 @@ func TestLogCanary(t *testing.T) {
 		})
 	}
 	assertNoSecrets(t, "log", g.Logs.String())
+}
+
+// TestReadHeaderTimeout holds a connection open with an unfinished request
+// header (slowloris): the gateway closes it after read_header_timeout
+// (200ms), without answering and without calling the upstream.
+func TestReadHeaderTimeout(t *testing.T) {
+	model := upstream.New(t, upstreamKey)
+	g := startGateway(t, streamTimeoutsConfig, vars{"Model": model.URL}, nil)
+	conn, err := net.DialTimeout("tcp", g.Addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	if _, err := conn.Write([]byte("POST /llm/chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + partnerKey + "\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := conn.Read(make([]byte, 512))
+	elapsed := time.Since(start)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the connection was still open after %v", elapsed)
+	}
+	if n != 0 || elapsed < 150*time.Millisecond || elapsed > 2*time.Second {
+		t.Errorf("read %d bytes, error %v after %v: want the connection closed without an answer after about 200ms", n, err, elapsed)
+	}
+	if model.Count() != 0 {
+		t.Errorf("the upstream was called")
+	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -275,7 +276,8 @@ routes:
 			for _, tt := range tests {
 				t.Run(tt.name, func(t *testing.T) {
 					body := bytes.Repeat([]byte{'b'}, tt.size)
-					resp := do(t, c, g.URL, request{method: "POST", path: "/fraud/x", header: bearer(partnerKey), body: bytes.NewReader(body), chunked: tt.chunked})
+					row := url.QueryEscape(tt.name)
+					resp := do(t, c, g.URL, request{method: "POST", path: "/fraud/x?row=" + row, header: bearer(partnerKey), body: bytes.NewReader(body), chunked: tt.chunked})
 					if resp.status != tt.status {
 						t.Fatalf("status = %d, want %d; body %s", resp.status, tt.status, resp.body)
 					}
@@ -283,11 +285,23 @@ routes:
 						if e := decodeError(t, resp.body); e.Error.Code != "body_too_large" || !strings.Contains(e.Error.Message, "4096") {
 							t.Errorf("error = %+v, want body_too_large naming the 4096-byte limit", e.Error)
 						}
+						// The rest of the body is not read: the connection
+						// must not be reused.
+						if !resp.close {
+							t.Errorf("no Connection: close")
+						}
 						return
 					}
-					last, _ := model.Last()
-					if !bytes.Equal(last.Body, body) {
-						t.Errorf("upstream got %d bytes, want the %d sent", len(last.Body), len(body))
+					// A refused streamed body may be recorded late (when its
+					// connection is torn down), so find this row's request.
+					var got []upstream.Request
+					for _, r := range model.Requests() {
+						if r.RawQuery == "row="+row {
+							got = append(got, r)
+						}
+					}
+					if len(got) != 1 || !bytes.Equal(got[0].Body, body) {
+						t.Errorf("upstream got %d requests for this row, want one with the %d bytes sent", len(got), len(body))
 					}
 				})
 			}

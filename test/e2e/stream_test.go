@@ -200,3 +200,81 @@ func TestShortStreamsNotTruncated(t *testing.T) {
 		})
 	}
 }
+
+// streamTimeoutsConfig sets every server-protecting timeout far below the
+// length of the streams the tests send through it.
+const streamTimeoutsConfig = `
+server:
+  listen: "{{.Listen}}"
+  read_header_timeout: 200ms
+  idle_timeout: 200ms
+  upstream:
+    response_header_timeout: 200ms
+admin:
+  listen: "{{.Admin}}"
+key_sets:
+  partners:
+    - id: acme
+      key: ${PARTNER_KEY}
+upstreams:
+  llm:
+    url: "{{.Model}}/score"
+    auth: { type: key, key: "${UPSTREAM_KEY}" }
+routes:
+  - name: llm
+    path: /llm
+    upstream: llm
+    allow: [{ key_set: partners }]
+`
+
+// TestLongStreamOutlivesTimeouts streams for four times the read-header,
+// idle and upstream response-header timeouts: those protect the server
+// and must never cut an answer that is flowing.
+func TestLongStreamOutlivesTimeouts(t *testing.T) {
+	model := upstream.New(t, upstreamKey)
+	model.SetSSE(8, 100*time.Millisecond)
+	g := startGateway(t, streamTimeoutsConfig, vars{"Model": model.URL}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := readSSE(ctx, client(), http.MethodPost, g.URL+"/llm/chat", bearer(partnerKey), `{}`, false)
+	if r.err != nil || r.status != 200 || r.dataLines != 9 || !r.done {
+		t.Fatalf("status %d, %d data lines, done %v, error %v: want all 8 events and done", r.status, r.dataLines, r.done, r.err)
+	}
+	if r.end < 700*time.Millisecond {
+		t.Errorf("stream took %v; the upstream spaces 8 events 100ms apart", r.end)
+	}
+}
+
+// TestClientDisconnectCancelsUpstream closes the client's side of a stream
+// after the first event: the gateway must stop the upstream request (so a
+// model stops generating for nobody) and log the request as closed by the
+// client, not as an upstream failure.
+func TestClientDisconnectCancelsUpstream(t *testing.T) {
+	model := upstream.New(t, upstreamKey)
+	model.SetSSE(100, 50*time.Millisecond)
+	g := startGateway(t, streamConfig, vars{"Model": model.URL, "Buffer": "1MiB"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, g.URL+"/llm/chat", strings.NewReader(`{}`))
+	req.Header.Set("Authorization", "Bearer "+partnerKey)
+	req.Header.Set("X-Request-Id", "disconnect-1")
+	c := client()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "data:") {
+		t.Fatalf("first line %q, error %v", line, err)
+	}
+	resp.Body.Close() // the client goes away mid-stream
+	c.CloseIdleConnections()
+
+	waitFor(t, 3*time.Second, "the upstream stream to be cancelled", func() bool { return model.Cancelled() == 1 })
+	waitFor(t, 3*time.Second, "the request's log line", func() bool { return len(g.Logs.RequestLines(t)) == 1 })
+	l := g.Logs.RequestLines(t)[0]
+	if l["request_id"] != "disconnect-1" || l["error"] != "client_closed_request" {
+		t.Errorf("log line request_id %v error %v, want disconnect-1 client_closed_request", l["request_id"], l["error"])
+	}
+}

@@ -100,6 +100,7 @@ type Server struct {
 	sseEvery   time.Duration
 	abortAfter int
 	arrived    chan struct{}
+	cancelled  int
 }
 
 // New starts a fake upstream on loopback that accepts "Bearer <key>" for
@@ -189,6 +190,21 @@ func (s *Server) Last() (r Request, ok bool) {
 	return s.reqs[len(s.reqs)-1], true
 }
 
+// Cancelled returns how many answers ended early because the request's
+// context was cancelled (the client, or the proxy in front, went away)
+// while the upstream was waiting or streaming.
+func (s *Server) Cancelled() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cancelled
+}
+
+func (s *Server) noteCancelled() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cancelled++
+}
+
 // Reset forgets the recorded requests.
 func (s *Server) Reset() {
 	s.mu.Lock()
@@ -239,6 +255,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		case <-t.C:
 		case <-r.Context().Done():
 			t.Stop()
+			s.noteCancelled()
 			return
 		}
 	}
@@ -252,7 +269,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		sseEvery, _ = time.ParseDuration(q.Get("interval"))
 	}
 	if sseN > 0 {
-		stream(w, r, sseN, sseEvery, abort)
+		if !stream(w, r, sseN, sseEvery, abort) {
+			s.noteCancelled()
+		}
 		return
 	}
 	writeJSON(w, http.StatusOK, Echo{
@@ -274,8 +293,9 @@ func (s *Server) admits(authz string) bool {
 
 // stream writes n events "data: {"i":k}" flushed one by one, then
 // "event: done" / "data: {}". With abort >= 0 it breaks the connection after
-// that many events instead of finishing.
-func stream(w http.ResponseWriter, r *http.Request, n int, every time.Duration, abort int) {
+// that many events instead of finishing. It reports false if the request
+// was cancelled or the client stopped reading first.
+func stream(w http.ResponseWriter, r *http.Request, n int, every time.Duration, abort int) bool {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
@@ -291,18 +311,19 @@ func stream(w http.ResponseWriter, r *http.Request, n int, every time.Duration, 
 			case <-t.C:
 			case <-r.Context().Done():
 				t.Stop()
-				return
+				return false
 			}
 		}
 		fmt.Fprintf(w, "data: {\"i\":%d}\n\n", i)
 		if err := rc.Flush(); err != nil {
-			return
+			return false
 		}
 	}
 	if abort == n {
 		panic(http.ErrAbortHandler)
 	}
 	fmt.Fprint(w, "event: done\ndata: {}\n\n")
+	return true
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
