@@ -354,3 +354,57 @@ func TestRequestID(t *testing.T) {
 		})
 	}
 }
+
+// TestPublicRouteNeverForwardsClientCredentials checks a public route to
+// an upstream with auth none: whatever credential the client sends, the
+// upstream receives no Authorization at all.
+func TestPublicRouteNeverForwardsClientCredentials(t *testing.T) {
+	const cfg = `
+server:
+  listen: "{{.Listen}}"
+admin:
+  listen: "{{.Admin}}"
+upstreams:
+  open:
+    url: "{{.Model}}/docs"
+    auth: { type: none }
+routes:
+  - name: docs
+    path: /docs
+    upstream: open
+    public: true
+`
+	model := upstream.New(t) // accepts anything
+	g := startGateway(t, cfg, vars{"Model": model.URL}, nil)
+	tests := []struct {
+		name   string
+		header http.Header
+	}{
+		{name: "no credential", header: http.Header{}},
+		{name: "a key", header: bearer(partnerKey)},
+		{name: "a token", header: bearer(jwtCanary)},
+		{name: "basic", header: http.Header{"Authorization": {"Basic " + partnerKey}}},
+		{name: "connection names authorization", header: http.Header{"Authorization": {"Bearer " + partnerKey}, "Connection": {"Authorization"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := rawRequest(t, g.Addr, "GET /docs/index.html HTTP/1.1", tt.header)
+			if resp.status != 200 {
+				t.Fatalf("status %d: %s", resp.status, resp.body)
+			}
+			got, _ := model.Last()
+			if v, ok := got.Header["Authorization"]; ok {
+				t.Errorf("upstream received Authorization %q", v)
+			}
+			for k, vs := range got.Header {
+				assertNoSecrets(t, "upstream header "+k, strings.Join(vs, ","))
+			}
+		})
+	}
+	waitFor(t, 2*time.Second, "a log line per request", func() bool { return len(g.Logs.RequestLines(t)) == len(tests) })
+	for _, l := range g.Logs.RequestLines(t) {
+		if l["identity"] != "public" || l["decision"] != "admit" {
+			t.Errorf("log line identity %v decision %v, want public admit", l["identity"], l["decision"])
+		}
+	}
+}
