@@ -33,7 +33,7 @@ func (h *Handler) logRequest(r *http.Request, st *reqState, sw *statusWriter, st
 	if !h.audit.Enabled(ctx, level) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 16)
+	attrs := make([]slog.Attr, 0, 20) // room for every field below: one allocation
 	attrs = append(attrs,
 		slog.String("request_id", st.id),
 		slog.String("trace_id", st.traceID),
