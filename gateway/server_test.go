@@ -14,7 +14,7 @@ import (
 	"github.com/modelgate/modelgate/test/fakeaad"
 )
 
-func parse(t *testing.T, y string) *config.Config {
+func parse(t testing.TB, y string) *config.Config {
 	t.Helper()
 	env := map[string]string{"K1": "upstream-key-0123456789", "K2": "upstream-key-9876543210"}
 	cfg, err := config.Parse("gw.yaml", []byte(y), func(k string) (string, bool) { v, ok := env[k]; return v, ok })

@@ -1,7 +1,7 @@
 package policy
 
 import (
-	"crypto/sha256"
+	"github.com/modelgate/modelgate/internal/strhash"
 	"time"
 )
 
@@ -55,7 +55,7 @@ func (ki *KeyIndex) lookup(key string, now time.Time) (e keyEntry, ok, expired b
 	if ki == nil || len(key) > maxKeyLen {
 		return keyEntry{}, false, false
 	}
-	e, ok = ki.keys[sha256.Sum256([]byte(key))]
+	e, ok = ki.keys[strhash.SHA256(key)]
 	if !ok {
 		return keyEntry{}, false, false
 	}

@@ -283,30 +283,28 @@ func ParseBearer(authz string) (string, bool) {
 		return "", false
 	}
 	for i := 0; i < len(cred); i++ {
-		if c := cred[i]; c <= ' ' || c == 0x7f {
+		if notCredByte[cred[i]] {
 			return "", false
 		}
 	}
 	return cred, true
 }
 
-// LooksLikeJWT reports whether a bearer value has a JWT's shape: three
-// non-empty base64url segments separated by dots, the first starting with
-// "eyJ" (the encoding of `{"`). Anything else is treated as an API key.
+// notCredByte marks the bytes a bearer credential may not contain: space,
+// and ASCII control characters.
+var notCredByte = func() (t [256]bool) {
+	for c := 0; c <= ' '; c++ {
+		t[c] = true
+	}
+	t[0x7f] = true
+	return t
+}()
+
+// LooksLikeJWT reports whether a bearer value has a JWT's shape: it starts
+// with "eyJ" (the base64url encoding of `{"`) and has at least two dots.
+// Anything else is treated as an API key. The rest of the JWT syntax is the
+// token verifier's to judge, so that a malformed token is refused as a
+// token (with a reason) rather than looked up as a key.
 func LooksLikeJWT(s string) bool {
-	if len(s) < 10 || !strings.HasPrefix(s, "eyJ") {
-		return false
-	}
-	dots := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '.':
-			dots++
-		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-', c == '_', c == '=':
-		default:
-			return false
-		}
-	}
-	return dots >= 2
+	return len(s) >= 10 && strings.HasPrefix(s, "eyJ") && strings.Count(s, ".") >= 2
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/modelgate/modelgate/internal/strhash"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -324,7 +325,7 @@ func (p *Provider) Verify(ctx context.Context, raw string) (*Claims, error) {
 	var key [sha256.Size]byte
 	gen := p.gen.Load()
 	if p.cache != nil {
-		key = sha256.Sum256([]byte(raw))
+		key = strhash.SHA256(raw)
 		if c, ok := p.cache.get(key, gen); ok {
 			if err := p.checkTimes(c); err != nil {
 				p.cache.remove(key)
