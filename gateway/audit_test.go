@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/modelgate/modelgate/internal/jsonline"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -76,3 +77,64 @@ routes:
 		}
 	}
 }
+
+// TestFastRequestLines: the production JSON encoder writes one valid JSON
+// line per request with the audit schema and no credential in it.
+func TestFastRequestLines(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(up.Close)
+	const key = "mgk_canary-client-key-0123456789"
+	y := `
+key_sets:
+  s: [{ id: canary-holder, sha256: "` + sha(key) + `" }]
+upstreams:
+  u: { url: "` + up.URL + `", auth: { type: key, key: "${K1}" } }
+routes:
+  - { name: r, path: /, upstream: u, allow: [{ key_set: s }] }
+`
+	var out syncBuf
+	snap, err := Build(context.Background(), parse(t, y), Deps{RequestLines: jsonline.New(&out, slog.LevelInfo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(snap.Close)
+	for _, authz := range []string{"Bearer " + key, "Bearer mgk_wrong-canary-0123456789", "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJjYW5hcnkifQ.", ""} {
+		req := httptest.NewRequest("POST", "/score?secret=query-canary", strings.NewReader("{}"))
+		if authz != "" {
+			req.Header.Set("Authorization", authz)
+		}
+		snap.Handler.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	text := out.String()
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d lines, want 4:\n%s", len(lines), text)
+	}
+	for i, l := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("line %d is not JSON: %v\n%s", i, err, l)
+		}
+		for _, f := range []string{"time", "level", "msg", "request_id", "trace_id", "route", "decision", "status", "duration_ms"} {
+			if _, ok := rec[f]; !ok {
+				t.Errorf("line %d lacks %s: %s", i, f, l)
+			}
+		}
+	}
+	if !strings.Contains(lines[0], `"identity":"key:s/canary-holder"`) || !strings.Contains(lines[1], `"reason":"unknown_key"`) {
+		t.Errorf("unexpected lines:\n%s", text)
+	}
+	for _, canary := range []string{key, "mgk_wrong-canary", "eyJhbGciOiJub25lIn0", "query-canary", "upstream-key-0123456789"} {
+		if strings.Contains(text, canary) {
+			t.Errorf("log contains %q", canary)
+		}
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

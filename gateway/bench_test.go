@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"github.com/modelgate/modelgate/internal/jsonline"
 	"io"
 	"log/slog"
 	"net/http"
@@ -63,7 +64,7 @@ routes:
 `)
 	snap, err := Build(context.Background(), parse(b, y), Deps{
 		Transport: memTransport{}, HTTPClient: aad.Client(),
-		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		RequestLines: jsonline.New(io.Discard, slog.LevelInfo),
 	})
 	if err != nil {
 		b.Fatal(err)

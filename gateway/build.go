@@ -18,6 +18,7 @@ import (
 	azpolicy "github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/credential"
+	"github.com/modelgate/modelgate/internal/jsonline"
 	"github.com/modelgate/modelgate/metrics"
 	"github.com/modelgate/modelgate/policy"
 	"github.com/modelgate/modelgate/policy/idp"
@@ -51,6 +52,9 @@ type Deps struct {
 	// AuditLogger, when not nil, receives the per-request audit lines
 	// instead of Logger.
 	AuditLogger *slog.Logger
+	// RequestLines, when not nil, writes the per-request JSON lines (the
+	// fast path; it takes precedence over AuditLogger).
+	RequestLines *jsonline.Logger
 	// Metrics, when not nil, records requests and serves /metrics.
 	Metrics *metrics.Metrics
 	// StaticJWKS supplies saved key sets by provider name ("*" for all), so
@@ -225,6 +229,7 @@ func BuildFrom(ctx context.Context, cfg *config.Config, deps Deps, prev *Snapsho
 		TrustedProxies:  cfg.Server.TrustedPrefixes,
 		Logger:          deps.Logger,
 		AuditLogger:     deps.AuditLogger,
+		RequestLines:    deps.RequestLines,
 		Now:             deps.Now,
 	})
 	return snap, nil

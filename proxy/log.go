@@ -29,45 +29,77 @@ func (h *Handler) logRequest(r *http.Request, st *reqState, sw *statusWriter, st
 	if status >= 500 && status != StatusClientClosedRequest {
 		level = slog.LevelWarn
 	}
+	if h.lines != nil {
+		if !h.lines.Enabled(level) {
+			return
+		}
+		ln := h.lines.Begin(time.Now(), level, "request")
+		h.requestFields(ln, r, st, sw, status, decision, start)
+		h.lines.Write(ln)
+		return
+	}
 	ctx := r.Context()
 	if !h.audit.Enabled(ctx, level) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 20) // room for every field below: one allocation
-	attrs = append(attrs,
-		slog.String("request_id", st.id),
-		slog.String("trace_id", st.traceID),
-		slog.String("method", r.Method),
-		slog.String("host", r.Host),
-		slog.String("path", r.URL.Path),
-		slog.String("remote", r.RemoteAddr),
-	)
+	f := slogFields{attrs: make([]slog.Attr, 0, 20)} // room for every field: one allocation
+	h.requestFields(&f, r, st, sw, status, decision, start)
+	h.audit.LogAttrs(ctx, level, "request", f.attrs...)
+}
+
+// fieldWriter receives the request line's fields; *jsonline.Line (the fast
+// JSON path) and slogFields (any slog handler) implement it, so the schema
+// is written down once.
+type fieldWriter interface {
+	Str(k, v string)
+	Int(k string, v int64)
+	Bool(k string, v bool)
+	Millis(k string, d time.Duration)
+}
+
+// requestFields writes the audit schema (README, "Audit trail").
+func (h *Handler) requestFields(f fieldWriter, r *http.Request, st *reqState, sw *statusWriter, status int, decision string, start time.Time) {
+	f.Str("request_id", st.id)
+	f.Str("trace_id", st.traceID)
+	f.Str("method", r.Method)
+	f.Str("host", r.Host)
+	f.Str("path", r.URL.Path)
+	f.Str("remote", r.RemoteAddr)
 	if st.route != nil {
-		attrs = append(attrs, slog.String("route", st.route.Name), slog.String("upstream", st.route.Upstream.Name))
+		f.Str("route", st.route.Name)
+		f.Str("upstream", st.route.Upstream.Name)
 	}
-	attrs = append(attrs, slog.String("decision", decision))
+	f.Str("decision", decision)
 	if st.ident != nil {
-		attrs = append(attrs, slog.String("auth", st.ident.Method), slog.String("identity", st.ident.Key()), slog.String("rule", st.rule))
+		f.Str("auth", st.ident.Method)
+		f.Str("identity", st.ident.Key())
+		f.Str("rule", st.rule)
 	}
 	if st.reason != "" {
-		attrs = append(attrs, slog.String("reason", st.reason))
+		f.Str("reason", st.reason)
 	}
 	if st.errCode != "" {
-		attrs = append(attrs, slog.String("error", st.errCode))
+		f.Str("error", st.errCode)
 	}
-	attrs = append(attrs, slog.Int("status", status))
+	f.Int("status", int64(status))
 	if st.upStatus != 0 {
-		attrs = append(attrs, slog.Int("upstream_status", st.upStatus))
+		f.Int("upstream_status", int64(st.upStatus))
 	}
 	if st.replayed {
-		attrs = append(attrs, slog.Bool("replayed", true))
+		f.Bool("replayed", true)
 	}
-	attrs = append(attrs,
-		slog.Int64("bytes", sw.bytes),
-		slog.Float64("duration_ms", float64(h.now().Sub(start).Microseconds())/1000),
-	)
+	f.Int("bytes", sw.bytes)
+	f.Millis("duration_ms", h.now().Sub(start))
 	if st.upDur > 0 {
-		attrs = append(attrs, slog.Float64("upstream_ms", float64(st.upDur.Microseconds())/1000))
+		f.Millis("upstream_ms", st.upDur)
 	}
-	h.audit.LogAttrs(ctx, level, "request", attrs...)
+}
+
+type slogFields struct{ attrs []slog.Attr }
+
+func (f *slogFields) Str(k, v string)       { f.attrs = append(f.attrs, slog.String(k, v)) }
+func (f *slogFields) Int(k string, v int64) { f.attrs = append(f.attrs, slog.Int64(k, v)) }
+func (f *slogFields) Bool(k string, v bool) { f.attrs = append(f.attrs, slog.Bool(k, v)) }
+func (f *slogFields) Millis(k string, d time.Duration) {
+	f.attrs = append(f.attrs, slog.Float64(k, float64(d.Microseconds())/1000))
 }

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/modelgate/modelgate/internal/jsonline"
 	"github.com/modelgate/modelgate/policy"
 )
 
@@ -118,6 +119,10 @@ type Options struct {
 	Logger *slog.Logger
 	// AuditLogger, when set, receives the one audit line per request.
 	AuditLogger *slog.Logger
+	// RequestLines, when set, writes the per-request line as JSON directly
+	// (same schema, several times cheaper than slog); it takes precedence
+	// over AuditLogger and Logger for that line.
+	RequestLines *jsonline.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -131,6 +136,7 @@ type Handler struct {
 	trusted   []netip.Prefix
 	log       *slog.Logger
 	audit     *slog.Logger
+	lines     *jsonline.Logger
 	now       func() time.Time
 	idPrefix  string
 	idCounter atomic.Uint64
@@ -149,6 +155,7 @@ func New(o Options) *Handler {
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
+	h.lines = o.RequestLines
 	h.audit = o.AuditLogger
 	if h.audit == nil {
 		h.audit = h.log

@@ -16,6 +16,7 @@ import (
 
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/gateway"
+	"github.com/modelgate/modelgate/internal/jsonline"
 	"github.com/modelgate/modelgate/metrics"
 )
 
@@ -71,12 +72,22 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return exitError(1)
 	}
 	log := newLogger(cfg.Log, stderr)
-	audit, closeAudit, err := auditLogger(cfg.Log.Audit, stdout, stderr)
+	auditOut, closeAudit, err := auditOutput(cfg.Log.Audit, stdout, stderr)
 	if err != nil {
 		return err
 	}
 	defer closeAudit()
-	deps := gateway.Deps{Logger: log, AuditLogger: audit, Transport: gateway.NewTransport(cfg.Server.Upstream), Metrics: metrics.New(versionString())}
+	deps := gateway.Deps{Logger: log, Transport: gateway.NewTransport(cfg.Server.Upstream), Metrics: metrics.New(versionString())}
+	switch {
+	case cfg.Log.Format == "json" || cfg.Log.Audit != "":
+		// The audit line is always JSON; write it with the fast encoder.
+		var level slog.Level
+		_ = level.UnmarshalText([]byte(cfg.Log.Level))
+		if cfg.Log.Audit != "" {
+			level = slog.LevelInfo // a separate audit output records every decision
+		}
+		deps.RequestLines = jsonline.New(auditOut, level)
+	}
 	snap, err := gateway.Build(ctx, cfg, deps)
 	if err != nil {
 		return err
@@ -131,25 +142,20 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return srv.RunListeners(ctx, gateway.Listeners{Public: pub, Admin: adm, HTTP: httpLn})
 }
 
-// auditLogger opens log.audit: "" (the main log), stdout, stderr or a file.
-func auditLogger(dest string, stdout, stderr io.Writer) (*slog.Logger, func(), error) {
-	var w io.Writer
-	closer := func() {}
+// auditOutput opens log.audit: "" (the main log's stderr), stdout, stderr or
+// a file (appended to, created 0600).
+func auditOutput(dest string, stdout, stderr io.Writer) (io.Writer, func(), error) {
 	switch dest {
-	case "":
-		return nil, closer, nil
+	case "", "stderr":
+		return stderr, func() {}, nil
 	case "stdout":
-		w = stdout
-	case "stderr":
-		w = stderr
-	default:
-		f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-		if err != nil {
-			return nil, nil, fmt.Errorf("log.audit: %w", err)
-		}
-		w, closer = f, func() { _ = f.Close() }
+		return stdout, func() {}, nil
 	}
-	return slog.New(slog.NewJSONHandler(w, nil)), closer, nil
+	f, err := os.OpenFile(dest, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log.audit: %w", err)
+	}
+	return f, func() { _ = f.Close() }, nil
 }
 
 // watchFile calls reload when the file's contents change. It compares
