@@ -141,8 +141,10 @@ func TestClientCertificateAgainstFakeAAD(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// An encrypted PFX (azidentity's own test fixture; password "password").
-	pfxPath := filepath.Join("testdata", "certificate_encrypted_key.pfx")
+	// An encrypted PFX made for this test with openssl (legacy PBE-SHA1-3DES, which
+	// azidentity.ParseCertificates reads; password "password"; self-signed,
+	// CN=modelgate-azcred-test).
+	pfxPath := filepath.Join("testdata", "client-cert-encrypted.pfx")
 	pfxData, err := os.ReadFile(pfxPath)
 	if err != nil {
 		t.Fatal(err)
