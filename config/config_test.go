@@ -135,6 +135,8 @@ server:
 			[]string{"routes[0].public: a public route admits everyone"}},
 		{"unknown upstream and key set", strings.Replace(strings.Replace(minimal, "upstream: fraud", "upstream: frad", 1), "key_set: partners", "key_set: partner", 1),
 			[]string{`routes[0].upstream: no upstream named "frad" (have: fraud)`, `routes[0].allow[0].key_set: no key set named "partner" (have: partners)`}},
+		{"wildcard route host", strings.Replace(minimal, "    path: /fraud", "    host: \"*.models.example.com\"\n    path: /fraud", 1),
+			[]string{"routes[0].host: \"*.models.example.com\": wildcard hosts are not supported"}},
 		{"bad path", strings.Replace(minimal, "path: /fraud", "path: /fraud/../x/", 1),
 			[]string{"routes[0].path: \"/fraud/../x/\" must be a clean path"}},
 		{"bad sha256", strings.Replace(minimal, hashHex(testKey), "abc", 1),

@@ -621,7 +621,9 @@ func (v *validator) routes() {
 		}
 		if r.Host != "" {
 			r.Host = strings.ToLower(r.Host)
-			if !validHost(r.Host) {
+			if strings.HasPrefix(r.Host, "*.") {
+				v.errAt(p+".host", "%q: wildcard hosts are not supported: list one route per host, or omit host to match any", r.Host)
+			} else if !validHost(r.Host) {
 				v.errAt(p+".host", "%q is not a host name (no scheme, port or path)", r.Host)
 			}
 		}
