@@ -60,6 +60,7 @@ type AAD struct {
 	requests  map[string]int // resource → token requests (successful or not)
 	lifetime  time.Duration
 	refreshIn time.Duration
+	expiresOn bool
 }
 
 // DefaultAADTokenLifetime is how long AAD's tokens live unless
@@ -142,6 +143,21 @@ func (a *AAD) SetTokenLifetime(lifetime, refreshIn time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.lifetime, a.refreshIn = lifetime, refreshIn
+}
+
+// SetExpiresOn makes token answers also carry expires_on: the token's
+// expiry by the fake's clock, in Unix seconds, as Azure AD's v1 endpoint and
+// the managed identity endpoints write it. MSAL then takes the expiry from it
+// instead of adding expires_in to the real clock, so the client sees exactly
+// the expiry that the fakes enforce even when the fake clock is not the real
+// one. MSAL treats a cached token as expired from five minutes before its
+// expiry by the real clock: with a fake clock set well before the real time,
+// every GetToken reaches the fake and gets a new token, so token refreshes
+// can be driven by the fake clock alone.
+func (a *AAD) SetExpiresOn(on bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.expiresOn = on
 }
 
 // TokenRequests returns how many token requests named scope (with or without
@@ -271,7 +287,7 @@ func (a *AAD) token(w http.ResponseWriter, r *http.Request) {
 	if c != nil {
 		cc = *c
 	}
-	lifetime, refreshIn := a.lifetime, a.refreshIn
+	lifetime, refreshIn, expiresOn := a.lifetime, a.refreshIn, a.expiresOn
 	a.mu.Unlock()
 	if c == nil {
 		writeOAuthError(w, http.StatusBadRequest, "unauthorized_client",
@@ -284,13 +300,16 @@ func (a *AAD) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.mu.Lock()
-	tok, _ := a.issueLocked(tenant, clientID, resource, grant, lifetime)
+	tok, it := a.issueLocked(tenant, clientID, resource, grant, lifetime)
 	a.mu.Unlock()
 	resp := map[string]any{
 		"token_type":     "Bearer",
 		"expires_in":     int64(lifetime / time.Second),
 		"ext_expires_in": int64(lifetime / time.Second),
 		"access_token":   tok,
+	}
+	if expiresOn {
+		resp["expires_on"] = it.ExpiresAt.Unix()
 	}
 	if refreshIn > 0 {
 		resp["refresh_in"] = int64(refreshIn / time.Second)
