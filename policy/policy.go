@@ -196,6 +196,16 @@ func (p *Policy) Evaluate(ctx context.Context, authz string, now time.Time, trac
 	}
 	bearer, ok := ParseBearer(authz)
 	if !ok {
+		if emptyBearer(authz) {
+			// The right scheme with nothing after it (an unset variable in
+			// the client's "Bearer $TOKEN"): a missing token, not a wrong
+			// scheme. RFC 6750 §3.1 calls a malformed token invalid_token.
+			return Decision{Denial: &Denial{
+				Status: http.StatusUnauthorized, Code: CodeMissingCredential, Reason: ReasonNoCredential,
+				Message:   "the Authorization header names the Bearer scheme but carries no credential: send Authorization: Bearer <API key or access token>",
+				Challenge: realm + `, error="invalid_token", error_description="no bearer credential was presented"`,
+			}}
+		}
 		return Decision{Denial: &Denial{
 			Status: http.StatusUnauthorized, Code: CodeInvalidCredential, Reason: ReasonWrongScheme,
 			Message:   "the Authorization header must use the Bearer scheme: send Authorization: Bearer <API key or access token>",
@@ -288,6 +298,13 @@ func ParseBearer(authz string) (string, bool) {
 		}
 	}
 	return cred, true
+}
+
+// emptyBearer reports whether authz is the Bearer scheme alone, with at most
+// blanks after it. (An HTTP server trims the trailing blank of "Bearer ", so
+// the gateway sees "Bearer".)
+func emptyBearer(authz string) bool {
+	return strings.EqualFold(strings.TrimRight(authz, " \t"), "bearer")
 }
 
 // notCredByte marks the bytes a bearer credential may not contain: space,
