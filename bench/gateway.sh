@@ -26,7 +26,8 @@ cat > "$dir/modelgate.yaml" <<YAML
 server:
   listen: "$addr"
 admin:
-  listen: "127.0.0.1:0"
+  listen: "${MODELGATE_ADMIN:-127.0.0.1:0}"
+  pprof: ${MODELGATE_PPROF:-false}
 log:
   level: ${MODELGATE_LOG_LEVEL:-info}   # the per-request JSON line is part of what is measured
 identity_providers:

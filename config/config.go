@@ -128,6 +128,10 @@ type Admin struct {
 	// Listen is the admin address. Default "127.0.0.1:9090". It must never
 	// be the public listener's address.
 	Listen string `yaml:"listen"`
+	// Pprof serves Go's profiler under /debug/pprof/ on the admin listener.
+	// Default false: profiles can reveal request data in memory, so turn it
+	// on only while investigating, on an admin address nobody else reaches.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Log configures logging.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -108,6 +109,12 @@ func (s *Server) AdminHandler() http.Handler {
 	})
 	if s.deps.Metrics != nil {
 		mux.Handle("GET /metrics", s.deps.Metrics.Handler())
+	}
+	if s.snap.Load().Config.Admin.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		rep := s.snap.Load().Readiness()
