@@ -17,6 +17,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/credential/credtest"
 	"github.com/modelgate/modelgate/gateway"
 	"github.com/modelgate/modelgate/policy/idp"
@@ -433,4 +434,328 @@ func TestTokenAttacksThroughGateway(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTokenClaimRulesThroughGateway: a valid token that a route's claim
+// rule does not admit is refused with 403, error="insufficient_scope" and
+// the rule's reason; a token with a groups overage has unknown groups and
+// is refused by a groups rule with reason groups_unknown (never read as
+// "no groups"); users are matched on oid only, never on upn or
+// preferred_username.
+func TestTokenClaimRulesThroughGateway(t *testing.T) {
+	t.Parallel()
+	w := newTokenWorld(t, nil)
+	w.waitReady()
+	edit := func(c jwt.MapClaims, f func(jwt.MapClaims)) jwt.MapClaims { f(c); return c }
+	overage := func(c jwt.MapClaims) {
+		delete(c, "groups")
+		c["_claim_names"] = map[string]any{"groups": "src1"}
+		c["_claim_sources"] = map[string]any{"src1": map[string]any{
+			"endpoint": "https://graph.windows.net/" + fakeaad.TenantID + "/users/" + fakeaad.UserObjectID + "/getMemberObjects"}}
+	}
+	tests := []struct {
+		name   string
+		path   string
+		claims jwt.MapClaims
+		reason string // "" admits
+	}{
+		{"role present", "/admins", edit(w.v1(), func(c jwt.MapClaims) { c["roles"] = []string{"Score.Admin"} }), ""},
+		{"role missing", "/admins", w.v1(), "missing_role"},
+		{"other role only", "/admins", edit(w.v2(), func(c jwt.MapClaims) { c["roles"] = []string{"Score.Invoke"} }), "missing_role"},
+		{"member of the group", "/groups", edit(w.v1(), func(c jwt.MapClaims) { c["groups"] = []string{adminsGroup} }), ""},
+		{"not in the group", "/groups", edit(w.v1(), func(c jwt.MapClaims) { c["groups"] = []string{allowedUser} }), "not_in_group"},
+		{"groups overage (v1)", "/groups", edit(w.v1(), overage), "groups_unknown"},
+		{"groups overage (v2)", "/groups", edit(w.v2(), overage), "groups_unknown"},
+		{"hasgroups overage", "/groups", edit(w.v1(), func(c jwt.MapClaims) { c["hasgroups"] = true }), "groups_unknown"},
+		{"admitted oid", "/alice", edit(w.v1(), func(c jwt.MapClaims) { c["oid"] = allowedUser }), ""},
+		{"upn holds the admitted oid", "/alice", edit(w.v1(), func(c jwt.MapClaims) {
+			c["upn"], c["unique_name"] = allowedUser, allowedUser
+		}), "user_not_allowed"},
+		{"preferred_username holds the admitted oid", "/alice", edit(w.v2(), func(c jwt.MapClaims) { c["preferred_username"] = allowedUser }), "user_not_allowed"},
+		{"scope present (mixed route)", "/mixed", w.v1(), ""},
+		{"scope missing (mixed route)", "/mixed", edit(w.v1(), func(c jwt.MapClaims) { c["scp"] = "User.Read" }), "missing_scope"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := w.send(tt.path, "Bearer "+w.mint(tt.claims), nil)
+			if tt.reason == "" {
+				if resp.status != http.StatusOK {
+					t.Fatalf("status = %d, want 200: %s", resp.status, resp.body)
+				}
+				return
+			}
+			assertRefused(t, w.g, resp, http.StatusForbidden, "forbidden", "insufficient_scope", tt.reason)
+		})
+	}
+
+	// The configuration refuses to match users by name at all.
+	t.Run("users rule naming a upn is a config error", func(t *testing.T) {
+		const cfg = `
+identity_providers:
+  contoso: { type: azure_ad, tenant_id: "` + fakeaad.TenantID + `", audiences: [api://modelgate] }
+upstreams:
+  m: { url: "http://127.0.0.1:1", auth: { type: none } }
+routes:
+  - name: r
+    path: /r
+    upstream: m
+    allow: [{ identity_provider: contoso, users: ["` + fakeaad.UserPrincipalName + `"] }]
+`
+		_, err := config.Parse("users.yaml", []byte(cfg), func(string) (string, bool) { return "", false })
+		if err == nil || !strings.Contains(err.Error(), "users") {
+			t.Fatalf("config.Parse = %v, want an error about users naming a upn", err)
+		}
+	})
+}
+
+// TestTokenAndKeyOnOneRoute: one route admits a key set and tokens; a key
+// and a token are each admitted, and the audit line names the identity
+// (the key's id, or the token's provider, tenant and oid) and the rule that
+// admitted it.
+func TestTokenAndKeyOnOneRoute(t *testing.T) {
+	t.Parallel()
+	w := newTokenWorld(t, nil)
+	w.waitReady()
+	tests := []struct {
+		name, authz          string
+		auth, identity, rule string
+	}{
+		{"key", "Bearer " + partnerKey, "key", "key:partners/acme", "allow[0] key_set=partners"},
+		{"v1 token", "Bearer " + w.mint(w.v1()), "token",
+			"token:contoso/" + fakeaad.TenantID + "/" + fakeaad.UserObjectID, "allow[1] identity_provider=contoso"},
+		{"v2 token", "Bearer " + w.mint(w.v2()), "token",
+			"token:contoso/" + fakeaad.TenantID + "/" + fakeaad.UserObjectID, "allow[1] identity_provider=contoso"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := w.send("/mixed", tt.authz, nil)
+			if resp.status != http.StatusOK {
+				t.Fatalf("status = %d: %s", resp.status, resp.body)
+			}
+			line := w.g.requestLine(t, resp.header.Get("X-Request-Id"))
+			if line["decision"] != "admit" || line["auth"] != tt.auth || line["identity"] != tt.identity || line["rule"] != tt.rule {
+				t.Errorf("audit line decision=%v auth=%v identity=%v rule=%v, want admit %s %s %s",
+					line["decision"], line["auth"], line["identity"], line["rule"], tt.auth, tt.identity, tt.rule)
+			}
+		})
+	}
+	// An unknown key on the same route is still a 401 for a key.
+	resp := w.send("/mixed", "Bearer mgk_not-a-key-0123456789abcdef", nil)
+	assertRefused(t, w.g, resp, http.StatusUnauthorized, "invalid_credential", "invalid_token", "unknown_key")
+}
+
+// TestTokenIdentityHeaders: an upstream with identity_headers receives the
+// caller's oid, tid and client app from the token (or the key id for a
+// key), and client-sent headers of those names never pass: a spoofed value
+// is replaced, or removed when the identity has no such field.
+func TestTokenIdentityHeaders(t *testing.T) {
+	t.Parallel()
+	w := newTokenWorld(t, nil)
+	w.waitReady()
+	spoof := http.Header{
+		"X-Caller-Oid": {allowedUser},
+		"X-Caller-Tid": {fakeaad.OtherTenantID},
+		"X-Caller-App": {"spoofed-app"},
+		"X-Caller-Key": {"spoofed-key"},
+	}
+	tests := []struct {
+		name  string
+		authz string
+		spoof http.Header
+		want  map[string]string // header → value; "" means absent
+	}{
+		{"v1 token", "Bearer " + w.mint(w.v1()), nil, map[string]string{
+			"X-Caller-Oid": fakeaad.UserObjectID, "X-Caller-Tid": fakeaad.TenantID, "X-Caller-App": fakeaad.ClientAppID, "X-Caller-Key": ""}},
+		{"v2 token (azp)", "Bearer " + w.mint(w.v2()), nil, map[string]string{
+			"X-Caller-Oid": fakeaad.UserObjectID, "X-Caller-Tid": fakeaad.TenantID, "X-Caller-App": fakeaad.ClientAppID, "X-Caller-Key": ""}},
+		{"token with spoofed headers", "Bearer " + w.mint(w.v1()), spoof, map[string]string{
+			"X-Caller-Oid": fakeaad.UserObjectID, "X-Caller-Tid": fakeaad.TenantID, "X-Caller-App": fakeaad.ClientAppID, "X-Caller-Key": ""}},
+		{"key with spoofed headers", "Bearer " + partnerKey, spoof, map[string]string{
+			"X-Caller-Oid": "", "X-Caller-Tid": "", "X-Caller-App": "", "X-Caller-Key": "acme"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := w.send("/mixed", tt.authz, tt.spoof)
+			if resp.status != http.StatusOK {
+				t.Fatalf("status = %d: %s", resp.status, resp.body)
+			}
+			got, _ := w.model.Last()
+			for h, want := range tt.want {
+				vs := got.Header.Values(h)
+				switch {
+				case want == "" && len(vs) != 0:
+					t.Errorf("upstream %s = %q, want none (a client-sent value must not pass)", h, vs)
+				case want != "" && (len(vs) != 1 || vs[0] != want):
+					t.Errorf("upstream %s = %q, want exactly %q", h, vs, want)
+				}
+			}
+			if a := got.Header.Values("Authorization"); len(a) != 1 || a[0] != "Bearer "+upstreamKey {
+				t.Error("the upstream did not receive exactly its own key")
+			}
+		})
+	}
+}
+
+// TestTokenProviderUnavailableAtStart: the fake Azure AD is down when the
+// gateway starts, so the provider never had keys. The gateway starts
+// anyway; token rules answer 503 identity_provider_unavailable (the
+// gateway, not the token, is at fault), keys still work, and /readyz is
+// 503 naming the provider. When Azure AD comes back the provider gets its
+// keys without a restart: /readyz 200 and tokens admitted.
+func TestTokenProviderUnavailableAtStart(t *testing.T) {
+	t.Parallel()
+	w := newTokenWorld(t, func(aad *fakeaad.Server) { aad.SetDown(true) })
+	waitFor(t, 5*time.Second, "the first key fetch to fail", func() bool {
+		_, rep, _ := readyz(t, w.g)
+		for _, p := range rep.IdentityProviders {
+			if p.Name == "contoso" {
+				return p.LastError != ""
+			}
+		}
+		return false
+	})
+	tok := w.mint(w.v1())
+	resp := w.send("/tokens", "Bearer "+tok, nil)
+	assertRefused(t, w.g, resp, http.StatusServiceUnavailable, "identity_provider_unavailable", "", "provider_unavailable")
+	if resp := w.send("/mixed", "Bearer "+partnerKey, nil); resp.status != http.StatusOK {
+		t.Errorf("key on a route that also takes tokens: %d while the provider is down, want 200", resp.status)
+	}
+	st, rep, raw := readyz(t, w.g)
+	if st != http.StatusServiceUnavailable || rep.Ready {
+		t.Fatalf("/readyz = %d while the provider has no keys, want 503", st)
+	}
+	named := false
+	for _, p := range rep.IdentityProviders {
+		if p.Name == "contoso" {
+			named = true
+			if p.Ready || p.Keys != 0 || p.LastError == "" {
+				t.Errorf("/readyz provider %+v, want not ready, no keys, the last error", p)
+			}
+		}
+	}
+	if !named {
+		t.Errorf("/readyz does not name the provider:\n%s", raw)
+	}
+
+	w.aad.SetDown(false)
+	// The provider retries on its own schedule (1s, then doubling).
+	waitFor(t, 10*time.Second, "/readyz to recover", func() bool {
+		st, _, _ := readyz(t, w.g)
+		return st == http.StatusOK
+	})
+	if resp := w.send("/tokens", "Bearer "+tok, nil); resp.status != http.StatusOK {
+		t.Fatalf("after recovery: %d %s, want 200", resp.status, resp.body)
+	}
+}
+
+// TestTokenKeyRotation: Azure AD rolls its signing key. A token signed with
+// the new kid is admitted at once (an unknown kid makes the gateway refetch
+// the key set). During a later outage of the key endpoints the gateway
+// keeps verifying with the keys it has, even after a refetch attempt fails.
+func TestTokenKeyRotation(t *testing.T) {
+	t.Parallel()
+	w := newTokenWorld(t, nil)
+	w.waitReady()
+	oldKID := w.aad.CurrentKID()
+	if resp := w.send("/tokens", "Bearer "+w.mint(w.v1()), nil); resp.status != http.StatusOK {
+		t.Fatalf("before rotation: %d", resp.status)
+	}
+
+	keysBefore := w.aad.KeyRequests()
+	newKID := w.aad.RotateKey()
+	for _, claims := range []jwt.MapClaims{w.v1(), w.v2()} {
+		if resp := w.send("/tokens", "Bearer "+w.mint(claims), nil); resp.status != http.StatusOK {
+			t.Fatalf("token with the new kid: %d %s, want 200", resp.status, resp.body)
+		}
+	}
+	if w.aad.KeyRequests() == keysBefore {
+		t.Fatal("the new kid was accepted without a key set refetch")
+	}
+
+	w.aad.SetDown(true)
+	tests := []struct {
+		name string
+		kid  string
+	}{{"new key", newKID}, {"old key, still published at the last fetch", oldKID}}
+	for _, tt := range tests {
+		t.Run("outage: "+tt.name, func(t *testing.T) {
+			for _, claims := range []jwt.MapClaims{w.v1(), w.v2()} {
+				claims["uti"] = "fresh-" + tt.kid[:8] // not a cached verification
+				if resp := w.send("/tokens", "Bearer "+w.mint(claims, fakeaad.WithKID(tt.kid)), nil); resp.status != http.StatusOK {
+					t.Fatalf("%d %s, want 200 from the cached keys", resp.status, resp.body)
+				}
+			}
+		})
+	}
+	// Past the unknown-kid rate limit, an unknown kid makes the gateway try
+	// to refetch during the outage; the attempt fails and the keys stay.
+	w.clock.Advance(idp.UnknownKIDRefreshInterval + time.Minute)
+	total := w.aad.TotalRequests()
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := w.send("/tokens", "Bearer "+w.mint(w.v1(), fakeaad.WithKey(jwt.SigningMethodRS256, other, "kid-of-nobody")), nil)
+	assertRefused(t, w.g, resp, http.StatusUnauthorized, "invalid_credential", "invalid_token", "unknown_key")
+	if w.aad.TotalRequests() == total {
+		t.Error("no refetch was attempted for the unknown kid")
+	}
+	for _, kid := range []string{newKID, oldKID} {
+		c := w.v1()
+		c["uti"] = "after-failed-refresh-" + kid[:8]
+		if resp := w.send("/tokens", "Bearer "+w.mint(c, fakeaad.WithKID(kid)), nil); resp.status != http.StatusOK {
+			t.Errorf("kid %s after a failed refresh: %d, want 200 (last good keys kept)", kid, resp.status)
+		}
+	}
+	st, rep, _ := readyz(t, w.g)
+	if st != http.StatusOK {
+		t.Errorf("/readyz = %d during a key endpoint outage with keys in hand, want 200", st)
+	}
+	for _, p := range rep.IdentityProviders {
+		if p.Name == "contoso" && p.LastError == "" {
+			t.Error("/readyz does not report the failed refresh")
+		}
+	}
+}
+
+// TestTokenCacheThroughGateway: verified tokens are cached, but a cached
+// result never outlives the token (the gateway's clock passes exp: refused
+// token_expired) nor the key that signed it (the key is retired and the
+// key set refetched: refused).
+func TestTokenCacheThroughGateway(t *testing.T) {
+	t.Parallel()
+	t.Run("expiry", func(t *testing.T) {
+		t.Parallel()
+		w := newTokenWorld(t, nil)
+		w.waitReady()
+		tok := w.mint(w.v1())
+		for i := range 2 { // the second is a cache hit
+			if resp := w.send("/tokens", "Bearer "+tok, nil); resp.status != http.StatusOK {
+				t.Fatalf("request %d: %d", i, resp.status)
+			}
+		}
+		w.clock.Advance(time.Hour + idp.DefaultLeeway) // exp is an hour after minting
+		resp := w.send("/tokens", "Bearer "+tok, nil)
+		assertRefused(t, w.g, resp, http.StatusUnauthorized, "invalid_credential", "invalid_token", "token_expired")
+	})
+	t.Run("key retired", func(t *testing.T) {
+		t.Parallel()
+		w := newTokenWorld(t, nil)
+		w.waitReady()
+		tok := w.mint(w.v1())
+		for i := range 2 {
+			if resp := w.send("/tokens", "Bearer "+tok, nil); resp.status != http.StatusOK {
+				t.Fatalf("request %d: %d", i, resp.status)
+			}
+		}
+		w.aad.RotateKey()
+		w.aad.DropRetiredKeys()
+		// A token with the new kid makes the gateway refetch the key set,
+		// which no longer holds the old key.
+		if resp := w.send("/tokens", "Bearer "+w.mint(w.v1()), nil); resp.status != http.StatusOK {
+			t.Fatalf("token with the new kid: %d", resp.status)
+		}
+		resp := w.send("/tokens", "Bearer "+tok, nil)
+		assertRefused(t, w.g, resp, http.StatusUnauthorized, "invalid_credential", "invalid_token", "unknown_key")
+	})
 }
