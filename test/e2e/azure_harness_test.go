@@ -11,7 +11,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"text/template"
 	"time"
@@ -235,6 +238,10 @@ type azureWorld struct {
 	http      *http.Client
 	transport *http.Transport
 	refresh   credential.RefreshPolicy
+	// plainUpstreams serves every scoring endpoint over plain HTTP, for
+	// tests that open hundreds of upstream connections (TLS handshakes are
+	// slow under the race detector).
+	plainUpstreams bool
 
 	ups []*azureUpstream
 	// credYAML is the credentials: entry "ml-sp"; client_secret against
@@ -290,14 +297,14 @@ func (w *azureWorld) add(typ, name string, endpoint bool) *azureUpstream {
 		}
 		if u.endpoint {
 			u.dep = w.aml.AddEndpoint(wsSub, wsRG, wsName, name)
-			u.up = fakeazure.NewTLSUpstream(w.t, u.dep.Accepts)
+			u.up = w.newUpstream(true, u.dep.Accepts)
 		} else {
 			u.dep = w.aml.AddService(wsSub, wsRG, wsName, name)
-			u.up = fakeazure.NewUpstream(w.t, u.dep.Accepts)
+			u.up = w.newUpstream(false, u.dep.Accepts)
 		}
 		u.dep.SetTokenLifetime(upTokenLifetime, upRefreshAfter)
 	case config.AuthAADToken:
-		u.up = fakeazure.NewTLSUpstream(w.t, w.aad.Accepts(credential.ScopeAzureML))
+		u.up = w.newUpstream(true, w.aad.Accepts(credential.ScopeAzureML))
 	case config.AuthKey:
 		u.up = fakeazure.NewUpstream(w.t, fakeazure.StaticKeys(upstreamKey))
 	default:
@@ -305,6 +312,15 @@ func (w *azureWorld) add(typ, name string, endpoint bool) *azureUpstream {
 	}
 	w.ups = append(w.ups, u)
 	return u
+}
+
+// newUpstream starts a scoring endpoint: HTTPS when tls (online endpoints
+// are https) unless the world serves plain HTTP only.
+func (w *azureWorld) newUpstream(tls bool, accept func(string) bool) *fakeazure.Upstream {
+	if tls && !w.plainUpstreams {
+		return fakeazure.NewTLSUpstream(w.t, accept)
+	}
+	return fakeazure.NewUpstream(w.t, accept)
 }
 
 // config renders the gateway configuration for the world's upstreams, each
@@ -452,6 +468,49 @@ func (w *azureWorld) fetches(u *azureUpstream) int {
 		return 0
 	}
 	return u.dep.TokenFetches()
+}
+
+// callResult is the outcome of one of callMany's requests.
+type callResult struct {
+	status int
+	body   []byte
+	err    error
+}
+
+// callMany sends n concurrent POSTs of small distinct bodies to path with
+// the partner key, each on its own connection. wrote returns once every
+// request is on the wire; answered counts the answers so far; the results
+// arrive on the channel (buffered for all n).
+func callMany(t testing.TB, g *testGateway, path string, n int) (results <-chan callResult, wrote func(), answered *atomic.Int32) {
+	t.Helper()
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: n}}
+	t.Cleanup(c.CloseIdleConnections)
+	out := make(chan callResult, n)
+	var written sync.WaitGroup
+	answered = new(atomic.Int32)
+	written.Add(n)
+	for i := range n {
+		go func() {
+			var once sync.Once
+			trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { once.Do(written.Done) }}
+			defer once.Do(written.Done)
+			req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace),
+				http.MethodPost, g.URL+path, strings.NewReader(fmt.Sprintf(`{"request":%d}`, i)))
+			if err != nil {
+				out <- callResult{err: err}
+				return
+			}
+			req.Header.Set("Authorization", "Bearer "+partnerKey)
+			resp, err := c.Do(req)
+			if err != nil {
+				out <- callResult{err: err}
+				return
+			}
+			answered.Add(1)
+			out <- callResult{status: resp.StatusCode, body: readBody(resp)}
+		}()
+	}
+	return out, written.Wait, answered
 }
 
 // readBody reads and closes r's body.

@@ -2,14 +2,10 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"fmt"
 	"net/http"
-	"net/http/httptrace"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,6 +138,7 @@ func TestCredentialOneFetchAtExpiry(t *testing.T) {
 			// A failed refresh is retried after 1.5 minutes (backoff 2m,
 			// jitter one half): after the token has expired.
 			w.refresh.MinBackoff, w.refresh.MaxBackoff = 2*time.Minute, 2*time.Minute
+			w.plainUpstreams = true
 			u := w.add(typ, "model", false)
 			g := w.start("")
 			w.waitReady(g)
@@ -171,41 +168,8 @@ func TestCredentialOneFetchAtExpiry(t *testing.T) {
 				t.Fatal("the expired token is reported ready")
 			}
 
-			c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: n}}
-			defer c.CloseIdleConnections()
-			type result struct {
-				status int
-				body   []byte
-				err    error
-			}
-			results := make(chan result, n)
-			var wrote sync.WaitGroup
-			var answered atomic.Int32
-			wrote.Add(n)
-			for i := range n {
-				go func() {
-					var once sync.Once
-					trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { once.Do(wrote.Done) }}
-					body := fmt.Sprintf(`{"request":%d}`, i)
-					req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace),
-						http.MethodPost, g.URL+"/model/score", strings.NewReader(body))
-					if err != nil {
-						once.Do(wrote.Done)
-						results <- result{err: err}
-						return
-					}
-					req.Header.Set("Authorization", "Bearer "+partnerKey)
-					resp, err := c.Do(req)
-					once.Do(wrote.Done)
-					if err != nil {
-						results <- result{err: err}
-						return
-					}
-					answered.Add(1)
-					results <- result{status: resp.StatusCode, body: readBody(resp)}
-				}()
-			}
-			wrote.Wait()
+			results, wrote, answered := callMany(t, g, "/model/score", n)
+			wrote()
 			// Every request is on the wire; give the gateway a moment to
 			// take them all in (a scheduling margin only: any request that
 			// arrives after the release finds the new token and fetches
@@ -217,8 +181,7 @@ func TestCredentialOneFetchAtExpiry(t *testing.T) {
 			release()
 			<-advanced
 			for range n {
-				r := <-results
-				if r.err != nil || r.status != http.StatusOK {
+				if r := <-results; r.err != nil || r.status != http.StatusOK {
 					t.Errorf("request: status %d, error %v: %s", r.status, r.err, r.body)
 				}
 			}
@@ -248,7 +211,8 @@ func TestCredentialOneFetchAtExpiry(t *testing.T) {
 // is invisible to clients; a longer one yields 503
 // upstream_credential_unavailable from the token's hard expiry until the
 // first retry after the service is back, and then the gateway recovers by
-// itself.
+// itself. Fetched keys do not expire, so no control plane outage is
+// visible to their clients.
 func TestCredentialOutage(t *testing.T) {
 	t.Parallel()
 	const (
@@ -266,6 +230,8 @@ func TestCredentialOutage(t *testing.T) {
 		{"aml_service_token: longer than the validity left", config.AuthAMLServiceToken, 3 * time.Minute},
 		{"aad_token: shorter than the validity left", config.AuthAADToken, time.Minute},
 		{"aad_token: longer than the validity left", config.AuthAADToken, 3 * time.Minute},
+		// Fetched keys do not expire: no outage is visible.
+		{"aml_keys: longer than a token's validity", config.AuthAMLKeys, 3 * time.Minute},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -282,7 +248,7 @@ func TestCredentialOutage(t *testing.T) {
 				setOutage = w.aad.SetOutage
 			}
 			end := from + tt.outage
-			longer := end > usable
+			longer := end > usable && tt.typ != config.AuthAMLKeys
 			var failedAt []time.Duration
 			for at := time.Duration(0); at <= until; at += step {
 				switch at {
@@ -324,6 +290,13 @@ func TestCredentialOutage(t *testing.T) {
 					}
 				}
 			}
+			if u.typ == config.AuthAMLKeys {
+				// The keys were refetched during the outage (and failed)
+				// and after it.
+				if n := u.dep.KeyFetches(); n < 4 {
+					t.Errorf("key fetches = %d, want the interval's refetches (≥4)", n)
+				}
+			}
 			st, rep, _ := readyz(t, g)
 			if cs := credentialStatus(t, rep, u.name); st != http.StatusOK || !cs.Ready || cs.LastError != "" {
 				t.Errorf("after the outage: /readyz %d %+v, want ready without an error (recovered without a restart)", st, cs)
@@ -348,13 +321,26 @@ func randomBody(t testing.TB, n int) []byte {
 // (regen_key('Primary')), the next client request still gets 200: the
 // upstream's 401 makes the aml_keys source fetch the keys again, and the
 // gateway replays the request once with the new key, with the original
-// body byte for byte.
+// body byte for byte. When the upstream refuses a key the control plane
+// still lists, the source falls back to the secondary key and keeps it.
 func TestCredentialKeyRegeneration(t *testing.T) {
 	t.Parallel()
-	for _, tt := range []struct {
+	tests := []struct {
 		name     string
 		endpoint bool
-	}{{"web service listkeys", false}, {"online endpoint listKeys", true}} {
+		// breakKey makes the upstream refuse the key in use and returns
+		// the key the replay must carry.
+		breakKey func(u *azureUpstream) string
+	}{
+		{"web service: primary regenerated", false, func(u *azureUpstream) string { return u.dep.RegenerateKey("primary") }},
+		{"online endpoint: primary regenerated", true, func(u *azureUpstream) string { return u.dep.RegenerateKey("primary") }},
+		{"web service: listed primary refused, secondary used", false, func(u *azureUpstream) string {
+			p, s := u.dep.Keys()
+			u.up.Refuse(p, true)
+			return s
+		}},
+	}
+	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			w := newAzureWorld(t)
@@ -367,11 +353,11 @@ func TestCredentialKeyRegeneration(t *testing.T) {
 			old, _ := u.dep.Keys()
 			fetches := u.dep.KeyFetches()
 
-			newKey := u.dep.RegenerateKey("primary")
+			want := tt.breakKey(u)
 			body := randomBody(t, 700)
 			resp := w.call(g, u, body)
 			if resp.status != http.StatusOK || !bytes.Equal(resp.body, body) {
-				t.Fatalf("after the regeneration: status %d, body intact %v", resp.status, bytes.Equal(resp.body, body))
+				t.Fatalf("after the key broke: status %d, body intact %v", resp.status, bytes.Equal(resp.body, body))
 			}
 			reqs := u.up.Requests()[1:]
 			if len(reqs) != 2 {
@@ -381,8 +367,8 @@ func TestCredentialKeyRegeneration(t *testing.T) {
 			if first.Accepted || first.Header.Get("Authorization") != "Bearer "+old {
 				t.Error("the first attempt did not carry the old primary key (or was accepted)")
 			}
-			if !replay.Accepted || replay.Header.Get("Authorization") != "Bearer "+newKey {
-				t.Error("the replay did not carry the regenerated primary key")
+			if !replay.Accepted || replay.Header.Get("Authorization") != "Bearer "+want {
+				t.Error("the replay did not carry the working key")
 			}
 			for i, r := range reqs {
 				if !bytes.Equal(r.Body, body) {
@@ -396,12 +382,19 @@ func TestCredentialKeyRegeneration(t *testing.T) {
 			if line["replayed"] != true || line["status"] != float64(200) {
 				t.Errorf("audit line %v, want replayed=true status 200", line)
 			}
-			// Later requests use the new key at once.
-			if resp := w.call(g, u, []byte("next")); resp.status != http.StatusOK {
-				t.Fatalf("next request: %d", resp.status)
+			// Later requests use the working key at once, also after the
+			// periodic refetch (which lists the refused key again).
+			for i := range 3 {
+				if resp := w.call(g, u, []byte("next")); resp.status != http.StatusOK {
+					t.Fatalf("next request: %d", resp.status)
+				}
+				if b, r := u.lastBearer(t); b != want || !r.Accepted {
+					t.Errorf("request %d after the fix did not use the working key", i)
+				}
+				w.clock.Advance(time.Minute)
 			}
-			if b, r := u.lastBearer(t); b != newKey || !r.Accepted {
-				t.Error("the next request did not use the regenerated key")
+			if _, rej := u.up.Counts(); rej != 1 {
+				t.Errorf("upstream refused %d requests, want only the first attempt", rej)
 			}
 			assertNotIn(t, "the gateway's logs", g.Logs.String(), append(w.seen(), old))
 		})
@@ -626,4 +619,51 @@ func TestCredentialManagedIdentity(t *testing.T) {
 		t.Errorf("endpoint token fetches = %d, want ≥4", n)
 	}
 	assertNotIn(t, "the gateway's logs", g.Logs.String(), append(w.seen(), mi.Header()))
+}
+
+// TestCredentialRejectedConcurrently: the upstream stops accepting the
+// credential in use (tokens revoked, primary key regenerated) while many
+// requests are in flight. Every client still gets 200, and however many of
+// them were refused upstream, the credential is fetched exactly once.
+func TestCredentialRejectedConcurrently(t *testing.T) {
+	t.Parallel()
+	const n = 50
+	tests := []struct {
+		typ   string
+		spoil func(w *azureWorld, u *azureUpstream)
+	}{
+		{config.AuthAMLServiceToken, func(_ *azureWorld, u *azureUpstream) { u.dep.RevokeTokens() }},
+		{config.AuthAADToken, func(w *azureWorld, _ *azureUpstream) { w.aad.RevokeAll() }},
+		{config.AuthAMLKeys, func(_ *azureWorld, u *azureUpstream) { u.dep.RegenerateKey("primary") }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.typ, func(t *testing.T) {
+			t.Parallel()
+			w := newAzureWorld(t)
+			w.plainUpstreams = true
+			u := w.add(tt.typ, "model", false)
+			g := w.start("")
+			w.waitReady(g)
+			if resp := w.call(g, u, []byte("warm-up")); resp.status != http.StatusOK {
+				t.Fatalf("warm-up: %d %s", resp.status, resp.body)
+			}
+			before := w.fetches(u)
+			tt.spoil(w, u)
+			results, _, _ := callMany(t, g, "/model/score", n)
+			for range n {
+				if r := <-results; r.err != nil || r.status != http.StatusOK {
+					t.Errorf("request: status %d, error %v: %s", r.status, r.err, r.body)
+				}
+			}
+			if got := w.fetches(u) - before; got != 1 {
+				t.Errorf("%d credential fetches for %d concurrent requests refused upstream, want exactly 1", got, n)
+			}
+			acc, rej := u.up.Counts()
+			if acc != n+1 || rej > n {
+				t.Errorf("upstream accepted %d and refused %d, want %d accepted (each request once, after at most one refusal)", acc, rej, n+1)
+			}
+			t.Logf("%d of %d requests were refused upstream and replayed", rej, n)
+			assertNotIn(t, "the gateway's logs", g.Logs.String(), w.seen())
+		})
+	}
 }

@@ -41,7 +41,8 @@ const (
 // tokenConfig fronts one recording upstream with a route per kind of
 // claim rule. contoso accepts both token versions (v1 tokens carry the App
 // ID URI as aud, v2 tokens the client id); contoso-v2 accepts only the
-// client id, which only v2 tokens carry.
+// client id, which only v2 tokens carry. partner-orgs is multi-tenant
+// (organizations) and admits only the other tenant.
 const tokenConfig = `
 server:
   listen: "{{.Listen}}"
@@ -63,6 +64,12 @@ identity_providers:
     tenant_id: "{{.Tenant}}"
     authority_host: "{{.Authority}}"
     audiences: ["{{.APIClientID}}"]
+  partner-orgs:
+    type: azure_ad
+    tenant_id: organizations
+    allowed_tenants: ["{{.OtherTenant}}"]
+    authority_host: "{{.Authority}}"
+    audiences: ["api://modelgate", "{{.APIClientID}}"]
 upstreams:
   model:
     url: "{{.Model}}/score"
@@ -89,6 +96,10 @@ routes:
     path: /alice
     upstream: model
     allow: [{ identity_provider: contoso, users: ["{{.User}}"] }]
+  - name: multi
+    path: /multi
+    upstream: model
+    allow: [{ identity_provider: partner-orgs }]
   - name: mixed
     path: /mixed
     upstream: model
@@ -127,7 +138,7 @@ func newTokenWorld(t *testing.T, setup func(*fakeaad.Server)) *tokenWorld {
 	hc, _ := trustingClient(t, aad.CACertPEM())
 	g := startGatewayWith(t, tokenConfig, vars{
 		"Tenant": fakeaad.TenantID, "Authority": aad.URL(), "APIClientID": fakeaad.APIClientID,
-		"Model": model.URL, "Group": adminsGroup, "User": allowedUser,
+		"Model": model.URL, "Group": adminsGroup, "User": allowedUser, "OtherTenant": fakeaad.OtherTenantID,
 	}, nil, gateway.Deps{HTTPClient: hc, Now: clock.Now})
 	w := &tokenWorld{t: t, aad: aad, clock: clock, model: model, g: g}
 	t.Cleanup(w.assertNoLeaks)
@@ -393,6 +404,28 @@ func TestTokenAttacksThroughGateway(t *testing.T) {
 		{name: "v1 token against a v2-only audience", path: "/v2only", token: func() string {
 			return w.mint(w.v1())
 		}, reason: "wrong_audience"},
+		{name: "multi-tenant: allowed tenant's v1 token admitted", path: "/multi", token: func() string {
+			return w.mint(w.aad.V1Claims(fakeaad.OtherTenantID, fakeaad.APIAppIDURI))
+		}, admit: true},
+		{name: "multi-tenant: allowed tenant's v2 token admitted", path: "/multi", token: func() string {
+			return w.mint(w.aad.V2Claims(fakeaad.OtherTenantID, fakeaad.APIClientID))
+		}, admit: true},
+		{name: "multi-tenant: tenant not allowed", path: "/multi", token: func() string {
+			return w.mint(w.v2())
+		}, reason: "tenant_not_allowed"},
+		{name: "multi-tenant: iss names another tenant than tid", path: "/multi", token: func() string {
+			return w.mint(edit(w.aad.V1Claims(fakeaad.OtherTenantID, fakeaad.APIAppIDURI), func(c jwt.MapClaims) {
+				c["iss"] = fakeaad.IssuerV1(fakeaad.TenantID)
+			}))
+		}, reason: "wrong_issuer"},
+		{name: "multi-tenant: iss is the unsubstituted template", path: "/multi", token: func() string {
+			return w.mint(edit(w.aad.V2Claims(fakeaad.OtherTenantID, fakeaad.APIClientID), func(c jwt.MapClaims) {
+				c["iss"] = fakeaad.IssuerV2("{tenantid}")
+			}))
+		}, reason: "wrong_issuer"},
+		{name: "multi-tenant: tid not a GUID", path: "/multi", token: func() string {
+			return w.mint(w.aad.V1Claims("contoso.onmicrosoft.com", fakeaad.APIAppIDURI))
+		}, reason: "invalid_tenant_id"},
 		{name: "ID token (no appid)", token: func() string {
 			return w.mint(edit(w.v1(), func(c jwt.MapClaims) { delete(c, "appid") }))
 		}, reason: "not_access_token"},
