@@ -25,7 +25,8 @@ import (
 // requests keep succeeding while the fake clock runs through several
 // credential lifetimes, each upstream receives exactly the credential that
 // is valid at that moment (refreshed ahead of expiry, never replayed after
-// a 401), and no credential reaches a log line.
+// a 401), each refresh is logged with its outcome and next refresh time,
+// and no credential reaches a log line.
 func TestCredentialRefreshThroughGateway(t *testing.T) {
 	t.Parallel()
 	w := newAzureWorld(t)
@@ -100,6 +101,19 @@ func TestCredentialRefreshThroughGateway(t *testing.T) {
 			if st.ValidUntil.IsZero() || !st.ValidUntil.After(w.clock.Now()) {
 				t.Errorf("%s: valid_until %v is not after now %v", u.name, st.ValidUntil, w.clock.Now())
 			}
+		}
+	}
+	// One log line per refresh: source, outcome and next refresh time.
+	refreshLines := map[string]int{}
+	for _, m := range g.Logs.Lines(t) {
+		if m["msg"] == "upstream credential refreshed" && m["outcome"] == "ok" && m["next_refresh"] != nil {
+			name, _ := m["source"].(string)
+			refreshLines[name]++
+		}
+	}
+	for _, u := range ups {
+		if u.typ != config.AuthKey && refreshLines[u.name] < 5 {
+			t.Errorf("%s: %d refresh log lines with outcome and next_refresh, want one per refresh (≥5)", u.name, refreshLines[u.name])
 		}
 	}
 	secrets := w.seen()

@@ -792,3 +792,31 @@ func TestTokenCacheThroughGateway(t *testing.T) {
 		assertRefused(t, w.g, resp, http.StatusUnauthorized, "invalid_credential", "invalid_token", "unknown_key")
 	})
 }
+
+// TestTokenUnknownKIDFlood: tokens with ever new, unknown kids cannot turn
+// into a flood of key set fetches: the first makes the gateway refetch,
+// the rest within the rate limit are refused at once without a fetch, and
+// none waits long.
+func TestTokenUnknownKIDFlood(t *testing.T) {
+	t.Parallel()
+	w := newTokenWorld(t, nil)
+	w.waitReady()
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := w.aad.KeyRequests()
+	const n = 20
+	start := time.Now()
+	for i := range n {
+		tok := w.mint(w.v1(), fakeaad.WithKey(jwt.SigningMethodRS256, other, "garbage-kid-"+strings.Repeat("x", i)))
+		resp := w.send("/tokens", "Bearer "+tok, nil)
+		assertRefused(t, w.g, resp, http.StatusUnauthorized, "invalid_credential", "invalid_token", "unknown_key")
+	}
+	if got := w.aad.KeyRequests() - before; got > 1 {
+		t.Errorf("%d unknown kids caused %d key set fetches, want at most 1 (rate-limited)", n, got)
+	}
+	if d := time.Since(start); d > time.Duration(n)*idp.UnknownKIDWait/2 {
+		t.Errorf("%d refusals took %v: unknown kids stall requests", n, d)
+	}
+}
