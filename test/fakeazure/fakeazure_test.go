@@ -159,6 +159,30 @@ func TestAADDiscoveryAndToken(t *testing.T) {
 	}
 }
 
+// TestAADExpiresOn: with SetExpiresOn the token answer also carries
+// expires_on, the expiry by the fake's clock in Unix seconds.
+func TestAADExpiresOn(t *testing.T) {
+	clock := &fixedClock{t: time.Unix(1_700_000_000, 0)}
+	aad := NewAAD(t, clock)
+	aad.AddClientSecret("tid", "cid", "s3cret")
+	aad.SetTokenLifetime(2*time.Minute, 0)
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"cid"}, "client_secret": {"s3cret"}, "scope": {ARMScope}}
+	for _, on := range []bool{false, true} {
+		aad.SetExpiresOn(on)
+		resp, err := aad.Client().PostForm(aad.TokenEndpoint("tid"), form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tok map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&tok)
+		resp.Body.Close()
+		got, present := tok["expires_on"]
+		if present != on || (on && got != float64(1_700_000_120)) || tok["expires_in"] != float64(120) {
+			t.Errorf("SetExpiresOn(%v): expires_on = %v (present %v), expires_in = %v", on, got, present, tok["expires_in"])
+		}
+	}
+}
+
 func TestUpstreamRecordsAndRejects(t *testing.T) {
 	up := NewUpstream(t, StaticKeys("good"))
 	send := func(key, body string) int {
