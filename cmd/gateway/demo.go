@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/template"
 	"time"
@@ -152,7 +153,12 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	_ = snap.WaitIdentityProviders(wctx)
 	cancel()
 	printDemo(stdout, base, "http://"+adm.Addr().String(), "http://"+modelLn.Addr().String(), partnerKey, batchKey)
-	printDemoTokens(stdout, base, scorer, reader)
+	// The configuration, for `gateway explain` against the running demo.
+	cfgFile := filepath.Join(os.TempDir(), "modelgate-demo.yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfgText.String()), 0o600); err != nil {
+		cfgFile = "<not written: " + err.Error() + ">"
+	}
+	printDemoTokens(stdout, base, scorer, reader, cfgFile, upstreamKey)
 	if *ready != "" {
 		if err := writeFile(*ready, base+"\n"); err != nil {
 			return err
@@ -210,7 +216,7 @@ func writeFile(path, content string) error {
 	return os.WriteFile(path, []byte(content), 0o600)
 }
 
-func printDemoTokens(w io.Writer, base, scorer, reader string) {
+func printDemoTokens(w io.Writer, base, scorer, reader, cfgFile, upstreamKey string) {
 	fmt.Fprintf(w, `Access tokens from the demo's own token issuer (RS256, shaped like Azure AD v2
 tokens; the gateway fetched the issuer's keys through OIDC discovery):
 
@@ -226,10 +232,11 @@ tokens; the gateway fetched the issuer's keys through OIDC discovery):
 10. The same token with a forged signature (401, error="invalid_token"):
    curl -si %s/fraud/score -H "Authorization: Bearer ${SCORER_TOKEN%%.*}.Zm9yZ2Vk" -d '{}'
 
-11. Ask the gateway why, offline (the same policy code, with a trace):
-   go run ./cmd/gateway explain -config <your config> -path /fraud/score -token "$READER_TOKEN"
+11. Ask the gateway why (the same policy code, with a trace; the demo's config is in
+    %s, and its fake model's key comes from the environment like any secret):
+   DEMO_UPSTREAM_KEY=%s go run ./cmd/gateway explain -config %s -path /fraud/score -token "$READER_TOKEN"
 
 One structured log line per request goes to stderr. Press Ctrl-C to stop.
 
-`, scorer, reader, base, base, base)
+`, scorer, reader, base, base, base, cfgFile, upstreamKey, cfgFile)
 }
