@@ -198,8 +198,8 @@ func (h *Handler) reverseProxy(u *Upstream, base http.RoundTripper, pool httputi
 		rt = &authTransport{base: base, auth: u.Auth}
 	}
 	return &httputil.ReverseProxy{
-		Rewrite:       func(pr *httputil.ProxyRequest) { h.rewrite(u, pr) },
-		Transport:     rt,
+		Rewrite:   func(pr *httputil.ProxyRequest) { h.rewrite(u, pr) },
+		Transport: rt,
 		// 0, not -1: ReverseProxy itself flushes every write of answers
 		// that stream — text/event-stream or unknown length (chunked) — so
 		// those reach the client event by event; an answer of known length
