@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/modelgate/modelgate/internal/guid"
 	"github.com/modelgate/modelgate/internal/httpx"
 	"github.com/modelgate/modelgate/ratelimit"
 )
@@ -334,10 +335,8 @@ func (v *validator) credentials() {
 
 var regionPattern = regexp.MustCompile(`^[a-z0-9]+$`)
 
-var guidPattern = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
-
 // IsGUID reports whether s is a GUID such as a tenant or object id.
-func IsGUID(s string) bool { return guidPattern.MatchString(s) }
+func IsGUID(s string) bool { return guid.Valid(s) }
 
 func (v *validator) identityProviders() {
 	for _, name := range sortedKeys(v.cfg.IdentityProviders) {

@@ -3,6 +3,7 @@ package idp
 import (
 	"errors"
 	"fmt"
+	"github.com/modelgate/modelgate/internal/guid"
 	"log/slog"
 	"net"
 	"net/http"
@@ -249,7 +250,7 @@ func (o *Options) compile() (*config, error) {
 			c.multi = true
 		case t == "consumers":
 			bad("tenant_id", "consumers (personal Microsoft accounts) is not supported: use common with allowed_tenants")
-		case !isGUID(t):
+		case !guid.Valid(t):
 			bad("tenant_id", "%q is not a GUID, common or organizations (use the tenant id, not a domain name)", o.TenantID)
 		}
 		c.tenant = t
@@ -259,7 +260,7 @@ func (o *Options) compile() (*config, error) {
 			}
 			c.allowed = make(map[string]struct{}, len(o.AllowedTenants))
 			for i, a := range o.AllowedTenants {
-				if !isGUID(a) {
+				if !guid.Valid(a) {
 					bad(fmt.Sprintf("allowed_tenants[%d]", i), "%q is not a tenant GUID", a)
 					continue
 				}
@@ -425,32 +426,11 @@ func guardRedirects(c *http.Client) *http.Client {
 	return &cc
 }
 
-// isGUID reports whether s is a GUID in 8-4-4-4-12 hex form (any case).
-func isGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
-}
-
 // canonicalID lower-cases s if it is a GUID (GUIDs compare
 // case-insensitively) and returns other identifiers unchanged. It does not
 // allocate when s is already lower case.
 func canonicalID(s string) string {
-	if isGUID(s) {
+	if guid.Valid(s) {
 		return strings.ToLower(s)
 	}
 	return s

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/modelgate/modelgate/internal/guid"
 	"github.com/modelgate/modelgate/internal/strhash"
 	"math/rand/v2"
 	"strings"
@@ -384,7 +385,7 @@ func (p *Provider) verify(ctx context.Context, raw string) (*Claims, error) {
 		switch {
 		case tid == "":
 			return nil, p.fail(ReasonTenantNotAllowed, detailNoTenant, nil)
-		case p.cfg.multi && !isGUID(tid):
+		case p.cfg.multi && !guid.Valid(tid):
 			return nil, p.fail(ReasonInvalidTenantID, detailInvalidTenant, nil)
 		case p.cfg.multi:
 			if _, ok := p.cfg.allowed[tid]; !ok {

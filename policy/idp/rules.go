@@ -3,6 +3,7 @@ package idp
 import (
 	"errors"
 	"fmt"
+	"github.com/modelgate/modelgate/internal/guid"
 	"slices"
 	"strings"
 )
@@ -134,11 +135,11 @@ func checkValue(kind claimKind, v string) error {
 		if strings.Contains(v, "@") {
 			return fmt.Errorf("%q looks like a user principal name: users are matched by object id (oid), a GUID, never by upn", v)
 		}
-		if !isGUID(v) {
+		if !guid.Valid(v) {
 			return fmt.Errorf("%q is not an object id (GUID)", v)
 		}
 	case kindTenants:
-		if !isGUID(v) {
+		if !guid.Valid(v) {
 			return fmt.Errorf("%q is not a tenant id (GUID)", v)
 		}
 	}

@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -21,7 +20,6 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/gateway"
 )
 
@@ -83,59 +81,7 @@ var tmplFuncs = template.FuncMap{
 // gateway and runs it on two loopback listeners until the test ends.
 func startGateway(t testing.TB, cfgText string, v vars, env map[string]string) *testGateway {
 	t.Helper()
-	pub, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	adm, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		pub.Close()
-		t.Fatalf("listen: %v", err)
-	}
-	data := vars{"Listen": pub.Addr().String(), "Admin": adm.Addr().String()}
-	for k, val := range v {
-		data[k] = val
-	}
-	var text strings.Builder
-	if err := template.Must(template.New("config").Funcs(tmplFuncs).Option("missingkey=error").Parse(cfgText)).Execute(&text, data); err != nil {
-		pub.Close()
-		adm.Close()
-		t.Fatalf("render config: %v", err)
-	}
-	if env == nil {
-		env = baseEnv
-	}
-	lookup := func(k string) (string, bool) { s, ok := env[k]; return s, ok }
-	cfg, err := config.Parse("e2e.yaml", []byte(text.String()), lookup)
-	if err != nil {
-		pub.Close()
-		adm.Close()
-		t.Fatalf("config:\n%v\n--- config text ---\n%s", err, text.String())
-	}
-	logs := &logBuffer{}
-	deps := gateway.Deps{Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-	ctx, cancel := context.WithCancel(context.Background())
-	snap, err := gateway.Build(ctx, cfg, deps)
-	if err != nil {
-		cancel()
-		pub.Close()
-		adm.Close()
-		t.Fatalf("build: %v", err)
-	}
-	srv := gateway.NewServer(snap, func() (*config.Config, error) {
-		return config.Parse("e2e.yaml", []byte(text.String()), lookup)
-	}, deps)
-	g := &testGateway{
-		URL: "http://" + pub.Addr().String(), Admin: "http://" + adm.Addr().String(), Addr: pub.Addr().String(),
-		Logs: logs, Server: srv, cancel: cancel, done: make(chan error, 1),
-	}
-	go func() { g.done <- srv.Run(ctx, pub, adm) }()
-	t.Cleanup(func() {
-		if err := g.Stop(); err != nil {
-			t.Errorf("Run returned %v, want nil", err)
-		}
-	})
-	return g
+	return startGatewayWith(t, cfgText, v, env, gateway.Deps{})
 }
 
 // Stop cancels Run's context and waits (at most 10s) for Run to return. It

@@ -50,6 +50,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/modelgate/modelgate/internal/guid"
 	"io"
 	"log"
 	"net/http"
@@ -506,27 +507,7 @@ func validTenant(t string) bool {
 	case "common", "organizations", "consumers":
 		return true
 	}
-	return isGUID(t)
-}
-
-func isGUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
+	return guid.Valid(t)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
