@@ -81,6 +81,7 @@ const (
 const (
 	ReasonNoCredential     = "no_credential"
 	ReasonWrongScheme      = "wrong_auth_scheme"
+	ReasonMalformedCred    = "malformed_credential"
 	ReasonUnknownKey       = "unknown_key"
 	ReasonKeyExpired       = "key_expired"
 	ReasonKeyNotAllowed    = "key_not_allowed_on_route"
@@ -204,6 +205,15 @@ func (p *Policy) Evaluate(ctx context.Context, authz string, now time.Time, trac
 				Status: http.StatusUnauthorized, Code: CodeMissingCredential, Reason: ReasonNoCredential,
 				Message:   "the Authorization header names the Bearer scheme but carries no credential: send Authorization: Bearer <API key or access token>",
 				Challenge: realm + `, error="invalid_token", error_description="no bearer credential was presented"`,
+			}}
+		}
+		if len(authz) > len("bearer ") && strings.EqualFold(authz[:len("bearer ")], "bearer ") {
+			// The right scheme, but the credential has spaces or control
+			// characters in it: no key or token we issue looks like that.
+			return Decision{Denial: &Denial{
+				Status: http.StatusUnauthorized, Code: CodeInvalidCredential, Reason: ReasonMalformedCred,
+				Message:   "the bearer credential contains spaces or control characters: send the API key or token exactly as issued",
+				Challenge: realm + `, error="invalid_token", error_description="malformed bearer credential"`,
 			}}
 		}
 		return Decision{Denial: &Denial{
