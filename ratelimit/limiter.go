@@ -2,7 +2,7 @@ package ratelimit
 
 import (
 	"errors"
-	"fmt"
+	"github.com/modelgate/modelgate/internal/problem"
 	"hash/maphash"
 	"math"
 	"math/bits"
@@ -111,37 +111,38 @@ type entry struct {
 // its rate, or MaxIdentities is negative. New does no I/O and starts no
 // goroutine; a Limiter needs no Close.
 func New(o Options) (*Limiter, error) {
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...))
-	}
+	var errs problem.List
+	bad := func(path, format string, args ...any) { errs.AddErr(ErrInvalidOptions, path, format, args...) }
 	if o.Overall.IsZero() && o.PerIdentity.IsZero() {
-		bad("no limit set: set per_identity and/or overall, or omit rate_limit")
+		bad("", "no limit set: set per_identity and/or overall (N/s, N/m or N/h), or omit rate_limit")
 	}
 	checkRate := func(name string, r Rate) {
 		if !r.IsZero() && (r.Events < 1 || r.Events > MaxEvents || r.Per <= 0) {
-			bad("%s rate %s: want 1 to %d events per positive period", name, r, MaxEvents)
+			bad(name, "rate %s: want 1 to %d events per positive period", r, MaxEvents)
 		}
 	}
 	checkRate("overall", o.Overall)
 	checkRate("per_identity", o.PerIdentity)
-	checkBurst := func(name string, b int, r Rate) {
+	checkBurst := func(field, rateField string, b int, r Rate) {
 		switch {
 		case b < 0:
-			bad("%s burst %d: must be at least 1, or 0 for the default", name, b)
+			bad(field, "%d: must be at least 1, or 0 for the default", b)
 		case b > MaxEvents:
-			bad("%s burst %d: must be at most %d", name, b, MaxEvents)
+			bad(field, "%d: must be at most %d", b, MaxEvents)
 		case b > 0 && r.IsZero():
-			bad("%s burst %d is set without a %s rate: set the rate or remove the burst", name, b, name)
+			bad(field, "%d is set without a %s rate: set the rate or remove the burst", b, rateField)
 		}
 	}
-	checkBurst("overall", o.OverallBurst, o.Overall)
-	checkBurst("per_identity", o.PerIdentityBurst, o.PerIdentity)
-	if o.MaxIdentities < 0 {
-		bad("max identities %d: must be at least 1, or 0 for the default %d", o.MaxIdentities, DefaultMaxIdentities)
+	checkBurst("overall_burst", "overall", o.OverallBurst, o.Overall)
+	checkBurst("burst", "per_identity", o.PerIdentityBurst, o.PerIdentity)
+	switch {
+	case o.MaxIdentities < 0:
+		bad("max_identities", "%d: must be at least 1, or 0 for the default %d", o.MaxIdentities, DefaultMaxIdentities)
+	case o.MaxIdentities > 0 && o.PerIdentity.IsZero():
+		bad("max_identities", "has no per_identity rate to apply to: set per_identity too")
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if err := errs.Err(); err != nil {
+		return nil, err
 	}
 
 	l := &Limiter{}

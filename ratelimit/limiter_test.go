@@ -39,12 +39,12 @@ func TestNewRejects(t *testing.T) {
 		want []string
 	}{
 		{"nothing set", Options{}, []string{"no limit set"}},
-		{"negative burst", Options{PerIdentity: fiveS, PerIdentityBurst: -1}, []string{"per_identity burst -1"}},
-		{"huge burst", Options{Overall: fiveS, OverallBurst: MaxEvents + 1}, []string{"overall burst", "at most"}},
-		{"burst without rate", Options{PerIdentity: fiveS, OverallBurst: 3}, []string{"overall burst 3 is set without a overall rate"}},
-		{"negative cap", Options{PerIdentity: fiveS, MaxIdentities: -5}, []string{"max identities -5"}},
-		{"hand-built rate", Options{Overall: Rate{Events: 0, Per: time.Second}}, []string{"overall rate"}},
-		{"several at once", Options{PerIdentity: fiveS, PerIdentityBurst: -1, MaxIdentities: -1}, []string{"per_identity burst -1", "max identities -1"}},
+		{"negative burst", Options{PerIdentity: fiveS, PerIdentityBurst: -1}, []string{"burst: -1"}},
+		{"huge burst", Options{Overall: fiveS, OverallBurst: MaxEvents + 1}, []string{"overall_burst: ", "at most"}},
+		{"burst without rate", Options{PerIdentity: fiveS, OverallBurst: 3}, []string{"overall_burst: 3 is set without a overall rate"}},
+		{"negative cap", Options{PerIdentity: fiveS, MaxIdentities: -5}, []string{"max_identities: -5"}},
+		{"hand-built rate", Options{Overall: Rate{Events: 0, Per: time.Second}}, []string{"overall: rate"}},
+		{"several at once", Options{PerIdentity: fiveS, PerIdentityBurst: -1, MaxIdentities: -1}, []string{"burst: -1", "max_identities: -1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

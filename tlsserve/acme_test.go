@@ -308,18 +308,18 @@ func TestNewRejects(t *testing.T) {
 		o    Options
 		want []string
 	}{
-		{"no mode", Options{}, []string{"mode is required"}},
-		{"bad mode", Options{Mode: "auto"}, []string{`mode "auto"`}},
+		{"no mode", Options{}, []string{"mode: missing"}},
+		{"bad mode", Options{Mode: "auto"}, []string{`mode: "auto" is not a TLS mode`}},
 		{"acme without domains", Options{Mode: ModeACME}, []string{"at least one domain"}},
-		{"wildcard", Options{Mode: ModeACME, Domains: []string{"*.contoso.com"}}, []string{"DNS-01"}},
-		{"bad name", Options{Mode: ModeACME, Domains: []string{"a b.com"}}, []string{`"a b.com" is not a valid host name`}},
+		{"wildcard", Options{Mode: ModeACME, Domains: []string{"*.contoso.com"}}, []string{"domains[0]: ", "DNS-01"}},
+		{"bad name", Options{Mode: ModeACME, Domains: []string{"a b.com"}}, []string{`domains[0]: "a b.com" is not a DNS name`}},
 		{"duplicate", Options{Mode: ModeACME, Domains: []string{"a.com", "A.com"}}, []string{`"a.com" is listed twice`}},
 		{"http ca", Options{Mode: ModeACME, Domains: []string{"a.com"}, CA: "http://ca/dir"}, []string{"want the https URL"}},
-		{"no challenge", Options{Mode: ModeACME, Domains: []string{"a.com"}, DisableHTTPChallenge: true, DisableTLSALPNChallenge: true}, []string{"enable at least one"}},
-		{"bad port", Options{Mode: ModeACME, Domains: []string{"a.com"}, AltHTTPPort: 70000}, []string{"alt_http_port 70000"}},
-		{"files in acme", Options{Mode: ModeACME, Domains: []string{"a.com"}, CertFile: "c.pem"}, []string{"for mode files"}},
-		{"files without paths", Options{Mode: ModeFiles}, []string{"needs cert_file", "needs key_file"}},
-		{"acme in files", Options{Mode: ModeFiles, CertFile: "c", KeyFile: "k", Domains: []string{"a.com"}}, []string{"for mode acme"}},
+		{"no challenge", Options{Mode: ModeACME, Domains: []string{"a.com"}, DisableHTTPChallenge: true, DisableTLSALPNChallenge: true}, []string{"challenges are off"}},
+		{"bad port", Options{Mode: ModeACME, Domains: []string{"a.com"}, AltHTTPPort: 70000}, []string{"http_listen: port 70000"}},
+		{"files in acme", Options{Mode: ModeACME, Domains: []string{"a.com"}, CertFile: "c.pem"}, []string{"belong to mode files"}},
+		{"files without paths", Options{Mode: ModeFiles}, []string{"needs both cert_file and key_file"}},
+		{"acme in files", Options{Mode: ModeFiles, CertFile: "c", KeyFile: "k", Domains: []string{"a.com"}}, []string{"belong to mode acme"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/modelgate/modelgate/internal/problem"
 	"log/slog"
 	"net"
 	"net/http"
@@ -215,28 +216,31 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 	return m, nil
 }
 
+// Validate checks o as New would, without starting anything: every problem
+// at once, each at its server.tls field path ("domains[0]", "ca", ...).
+func Validate(o Options) error { return validate(&o) }
+
 // validate checks o and fills in defaults. It reports every problem at once.
 func validate(o *Options) error {
-	var errs []error
-	bad := func(format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...))
-	}
+	var errs problem.List
+	bad := func(path, format string, args ...any) { errs.AddErr(ErrInvalidOptions, path, format, args...) }
 	switch o.Mode {
 	case ModeACME:
 		if len(o.Domains) == 0 {
-			bad("mode acme needs at least one domain in domains")
+			bad("domains", "mode acme needs at least one domain")
 		}
 		seen := map[string]bool{}
 		o.Domains = slices.Clone(o.Domains) // normalized below; the caller's slice is left alone
 		for i, d := range o.Domains {
 			d = strings.ToLower(strings.TrimSpace(d))
+			p := fmt.Sprintf("domains[%d]", i)
 			switch {
 			case strings.Contains(d, "*"):
-				bad("domains[%d] %q: wildcard certificates need the DNS-01 challenge, which modelgate does not configure; list each name", i, d)
-			case !certmagic.SubjectQualifiesForCert(d):
-				bad("domains[%d] %q is not a valid host name", i, d)
+				bad(p, "%q: wildcard certificates need the DNS-01 challenge, which modelgate does not configure; list each name", d)
+			case !certmagic.SubjectQualifiesForCert(d) || strings.ContainsAny(d, ":/ "):
+				bad(p, "%q is not a DNS name", d)
 			case seen[d]:
-				bad("domains[%d] %q is listed twice", i, d)
+				bad(p, "%q is listed twice", d)
 			}
 			seen[d] = true
 			o.Domains[i] = d
@@ -245,44 +249,41 @@ func validate(o *Options) error {
 			o.CA = LetsEncryptCA
 		}
 		if u, err := url.Parse(o.CA); err != nil || u.Scheme != "https" || u.Host == "" {
-			bad("ca %q: want the https URL of an ACME directory, e.g. %s", o.CA, LetsEncryptCA)
+			bad("ca", "%q: want the https URL of an ACME directory, e.g. %s", o.CA, LetsEncryptCA)
 		}
 		if o.Storage == "" {
 			o.Storage = DefaultStorage()
 		}
 		if o.DisableHTTPChallenge && o.DisableTLSALPNChallenge {
-			bad("both the HTTP-01 and TLS-ALPN-01 challenges are disabled: enable at least one")
+			bad("", "both the HTTP-01 and TLS-ALPN-01 challenges are off: leave tls_alpn_challenge on, or set http_listen (port 80) for HTTP-01")
 		}
-		for name, p := range map[string]int{"alt_http_port": o.AltHTTPPort, "alt_tls_alpn_port": o.AltTLSALPNPort} {
+		for name, p := range map[string]int{"http_listen": o.AltHTTPPort, "listen": o.AltTLSALPNPort} {
 			if p < 0 || p > 65535 {
-				bad("%s %d: want a port from 1 to 65535, or 0 for the standard port", name, p)
+				bad(name, "port %d: want a port from 1 to 65535, or 0 for the standard port", p)
 			}
 		}
 		if o.RenewCheckInterval < 0 {
-			bad("renew check interval %v: must not be negative", o.RenewCheckInterval)
+			bad("", "renew check interval %v: must not be negative", o.RenewCheckInterval)
 		}
-		if o.CertFile != "" || o.KeyFile != "" {
-			bad("cert_file and key_file are for mode files; remove them or set mode: files")
+		if o.CertFile != "" || o.KeyFile != "" || o.ReloadInterval != 0 {
+			bad("", "cert_file, key_file and reload_interval belong to mode files, not acme")
 		}
 	case ModeFiles:
-		if o.CertFile == "" {
-			bad("mode files needs cert_file")
+		if o.CertFile == "" || o.KeyFile == "" {
+			bad("", "mode files needs both cert_file and key_file")
 		}
-		if o.KeyFile == "" {
-			bad("mode files needs key_file")
-		}
-		if len(o.Domains) > 0 || o.Email != "" || o.CA != "" || o.Storage != "" {
-			bad("domains, email, ca and storage are for mode acme; remove them or set mode: acme")
+		if len(o.Domains) > 0 || o.Email != "" || o.CA != "" || o.Storage != "" || o.TrustedRoots != nil {
+			bad("", "domains, email, ca, ca_root, storage and the challenge switches belong to mode acme, not files")
 		}
 		if o.ReloadInterval == 0 {
 			o.ReloadInterval = DefaultReloadInterval
 		}
 	case "":
-		bad("mode is required: acme or files (omit tls for plain HTTP)")
+		bad("mode", "missing: write acme or files (or remove tls for plain HTTP)")
 	default:
-		bad("mode %q: want acme or files", o.Mode)
+		bad("mode", "%q is not a TLS mode: write acme or files", o.Mode)
 	}
-	return errors.Join(errs...)
+	return errs.Err()
 }
 
 // TLSConfig returns a new tls.Config for the public listener: certificates

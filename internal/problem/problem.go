@@ -22,7 +22,12 @@ type Error struct {
 	Path string
 	// Msg is the problem, lower-case, without the path.
 	Msg string
+	// Err, when set, is a sentinel the problem wraps (for errors.Is).
+	Err error
 }
+
+// Unwrap returns the sentinel the problem wraps, if any.
+func (e *Error) Unwrap() error { return e.Err }
 
 func (e *Error) Error() string {
 	if e.Path == "" {
@@ -44,6 +49,11 @@ func (l *List) Add(path, format string, args ...any) {
 	l.errs = append(l.errs, At(path, format, args...))
 }
 
+// AddErr records a problem at path that wraps sentinel.
+func (l *List) AddErr(sentinel error, path, format string, args ...any) {
+	l.errs = append(l.errs, &Error{Path: path, Msg: fmt.Sprintf(format, args...), Err: sentinel})
+}
+
 // Err returns every problem joined with errors.Join, or nil.
 func (l *List) Err() error { return errors.Join(l.errs...) }
 
@@ -59,7 +69,7 @@ func Under(prefix string, err error) error {
 	for _, e := range Flatten(err) {
 		var pe *Error
 		if errors.As(e, &pe) {
-			out = append(out, &Error{Path: join(prefix, pe.Path), Msg: pe.Msg})
+			out = append(out, &Error{Path: join(prefix, pe.Path), Msg: pe.Msg, Err: pe.Err})
 			continue
 		}
 		out = append(out, &Error{Path: prefix, Msg: e.Error()})
