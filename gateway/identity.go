@@ -7,7 +7,7 @@ import (
 
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/policy"
-	"github.com/modelgate/modelgate/policy/idp"
+	"github.com/modelgate/modelgate/idp"
 )
 
 // buildProviders starts one identity provider per configured entry. Keys are
@@ -47,10 +47,11 @@ func buildProviders(ctx context.Context, cfg *config.Config, deps Deps, prev, sn
 		} else if jwks, ok := deps.StaticJWKS["*"]; ok {
 			o.StaticJWKS = jwks
 		}
-		p, err := idp.New(ctx, o)
+		p, err := idp.New(o)
 		if err != nil {
 			return fmt.Errorf("identity provider %s: %w", name, err)
 		}
+		p.Start(ctx)
 		snap.providers[name] = p
 		snap.owned.providers[name] = true
 	}

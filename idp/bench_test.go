@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/modelgate/modelgate/policy/idp"
+	"github.com/modelgate/modelgate/idp"
 )
 
 // BenchmarkVerifyCold is a full verification: parse, RS256 (2048-bit)

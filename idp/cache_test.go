@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelgate/modelgate/policy/idp"
+	"github.com/modelgate/modelgate/idp"
 	"github.com/modelgate/modelgate/test/fakeaad"
 )
 

@@ -1,9 +1,10 @@
 // Package idp verifies OAuth 2.0 access tokens from Azure AD (Microsoft Entra
 // ID) and other OpenID Connect issuers, and evaluates claim rules on them.
 //
-// A Provider is built from Options by New. It fetches the issuer's metadata
-// and JSON Web Key Set in the background (New never blocks on the network),
-// refreshes them about daily and when a token names an unknown key id
+// A Provider is built from Options by New, which validates and compiles them
+// without touching the network. Start launches the background refresh: it
+// fetches the issuer's metadata and JSON Web Key Set (never blocking on the
+// network), refreshes them about daily and when a token names an unknown key id
 // (rate-limited), and keeps its last good keys when a refresh fails. Verify
 // checks one bearer token and returns its Claims or an *Error whose Reason is
 // a stable code for audit logs and whose Detail is safe to send to the

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelgate/modelgate/policy/idp"
+	"github.com/modelgate/modelgate/idp"
 	"github.com/modelgate/modelgate/test/fakeaad"
 )
 
@@ -20,7 +20,7 @@ func ExampleNew() {
 	}
 	defer aad.Close()
 
-	p, err := idp.New(context.Background(), idp.Options{
+	p, err := idp.New(idp.Options{
 		Name:          "contoso",
 		Type:          idp.TypeAzureAD,
 		TenantID:      fakeaad.TenantID,
@@ -32,6 +32,7 @@ func ExampleNew() {
 		panic(err)
 	}
 	defer p.Close()
+	p.Start(context.Background())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := p.WaitReady(ctx); err != nil {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/modelgate/modelgate/policy/idp"
+	"github.com/modelgate/modelgate/idp"
 	"github.com/modelgate/modelgate/test/fakeaad"
 )
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelgate/modelgate/policy/idp"
+	"github.com/modelgate/modelgate/idp"
 	"github.com/modelgate/modelgate/test/fakeaad"
 )
 
@@ -80,9 +80,18 @@ func (e *env) provider(t testing.TB, mutate func(*idp.Options)) *idp.Provider {
 	return p
 }
 
+// newProvider builds and starts a provider, closed when the test ends.
 func newProvider(t testing.TB, o idp.Options) *idp.Provider {
 	t.Helper()
-	p, err := idp.New(context.Background(), o)
+	p := newUnstarted(t, o)
+	p.Start(context.Background())
+	return p
+}
+
+// newUnstarted builds a provider without starting it.
+func newUnstarted(t testing.TB, o idp.Options) *idp.Provider {
+	t.Helper()
+	p, err := idp.New(o)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

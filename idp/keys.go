@@ -166,7 +166,9 @@ func (s *source) refreshForUnknownKID(ctx context.Context) bool {
 
 func (s *source) run(c *fetchCall) {
 	defer s.p.wg.Done()
-	ctx, cancel := context.WithTimeout(s.p.bg, fetchTimeout)
+	bg, stop := s.p.fetchContext()
+	defer stop()
+	ctx, cancel := context.WithTimeout(bg, fetchTimeout)
 	defer cancel()
 	st, dropped, err := s.fetch(ctx)
 	changed := false

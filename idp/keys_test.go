@@ -18,7 +18,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/modelgate/modelgate/policy/idp"
+	"github.com/modelgate/modelgate/idp"
 	"github.com/modelgate/modelgate/test/fakeaad"
 )
 
@@ -504,7 +504,7 @@ func TestStaticJWKS(t *testing.T) {
 	for _, bad := range []string{``, `{}`, `{"keys":[]}`, `{"keys":[{"kty":"EC"}]}`, `not json`} {
 		o := e.options(t)
 		o.StaticJWKS = []byte(bad)
-		if p, err := idp.New(context.Background(), o); err == nil {
+		if p, err := idp.New(o); err == nil {
 			p.Close()
 			t.Errorf("StaticJWKS %q accepted", bad)
 		}

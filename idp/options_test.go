@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelgate/modelgate/policy/idp"
+	"github.com/modelgate/modelgate/idp"
 	"github.com/modelgate/modelgate/test/fakeaad"
 )
 
@@ -57,7 +57,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := idp.New(context.Background(), tt.o)
+			p, err := idp.New(tt.o)
 			if err == nil {
 				p.Close()
 				t.Fatal("New accepted the options")
@@ -80,11 +80,34 @@ func TestNewAcceptsLoopbackHTTP(t *testing.T) {
 		{Name: "c", Type: idp.TypeAzureAD, TenantID: "organizations", AllowedTenants: []string{fakeaad.TenantID},
 			AuthorityHost: "http://[::1]:1/", Cloud: "china", Audiences: []string{"x"}},
 	} {
-		p, err := idp.New(context.Background(), o)
+		p, err := idp.New(o)
 		if err != nil {
 			t.Errorf("%s: %v", o.Name, err)
 			continue
 		}
 		p.Close()
 	}
+}
+
+func TestNewDoesNoIOUntilStart(t *testing.T) {
+	e := newEnv(t)
+	p := newUnstarted(t, e.options(t))
+	if n := e.aad.TotalRequests(); n != 0 || p.Ready() {
+		t.Fatalf("after New: %d requests, ready %v; want none and not ready", n, p.Ready())
+	}
+	tok := e.aad.Mint(e.aad.V1Claims("", fakeaad.APIAppIDURI))
+	_, err := p.Verify(context.Background(), tok)
+	wantReason(t, err, idp.ReasonProviderUnavailable, 503, tok)
+	p.Start(context.Background())
+	p.Start(context.Background()) // harmless
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Verify(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	p.Start(context.Background()) // after Close: nothing
 }

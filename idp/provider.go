@@ -19,8 +19,8 @@ import (
 )
 
 // Provider verifies access tokens from one identity provider. Create it with
-// New; it is safe for concurrent use. Keys are fetched in the background;
-// Ready reports when they are usable.
+// New and launch its key refreshes with Start; it is safe for concurrent use.
+// Keys are fetched in the background; Ready reports when they are usable.
 type Provider struct {
 	cfg     *config
 	sources []*source // azure_ad: v1, v2; oidc: one
@@ -32,22 +32,24 @@ type Provider struct {
 	readyOnce sync.Once
 	ready     chan struct{} // closed once every source has had keys
 
-	bg      context.Context
+	bg      context.Context // cancelled by Close
 	stop    context.CancelFunc
+	values  atomic.Pointer[context.Context] // Start's ctx, for its values
+	started atomic.Bool
 	closeMu sync.RWMutex // guards closed and wg.Add against Close
 	closed  bool
 	wg      sync.WaitGroup
 }
 
-// New validates o and returns a Provider. It does not wait for keys: fetching
-// starts in the background, so an identity provider that is down delays
-// readiness (see Ready, WaitReady) but never makes New fail or block. Only
-// invalid options, or a StaticJWKS without usable keys, are errors; all
-// problems are reported together.
+// New validates o and returns a Provider without starting anything: it does
+// no network I/O and launches no goroutine (a StaticJWKS is loaded, which is
+// local). Only invalid options, or a StaticJWKS without usable keys, are
+// errors; every problem is reported at once, each a *problem.Error at the
+// option's YAML field path ("tenant_id", "audiences[0]").
 //
-// The background work keeps ctx's values but not its cancellation; it stops
-// at Close.
-func New(ctx context.Context, o Options) (*Provider, error) {
+// Until Start, the provider is not ready unless its keys are static: Verify
+// answers ReasonProviderUnavailable and Refresh fetches on demand.
+func New(o Options) (*Provider, error) {
 	cfg, err := o.compile()
 	if err != nil {
 		return nil, err
@@ -67,7 +69,7 @@ func New(ctx context.Context, o Options) (*Provider, error) {
 	if cfg.cacheSize > 0 {
 		p.cache = newCache(cfg.cacheSize)
 	}
-	p.bg, p.stop = context.WithCancel(context.WithoutCancel(ctx))
+	p.bg, p.stop = context.WithCancel(context.Background())
 
 	newSource := func(label, metadataURL string) *source {
 		return &source{
@@ -101,12 +103,39 @@ func New(ctx context.Context, o Options) (*Provider, error) {
 			p.stop()
 			return nil, fmt.Errorf("identity provider %q: static key set: %w", cfg.name, err)
 		}
-		return p, nil
 	}
+	return p, nil
+}
+
+// Start launches the background refresh: a fetch of metadata and keys now,
+// then every RefreshInterval, with backoff after failures. It does not wait
+// for keys, so an identity provider that is down delays readiness (see
+// Ready, WaitReady) but never blocks Start.
+//
+// The background work keeps ctx's values (for the logger's handler) but not
+// its cancellation; it stops at Close. Start does nothing with StaticJWKS,
+// after Close, or when called again.
+func (p *Provider) Start(ctx context.Context) {
+	if p.cfg.static != nil || !p.started.CompareAndSwap(false, true) {
+		return
+	}
+	vals := context.WithoutCancel(ctx)
+	p.values.Store(&vals)
 	if p.goStart() {
 		go p.loop()
 	}
-	return p, nil
+}
+
+// fetchContext returns a context for background work: Start's values, p.bg's
+// cancellation.
+func (p *Provider) fetchContext() (context.Context, context.CancelFunc) {
+	vals := context.Background()
+	if v := p.values.Load(); v != nil {
+		vals = *v
+	}
+	ctx, cancel := context.WithCancel(vals)
+	stop := context.AfterFunc(p.bg, cancel)
+	return ctx, func() { stop(); cancel() }
 }
 
 // loadStatic installs StaticJWKS in every source, with the issuers a fetch
@@ -131,7 +160,7 @@ func (p *Provider) loadStatic() error {
 		if err != nil {
 			return err
 		}
-		s.log(p.bg, st, true, dropped, nil)
+		s.log(context.Background(), st, true, dropped, nil)
 		now := p.cfg.now()
 		s.mu.Lock()
 		s.lastAttempt, s.lastSuccess = now, now
@@ -156,17 +185,19 @@ func (p *Provider) goStart() bool {
 // failure it retries with exponential backoff from RetryMin up to a minute.
 func (p *Provider) loop() {
 	defer p.wg.Done()
+	ctx, cancel := p.fetchContext()
+	defer cancel()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	failures := 0
 	for {
 		select {
-		case <-p.bg.Done():
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 		next := p.cfg.refresh
-		if err := p.refreshAll(p.bg); err != nil {
+		if err := p.refreshAll(ctx); err != nil {
 			failures++
 			next = min(p.cfg.retryMin<<min(failures-1, 20), retryMax, p.cfg.refresh)
 		} else {
