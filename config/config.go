@@ -13,8 +13,6 @@ package config
 
 import (
 	"net/netip"
-
-	"github.com/modelgate/modelgate/ratelimit"
 	"net/url"
 	"time"
 )
@@ -40,6 +38,9 @@ type Config struct {
 
 	// File is the path the configuration was loaded from.
 	File string `yaml:"-"`
+
+	lines map[string]int    // field path → line, for Locate
+	unset map[string]string // field path → unset variable (LoadOptions.AllowUnset)
 }
 
 // Server configures the public listener.
@@ -360,9 +361,6 @@ type RateLimit struct {
 	// stays bounded under millions of identities; idle ones are forgotten).
 	// Default 100000.
 	MaxIdentities int `yaml:"max_identities"`
-
-	// Options is the section parsed for package ratelimit.
-	Options ratelimit.Options `yaml:"-"`
 }
 
 // Secret is a string that never prints itself: its String, GoString and

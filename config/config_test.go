@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelgate/modelgate/internal/problem"
 )
 
 const testKey = "mgk_0123456789abcdef0123456789abcdef"
@@ -147,14 +149,12 @@ server:
 			[]string{"routes[0].path: \"sp-secret-value\" must start with /"}}, // path is not a secret field but came from env: see TestSecretsNotEchoed
 		{"auth type later", strings.Replace(minimal, "type: key, key: \"${UPSTREAM_KEY}\"", "type: magic", 1),
 			[]string{`upstreams.fraud.auth.type: "magic" is not an auth type`}},
-		{"tls mixed modes", "server:\n  tls: { mode: files, cert_file: a.pem, key_file: a.key, domains: [x.example.com] }\n" + minimal[1:],
-			[]string{"server.tls: domains, email, ca, ca_root, storage and the challenge switches belong to mode acme"}},
-		{"tls acme without domains", "server:\n  tls: { mode: acme, http_listen: nope }\n" + minimal[1:],
-			[]string{"server.tls.domains: mode acme needs at least one domain", `server.tls.http_listen: "nope" is not host:port`}},
-		{"bad rate", strings.Replace(minimal, "    upstream: fraud\n", "    upstream: fraud\n    rate_limit: { per_identity: 5/sec, burst: -1 }\n", 1),
-			[]string{`routes[0].rate_limit.per_identity: invalid rate "5/sec"`, "routes[0].rate_limit.burst: must be positive"}},
-		{"empty rate limit", strings.Replace(minimal, "    upstream: fraud\n", "    upstream: fraud\n    rate_limit: { burst: 3 }\n", 1),
-			[]string{"routes[0].rate_limit: set per_identity and/or overall", "routes[0].rate_limit.burst: has no rate to apply to"}},
+		{"listen port out of range", "server: { listen: \"127.0.0.1:99999\" }\n" + minimal[1:],
+			[]string{`gw.yaml:1: server.listen: "127.0.0.1:99999": port 99999 is not a number from 0 to 65535`}},
+		{"upstream port out of range", strings.Replace(minimal, "http://fraud.example.com", "http://fraud.example.com:181011", 1),
+			[]string{`gw.yaml:8: upstreams.fraud.url: "http://fraud.example.com:181011/api/v1/service/fraud/": port 181011 is not a number from 1 to 65535`}},
+		{"http_listen not host:port", "server:\n  tls: { mode: acme, http_listen: nope }\n" + minimal[1:],
+			[]string{`gw.yaml:2: server.tls.http_listen: "nope" is not host:port`}},
 		{"admin on public address", "server: { listen: \":9090\" }\nadmin: { listen: \":9090\" }\n" + minimal[1:],
 			[]string{"admin.listen: is the same address as server.listen"}},
 		{"header override of Authorization", strings.Replace(minimal, "    auth:", "    headers: { Authorization: x }\n    auth:", 1),
@@ -376,4 +376,48 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("error does not name the file: %v", err)
 		}
 	})
+}
+
+// TestLocate: a problem found after loading, at a full field path, is
+// reported at the line the field (or its nearest written parent) is on.
+func TestLocate(t *testing.T) {
+	cfg, err := Parse("gw.yaml", []byte(minimal), lookup(testEnv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cfg.Locate(errors.Join(
+		problem.At("upstreams.fraud.auth.key", "refused"),
+		problem.At("routes[0].allow[0].roles", "no such field written"),
+		errors.New("no path"),
+	))
+	want := []string{
+		"gw.yaml:9: upstreams.fraud.auth.key: refused",
+		"gw.yaml:15: routes[0].allow[0].roles: no such field written",
+		"gw.yaml: no path",
+	}
+	if got := strings.Split(err.Error(), "\n"); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("Locate =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if cfg.Locate(nil) != nil {
+		t.Error("Locate(nil) must be nil")
+	}
+}
+
+// TestAllowUnset: an offline tool loads a file whose secrets are not set;
+// the placeholders are named and match no real value.
+func TestAllowUnset(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "gw.yaml")
+	if err := os.WriteFile(p, []byte(minimal), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p, lookup(nil)); err == nil {
+		t.Fatal("Load accepted an unset variable")
+	}
+	cfg, err := LoadWith(p, LoadOptions{LookupEnv: lookup(nil), AllowUnset: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Unset(); len(got) != 1 || got["upstreams.fraud.auth.key"] != "UPSTREAM_KEY" {
+		t.Errorf("Unset = %v", got)
+	}
 }

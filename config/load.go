@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/modelgate/modelgate/internal/problem"
 	"gopkg.in/yaml.v3"
 )
 
@@ -18,6 +19,22 @@ const MaxFileBytes = 4 << 20
 // lookupEnv resolves ${NAME} references; pass os.LookupEnv in production.
 // The error, when not nil, joins every problem found (see FieldError).
 func Load(path string, lookupEnv func(string) (string, bool)) (*Config, error) {
+	return LoadWith(path, LoadOptions{LookupEnv: lookupEnv})
+}
+
+// LoadOptions tunes LoadWith.
+type LoadOptions struct {
+	// LookupEnv resolves ${NAME} references; nil resolves none.
+	LookupEnv func(string) (string, bool)
+	// AllowUnset lets a ${NAME} whose variable is not set load as a
+	// placeholder instead of failing, and records it (see Unset). Only for
+	// offline tools such as `gateway explain`, which need the secrets of
+	// what they explain and nothing else; never for serving.
+	AllowUnset bool
+}
+
+// LoadWith is Load with options.
+func LoadWith(path string, o LoadOptions) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open config: %w", err)
@@ -30,15 +47,20 @@ func Load(path string, lookupEnv func(string) (string, bool)) (*Config, error) {
 	if len(data) > MaxFileBytes {
 		return nil, fmt.Errorf("config %s is larger than %d bytes: is it the right file?", path, MaxFileBytes)
 	}
-	return Parse(path, data, lookupEnv)
+	return parse(path, data, o)
 }
 
 // Parse decodes and validates configuration bytes; name is used in errors.
 func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	return parse(name, data, LoadOptions{LookupEnv: lookupEnv})
+}
+
+func parse(name string, data []byte, o LoadOptions) (*Config, error) {
+	lookupEnv := o.LookupEnv
 	if lookupEnv == nil {
 		lookupEnv = func(string) (string, bool) { return "", false }
 	}
-	d := &decoder{file: name, env: lookupEnv, lines: map[string]int{}, secret: map[string]bool{}}
+	d := &decoder{file: name, env: lookupEnv, lines: map[string]int{}, secret: map[string]bool{}, allowUnset: o.AllowUnset, unset: map[string]string{}}
 
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -52,7 +74,7 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	if err := dec.Decode(&extra); err == nil {
 		return nil, &FieldError{File: name, Line: extra.Line, Msg: "the file holds more than one YAML document: keep one"}
 	}
-	cfg := &Config{File: name}
+	cfg := &Config{File: name, lines: d.lines, unset: d.unset}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
@@ -82,4 +104,30 @@ func yamlErrMsg(err error) string {
 		s = s[i+2:]
 	}
 	return s
+}
+
+// Unset lists the fields whose ${NAME} variable was not set when the
+// configuration was loaded with AllowUnset, as field path → variable name.
+// Such fields hold a placeholder that matches no real secret.
+func (c *Config) Unset() map[string]string { return c.unset }
+
+// Locate turns the problems in err (see package internal/problem), whose
+// paths are full field paths such as "server.tls.domains[0]", into
+// FieldErrors naming this file and the line each field was written on (or
+// the nearest enclosing field's). Other errors are kept as they are, after
+// the file name. Locate(nil) is nil.
+func (c *Config) Locate(err error) error {
+	if err == nil {
+		return nil
+	}
+	var out []error
+	for _, e := range problem.Flatten(err) {
+		var pe *problem.Error
+		if errors.As(e, &pe) {
+			out = append(out, &FieldError{File: c.File, Line: lineOf(c.lines, pe.Path), Path: pe.Path, Msg: pe.Msg})
+			continue
+		}
+		out = append(out, &FieldError{File: c.File, Msg: e.Error()})
+	}
+	return errors.Join(out...)
 }

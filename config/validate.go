@@ -4,10 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"path"
 	"regexp"
 	"sort"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/modelgate/modelgate/internal/guid"
 	"github.com/modelgate/modelgate/internal/httpx"
-	"github.com/modelgate/modelgate/ratelimit"
 )
 
 // MinKeyLength is the shortest static key accepted, in bytes.
@@ -29,19 +26,22 @@ type validator struct {
 // errAt records a problem at a field path, using the line of the nearest
 // field that was written in the file.
 func (v *validator) errAt(p, format string, args ...any) {
-	line := 0
+	v.d.errs = append(v.d.errs, &FieldError{File: v.d.file, Line: lineOf(v.d.lines, p), Path: p, Msg: fmt.Sprintf(format, args...)})
+}
+
+// lineOf returns the line of the field at path p, or of its nearest
+// enclosing field that was written in the file.
+func lineOf(lines map[string]int, p string) int {
 	for q := p; ; {
-		if l, ok := v.d.lines[q]; ok {
-			line = l
-			break
+		if l, ok := lines[q]; ok {
+			return l
 		}
 		i := strings.LastIndexAny(q, ".[")
 		if i < 0 {
-			break
+			return 0
 		}
 		q = q[:i]
 	}
-	v.d.errs = append(v.d.errs, &FieldError{File: v.d.file, Line: line, Path: p, Msg: fmt.Sprintf(format, args...)})
 }
 
 func sortedKeys[M ~map[string]V, V any](m M) []string {
@@ -71,11 +71,16 @@ func (v *validator) server() {
 		if s.TLS != nil {
 			s.Listen = DefaultListenTLS
 		}
-	} else if _, _, err := net.SplitHostPort(s.Listen); err != nil {
-		v.errAt("server.listen", "%q is not host:port (write \":8443\" or \"127.0.0.1:8080\")", s.Listen)
+	} else if err := httpx.HostPort(s.Listen); err != nil {
+		v.errAt("server.listen", "%v", err)
 	}
-	if s.TLS != nil {
-		v.tls(s.TLS)
+	if t := s.TLS; t != nil && t.HTTPListen != "" {
+		// The rest of server.tls is validated where it is used (tlsserve).
+		if err := httpx.HostPort(t.HTTPListen); err != nil {
+			v.errAt("server.tls.http_listen", "%v", err)
+		} else if t.HTTPListen == s.Listen {
+			v.errAt("server.tls.http_listen", "is the same address as server.listen")
+		}
 	}
 	if s.MaxBodyBytes == 0 {
 		s.MaxBodyBytes = DefaultMaxBodyBytes
@@ -115,60 +120,12 @@ func setDefault(d *Duration, def interface{ Nanoseconds() int64 }) {
 	}
 }
 
-func (v *validator) tls(t *TLS) {
-	switch t.Mode {
-	case "acme":
-		if len(t.Domains) == 0 {
-			v.errAt("server.tls.domains", "mode acme needs at least one domain")
-		}
-		for i, dom := range t.Domains {
-			if !validHost(dom) {
-				v.errAt(fmt.Sprintf("server.tls.domains[%d]", i), "%q is not a DNS name", dom)
-			}
-		}
-		if t.CA != "" {
-			if _, err := parseHTTPSURL(t.CA, false); err != nil {
-				v.errAt("server.tls.ca", "%v", err)
-			}
-		}
-		if t.CertFile != "" || t.KeyFile != "" || t.ReloadInterval != 0 {
-			v.errAt("server.tls", "cert_file, key_file and reload_interval belong to mode files, not acme")
-		}
-		if t.HTTPChallenge != nil && t.TLSALPNChallenge != nil && !*t.HTTPChallenge && !*t.TLSALPNChallenge {
-			v.errAt("server.tls", "both ACME challenges are off: leave http_challenge or tls_alpn_challenge on")
-		}
-		if (t.HTTPChallenge == nil || *t.HTTPChallenge) && t.HTTPListen == "" && t.TLSALPNChallenge != nil && !*t.TLSALPNChallenge {
-			v.errAt("server.tls.http_listen", "the HTTP-01 challenge is the only one on, so it needs http_listen (port 80)")
-		}
-	case "files":
-		if t.CertFile == "" || t.KeyFile == "" {
-			v.errAt("server.tls", "mode files needs both cert_file and key_file")
-		}
-		if len(t.Domains) > 0 || t.Email != "" || t.CA != "" || t.CARoot != "" || t.Storage != "" || t.HTTPChallenge != nil || t.TLSALPNChallenge != nil {
-			v.errAt("server.tls", "domains, email, ca, ca_root, storage and the challenge switches belong to mode acme, not files")
-		}
-	case "":
-		v.errAt("server.tls.mode", "missing: write acme or files (or remove tls for plain HTTP)")
-		return
-	default:
-		v.errAt("server.tls.mode", "%q is not a TLS mode: write acme or files", t.Mode)
-		return
-	}
-	if t.HTTPListen != "" {
-		if _, _, err := net.SplitHostPort(t.HTTPListen); err != nil {
-			v.errAt("server.tls.http_listen", "%q is not host:port (write \":80\")", t.HTTPListen)
-		} else if t.HTTPListen == v.cfg.Server.Listen {
-			v.errAt("server.tls.http_listen", "is the same address as server.listen")
-		}
-	}
-}
-
 func (v *validator) admin() {
 	a := &v.cfg.Admin
 	if a.Listen == "" {
 		a.Listen = DefaultAdminListen
-	} else if _, _, err := net.SplitHostPort(a.Listen); err != nil {
-		v.errAt("admin.listen", "%q is not host:port (write \"127.0.0.1:9090\")", a.Listen)
+	} else if err := httpx.HostPort(a.Listen); err != nil {
+		v.errAt("admin.listen", "%v", err)
 	}
 	if a.Listen == v.cfg.Server.Listen {
 		v.errAt("admin.listen", "is the same address as server.listen: the admin endpoints must never be on the public listener")
@@ -258,6 +215,9 @@ func (v *validator) keySets() {
 	}
 }
 
+// credentials checks what only the file can tell: names, and that secrets
+// come from the environment. Everything else about a credential is
+// validated where it is built (credential/azcred).
 func (v *validator) credentials() {
 	for _, name := range sortedKeys(v.cfg.Credentials) {
 		c := v.cfg.Credentials[name]
@@ -267,161 +227,28 @@ func (v *validator) credentials() {
 			v.errAt(p, "empty credential: set its type")
 			continue
 		}
-		need := func(field, val, why string) {
-			if val == "" {
-				v.errAt(p+"."+field, "missing: %s", why)
-			}
-		}
-		forbid := func(field string, set bool) {
-			if set {
-				v.errAt(p+"."+field, "is not used by credential type %s: remove it", c.Type)
-			}
-		}
-		switch c.Type {
-		case CredClientSecret:
-			need("tenant_id", c.TenantID, "the service principal's tenant")
-			need("client_id", c.ClientID, "the service principal's application (client) id")
-			need("client_secret", string(c.ClientSecret), "the client secret, as ${NAME} from the environment")
-			if c.ClientSecret != "" && !v.d.secret[p+".client_secret"] {
-				v.errAt(p+".client_secret", "must come from the environment (${NAME}), not be written in the file")
-			}
-			forbid("certificate_path", c.CertificatePath != "")
-			forbid("resource_id", c.ResourceID != "")
-			forbid("token_file_path", c.TokenFilePath != "")
-		case CredClientCertificate:
-			need("tenant_id", c.TenantID, "the service principal's tenant")
-			need("client_id", c.ClientID, "the service principal's application (client) id")
-			need("certificate_path", c.CertificatePath, "a PEM or PFX file with the certificate and private key")
-			if c.CertificatePassword != "" && !v.d.secret[p+".certificate_password"] {
-				v.errAt(p+".certificate_password", "must come from the environment (${NAME}), not be written in the file")
-			}
-			forbid("client_secret", c.ClientSecret != "")
-			forbid("resource_id", c.ResourceID != "")
-			forbid("token_file_path", c.TokenFilePath != "")
-		case CredManagedIdentity:
-			if c.ClientID != "" && c.ResourceID != "" {
-				v.errAt(p, "set client_id or resource_id to pick a user-assigned identity, not both")
-			}
-			forbid("tenant_id", c.TenantID != "")
-			forbid("client_secret", c.ClientSecret != "")
-			forbid("certificate_path", c.CertificatePath != "")
-			forbid("token_file_path", c.TokenFilePath != "")
-			forbid("authority_host", c.AuthorityHost != "")
-		case CredWorkloadIdentity:
-			forbid("client_secret", c.ClientSecret != "")
-			forbid("certificate_path", c.CertificatePath != "")
-			forbid("resource_id", c.ResourceID != "")
-		case CredAzureCLI, CredDefault:
-			forbid("client_secret", c.ClientSecret != "")
-			forbid("certificate_path", c.CertificatePath != "")
-			forbid("token_file_path", c.TokenFilePath != "")
-		case "":
-			v.errAt(p+".type", "missing: write client_secret, client_certificate, managed_identity, workload_identity, azure_cli or default")
-		default:
-			v.errAt(p+".type", "%q is not a credential type: write client_secret, client_certificate, managed_identity, workload_identity, azure_cli or default", c.Type)
-		}
-		switch c.Cloud {
-		case "", "public", "usgovernment", "china":
-		default:
-			v.errAt(p+".cloud", "%q is not a cloud: write public, usgovernment or china", c.Cloud)
-		}
-		if c.AuthorityHost != "" {
-			if _, err := parseHTTPSURL(c.AuthorityHost, false); err != nil {
-				v.errAt(p+".authority_host", "%v (azidentity accepts only https authorities)", err)
-			}
-		}
+		v.fromEnv(p+".client_secret", c.ClientSecret)
+		v.fromEnv(p+".certificate_password", c.CertificatePassword)
+	}
+}
+
+// fromEnv refuses a secret written in the file itself.
+func (v *validator) fromEnv(p string, val Secret) {
+	if val != "" && !v.d.secret[p] {
+		v.errAt(p, "must come from the environment (${NAME}), not be written in the file")
 	}
 }
 
 var regionPattern = regexp.MustCompile(`^[a-z0-9]+$`)
 
-// IsGUID reports whether s is a GUID such as a tenant or object id.
-func IsGUID(s string) bool { return guid.Valid(s) }
-
+// identityProviders checks names only; the settings are validated where
+// they are used (package idp).
 func (v *validator) identityProviders() {
 	for _, name := range sortedKeys(v.cfg.IdentityProviders) {
-		ip := v.cfg.IdentityProviders[name]
 		p := "identity_providers." + name
 		v.name(p, "identity provider", name)
-		if ip == nil {
+		if v.cfg.IdentityProviders[name] == nil {
 			v.errAt(p, "empty identity provider: set its type")
-			continue
-		}
-		forbid := func(field string, set bool) {
-			if set {
-				v.errAt(p+"."+field, "is not used by identity provider type %s: remove it", ip.Type)
-			}
-		}
-		switch ip.Type {
-		case IdPAzureAD:
-			switch t := ip.TenantID; {
-			case t == "":
-				v.errAt(p+".tenant_id", "missing: the directory (tenant) id GUID, or organizations/common with allowed_tenants")
-			case t == "common" || t == "organizations":
-				if len(ip.AllowedTenants) == 0 {
-					v.errAt(p+".allowed_tenants", "tenant_id %s accepts tokens from any tenant: list the tenant ids to admit", t)
-				}
-			case !IsGUID(t):
-				v.errAt(p+".tenant_id", "%q is not a tenant id GUID (find it with az account show --query tenantId)", t)
-			default:
-				if len(ip.AllowedTenants) > 0 {
-					v.errAt(p+".allowed_tenants", "only applies to tenant_id organizations or common")
-				}
-			}
-			for i, t := range ip.AllowedTenants {
-				if !IsGUID(t) {
-					v.errAt(fmt.Sprintf("%s.allowed_tenants[%d]", p, i), "%q is not a tenant id GUID", t)
-				}
-			}
-			switch ip.Cloud {
-			case "", "public", "usgovernment", "china":
-			default:
-				v.errAt(p+".cloud", "%q is not a cloud: write public, usgovernment or china", ip.Cloud)
-			}
-			if ip.AuthorityHost != "" {
-				if _, err := parseHTTPSURL(ip.AuthorityHost, true); err != nil {
-					v.errAt(p+".authority_host", "%v", err)
-				}
-			}
-			forbid("issuer", ip.Issuer != "")
-			forbid("discovery_url", ip.DiscoveryURL != "")
-			forbid("jwks_uri", ip.JWKSURI != "")
-		case IdPOIDC:
-			if ip.Issuer == "" {
-				v.errAt(p+".issuer", "missing: the exact issuer (iss) of the tokens to accept")
-			} else if u, err := url.Parse(ip.Issuer); err != nil || u.Scheme == "" || u.Host == "" {
-				v.errAt(p+".issuer", "%q is not an absolute URL", ip.Issuer)
-			}
-			for _, f := range []struct{ field, val string }{{"discovery_url", ip.DiscoveryURL}, {"jwks_uri", ip.JWKSURI}} {
-				if f.val != "" {
-					if _, err := parseHTTPSURL(f.val, true); err != nil {
-						v.errAt(p+"."+f.field, "%v", err)
-					}
-				}
-			}
-			if ip.DiscoveryURL == "" && ip.JWKSURI == "" && ip.Issuer != "" {
-				if _, err := parseHTTPSURL(ip.Issuer, true); err != nil {
-					v.errAt(p+".issuer", "keys would be discovered from the issuer, but %v; set jwks_uri or discovery_url", err)
-				}
-			}
-			forbid("tenant_id", ip.TenantID != "")
-			forbid("allowed_tenants", len(ip.AllowedTenants) > 0)
-			forbid("cloud", ip.Cloud != "")
-			forbid("authority_host", ip.AuthorityHost != "")
-		case "":
-			v.errAt(p+".type", "missing: write azure_ad or oidc")
-			continue
-		default:
-			v.errAt(p+".type", "%q is not an identity provider type: write azure_ad or oidc", ip.Type)
-			continue
-		}
-		if len(ip.Audiences) == 0 {
-			v.errAt(p+".audiences", "missing: list the aud values to accept (the App ID URI and/or client id)")
-		}
-		for i, a := range ip.Audiences {
-			if strings.TrimSpace(a) == "" {
-				v.errAt(fmt.Sprintf("%s.audiences[%d]", p, i), "empty audience")
-			}
 		}
 	}
 }
@@ -439,13 +266,9 @@ func (v *validator) upstreams() {
 		}
 		if u.URL == "" {
 			v.errAt(p+".url", "missing: the scoring URI (for example http://fraud-1234.westeurope.azurecontainer.io)")
-		} else if pu, err := url.Parse(u.URL); err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			v.errAt(p+".url", "%q is not an absolute http or https URL", u.URL)
-		} else if pu.User != nil || pu.RawQuery != "" || pu.Fragment != "" || pu.Opaque != "" {
-			v.errAt(p+".url", "must not carry credentials, a query or a fragment: put credentials in auth")
+		} else if pu, err := httpx.UpstreamURL(u.URL); err != nil {
+			v.errAt(p+".url", "%v", err)
 		} else {
-			pu.Path = strings.TrimSuffix(pu.Path, "/")
-			pu.RawPath = ""
 			u.Parsed = pu
 		}
 		for _, h := range sortedKeys(u.Headers) {
@@ -490,11 +313,6 @@ func (v *validator) auth(p string, a *Auth) {
 			v.errAt(p+"."+field, "is not used by auth type %s: remove it", a.Type)
 		}
 	}
-	fromEnv := func(field string, val Secret) {
-		if val != "" && !v.d.secret[p+"."+field] {
-			v.errAt(p+"."+field, "must come from the environment (${NAME}), not be written in the file")
-		}
-	}
 	credential := func() {
 		if a.Credential == "" {
 			v.errAt(p+".credential", "missing: name one of the credentials: entries (the gateway's Azure identity)")
@@ -502,32 +320,21 @@ func (v *validator) auth(p string, a *Auth) {
 			v.errAt(p+".credential", "no credential named %q in credentials: (have: %s)", a.Credential, strings.Join(sortedKeys(v.cfg.Credentials), ", "))
 		}
 	}
-	workspace := func(needRegion bool) {
+	// The workspace's required fields and hosts are checked where they are
+	// used (package credential); the file's own rules are checked here.
+	workspace := func() {
 		w := a.Workspace
 		if w == nil {
-			v.errAt(p+".workspace", "missing: subscription_id, resource_group and name of the Azure ML workspace")
 			return
 		}
 		wp := p + ".workspace"
 		for _, f := range []struct{ field, val string }{{"subscription_id", w.SubscriptionID}, {"resource_group", w.ResourceGroup}, {"name", w.Name}} {
-			if f.val == "" {
-				v.errAt(wp+"."+f.field, "missing")
-			} else if strings.ContainsAny(f.val, "/?#% ") {
+			if strings.ContainsAny(f.val, "/?#% ") {
 				v.errAt(wp+"."+f.field, "%q contains characters not allowed in an Azure resource name", f.val)
 			}
 		}
-		if needRegion && w.Region == "" && w.APIHost == "" {
-			v.errAt(wp+".region", "missing: the workspace's region (or api_host)")
-		}
 		if w.Region != "" && !regionPattern.MatchString(w.Region) {
 			v.errAt(wp+".region", "%q is not an Azure region name like westeurope", w.Region)
-		}
-		for _, f := range []struct{ field, val string }{{"api_host", w.APIHost}, {"management_host", w.ManagementHost}} {
-			if f.val != "" {
-				if _, err := parseHTTPSURL(f.val, true); err != nil {
-					v.errAt(wp+"."+f.field, "%v", err)
-				}
-			}
 		}
 	}
 	switch a.Type {
@@ -543,8 +350,8 @@ func (v *validator) auth(p string, a *Auth) {
 		if a.Key == "" {
 			v.errAt(p+".key", "missing: the upstream's key, as ${NAME} from the environment")
 		}
-		fromEnv("key", a.Key)
-		fromEnv("secondary_key", a.SecondaryKey)
+		v.fromEnv(p+".key", a.Key)
+		v.fromEnv(p+".secondary_key", a.SecondaryKey)
 		forbid("credential", a.Credential != "")
 		forbid("workspace", a.Workspace != nil)
 		forbid("service", a.Service != "")
@@ -559,7 +366,7 @@ func (v *validator) auth(p string, a *Auth) {
 			if (a.Service == "") == (a.Endpoint == "") {
 				v.errAt(p, "set service (an ACI/AKS web service) or endpoint (an online endpoint), one of them")
 			}
-			workspace(a.Service != "")
+			workspace()
 			forbid("scope", a.Scope != "")
 			if a.RefreshInterval == 0 {
 				a.RefreshInterval = Duration(DefaultKeysRefresh)
@@ -568,14 +375,14 @@ func (v *validator) auth(p string, a *Auth) {
 			if a.Service == "" {
 				v.errAt(p+".service", "missing: the AKS web service name")
 			}
-			workspace(true)
+			workspace()
 			forbid("endpoint", a.Endpoint != "")
 			forbid("scope", a.Scope != "")
 		case AuthAMLEndpointToken:
 			if a.Endpoint == "" {
 				v.errAt(p+".endpoint", "missing: the online endpoint name")
 			}
-			workspace(false)
+			workspace()
 			forbid("service", a.Service != "")
 			forbid("scope", a.Scope != "")
 		case AuthAADToken:
@@ -654,42 +461,6 @@ func (v *validator) routes() {
 		for j, a := range r.Allow {
 			v.allowRule(fmt.Sprintf("%s.allow[%d]", p, j), a)
 		}
-		if r.RateLimit != nil {
-			v.rateLimit(p+".rate_limit", r.RateLimit)
-		}
-	}
-}
-
-func (v *validator) rateLimit(p string, rl *RateLimit) {
-	o := &rl.Options
-	var err error
-	if rl.PerIdentity != "" {
-		if o.PerIdentity, err = ratelimit.ParseRate(rl.PerIdentity); err != nil {
-			v.errAt(p+".per_identity", "%v", err)
-		}
-	}
-	if rl.Overall != "" {
-		if o.Overall, err = ratelimit.ParseRate(rl.Overall); err != nil {
-			v.errAt(p+".overall", "%v", err)
-		}
-	}
-	if rl.PerIdentity == "" && rl.Overall == "" {
-		v.errAt(p, "set per_identity and/or overall (N/s, N/m or N/h), or remove rate_limit")
-	}
-	for _, f := range []struct {
-		field string
-		n     int
-		rate  string
-	}{{"burst", rl.Burst, rl.PerIdentity}, {"overall_burst", rl.OverallBurst, rl.Overall}, {"max_identities", rl.MaxIdentities, rl.PerIdentity}} {
-		if f.n < 0 {
-			v.errAt(p+"."+f.field, "must be positive")
-		} else if f.n > 0 && f.rate == "" {
-			v.errAt(p+"."+f.field, "has no rate to apply to: set the matching rate too")
-		}
-	}
-	o.PerIdentityBurst, o.OverallBurst, o.MaxIdentities = rl.Burst, rl.OverallBurst, rl.MaxIdentities
-	if _, err := ratelimit.New(*o); err != nil && len(v.d.errs) == 0 {
-		v.errAt(p, "%v", err)
 	}
 }
 
@@ -723,7 +494,7 @@ func (v *validator) allowRule(p string, a *AllowRule) {
 			m     Match
 		}{{"groups", a.Groups}, {"users", a.Users}, {"tenants", a.Tenants}} {
 			for _, id := range append(append([]string(nil), c.m.AnyOf...), c.m.AllOf...) {
-				if !IsGUID(id) {
+				if !guid.Valid(id) {
 					v.errAt(p+"."+c.field, "%q is not an object id GUID (%s are matched by id, never by name)", id, c.field)
 					break
 				}
@@ -734,19 +505,6 @@ func (v *validator) allowRule(p string, a *AllowRule) {
 	}
 }
 
-var hostPattern = regexp.MustCompile(`^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+var hostPattern = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
 
 func validHost(h string) bool { return len(h) <= 253 && hostPattern.MatchString(strings.ToLower(h)) }
-
-// parseHTTPSURL accepts an absolute https URL; plain http is accepted only for
-// loopback hosts when allowLoopbackHTTP is set (tests and local fakes).
-func parseHTTPSURL(s string, allowLoopbackHTTP bool) (*url.URL, error) {
-	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, fmt.Errorf("%q is not an absolute https URL", s)
-	}
-	if u.Scheme == "http" && !(allowLoopbackHTTP && httpx.IsLoopbackHost(u.Hostname())) {
-		return nil, fmt.Errorf("%q must use https (plain http is allowed only for loopback addresses)", s)
-	}
-	return u, nil
-}
