@@ -8,6 +8,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"github.com/modelgate/modelgate/internal/problem"
 )
 
 // AMLServiceTokenOptions configures NewAMLServiceToken.
@@ -48,15 +50,14 @@ type serviceTokenResponse struct {
 // gateway's ARM token, refreshes at refreshAfter and never serves a token
 // past expiryOn.
 func NewAMLServiceToken(o AMLServiceTokenOptions) (*TokenSource, error) {
-	if o.Credential == nil {
-		return nil, fmt.Errorf("credential: aml_service_token %q needs the gateway's Azure credential", o.Name)
-	}
+	var probs problem.List
+	needCredential(o.Credential, &probs)
 	if o.Service == "" {
-		return nil, fmt.Errorf("credential: aml_service_token %q needs service", o.Name)
+		probs.Add("service", "missing: the AKS web service name")
 	}
-	base, err := o.Workspace.serviceBase(o.Service)
-	if err != nil {
-		return nil, fmt.Errorf("credential: aml_service_token %q: %w", o.Name, err)
+	base := o.Workspace.serviceBase(o.Service, &probs)
+	if err := probs.Err(); err != nil {
+		return nil, err
 	}
 	cp := &controlPlane{
 		cred:      o.Credential,
@@ -125,15 +126,14 @@ type endpointTokenResponse struct {
 // .../onlineEndpoints/{name}/token, refreshes at refreshAfterTimeUtc and
 // never serves a token past expiryTimeUtc.
 func NewAMLEndpointToken(o AMLEndpointTokenOptions) (*TokenSource, error) {
-	if o.Credential == nil {
-		return nil, fmt.Errorf("credential: aml_endpoint_token %q needs the gateway's Azure credential", o.Name)
-	}
+	var probs problem.List
+	needCredential(o.Credential, &probs)
 	if o.Endpoint == "" {
-		return nil, fmt.Errorf("credential: aml_endpoint_token %q needs endpoint", o.Name)
+		probs.Add("endpoint", "missing: the online endpoint name")
 	}
-	u, err := o.Workspace.endpointURL(o.Endpoint, "token", o.APIVersion)
-	if err != nil {
-		return nil, fmt.Errorf("credential: aml_endpoint_token %q: %w", o.Name, err)
+	u := o.Workspace.endpointURL(o.Endpoint, "token", o.APIVersion, &probs)
+	if err := probs.Err(); err != nil {
+		return nil, err
 	}
 	cp := &controlPlane{
 		cred:      o.Credential,
@@ -196,8 +196,10 @@ type AADTokenOptions struct {
 // before ExpiresOn. azidentity caches tokens itself, so a Rejected refetch
 // usually gets the same token back and reports false.
 func NewAADToken(o AADTokenOptions) (*TokenSource, error) {
-	if o.Credential == nil {
-		return nil, fmt.Errorf("credential: aad_token %q needs the gateway's Azure credential", o.Name)
+	var probs problem.List
+	needCredential(o.Credential, &probs)
+	if err := probs.Err(); err != nil {
+		return nil, err
 	}
 	scope := orDefault(o.Scope, ScopeAzureML)
 	cred := o.Credential

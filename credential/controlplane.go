@@ -4,18 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
+	"github.com/modelgate/modelgate/internal/httpx"
+	"github.com/modelgate/modelgate/internal/problem"
 )
 
 // Azure AD scopes and the ARM API version the sources use by default.
@@ -57,62 +59,63 @@ type Workspace struct {
 	ManagementHost string
 }
 
-func (w Workspace) validate() error {
-	var missing []string
-	if w.SubscriptionID == "" {
-		missing = append(missing, "subscription_id")
+// regionPattern is the shape of an Azure region name such as westeurope.
+var regionPattern = regexp.MustCompile(`^[a-z0-9]+$`)
+
+// problems records what is wrong with w at paths under "workspace".
+func (w Workspace) problems(probs *problem.List) {
+	for _, f := range []struct{ field, val string }{{"subscription_id", w.SubscriptionID}, {"resource_group", w.ResourceGroup}, {"name", w.Name}} {
+		if f.val == "" {
+			probs.Add("workspace."+f.field, "missing: the Azure ML workspace's %s", strings.ReplaceAll(f.field, "_", " "))
+		} else if strings.ContainsAny(f.val, "/?#% ") {
+			probs.Add("workspace."+f.field, "%q contains characters not allowed in an Azure resource name", f.val)
+		}
 	}
-	if w.ResourceGroup == "" {
-		missing = append(missing, "resource_group")
+	if w.Region != "" && !regionPattern.MatchString(w.Region) {
+		probs.Add("workspace.region", "%q is not an Azure region name like westeurope", w.Region)
 	}
-	if w.Name == "" {
-		missing = append(missing, "name")
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("workspace is missing %s", strings.Join(missing, ", "))
-	}
-	return nil
 }
 
 // serviceBase returns
-// {api_host}/modelmanagement/v1.0/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{ws}/services/{name}.
-func (w Workspace) serviceBase(service string) (string, error) {
-	if err := w.validate(); err != nil {
-		return "", err
-	}
+// {api_host}/modelmanagement/v1.0/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{ws}/services/{name},
+// recording problems at paths relative to the auth section.
+func (w Workspace) serviceBase(service string, probs *problem.List) string {
+	w.problems(probs)
 	host := w.APIHost
 	if host == "" {
 		if w.Region == "" {
-			return "", errors.New("workspace needs region (or api_host) to reach the workspace service API")
+			probs.Add("workspace.region", "missing: the workspace's region (or api_host), to reach the workspace service API")
+			return ""
 		}
 		host = "https://" + url.PathEscape(w.Region) + ".api.azureml.ms"
 	}
-	host, err := checkHost("api_host", host)
+	host, err := checkHost(host)
 	if err != nil {
-		return "", err
+		probs.Add("workspace.api_host", "%v", err)
+		return ""
 	}
-	return host + "/modelmanagement/v1.0" + w.armPath() + "/services/" + url.PathEscape(service), nil
+	return host + "/modelmanagement/v1.0" + w.armPath() + "/services/" + url.PathEscape(service)
 }
 
 // endpointURL returns
-// {management_host}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{ws}/onlineEndpoints/{name}/{action}?api-version={v}.
-func (w Workspace) endpointURL(endpoint, action, apiVersion string) (string, error) {
-	if err := w.validate(); err != nil {
-		return "", err
-	}
+// {management_host}/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{ws}/onlineEndpoints/{name}/{action}?api-version={v},
+// recording problems at paths relative to the auth section.
+func (w Workspace) endpointURL(endpoint, action, apiVersion string, probs *problem.List) string {
+	w.problems(probs)
 	host := w.ManagementHost
 	if host == "" {
 		host = DefaultManagementHost
 	}
-	host, err := checkHost("management_host", host)
+	host, err := checkHost(host)
 	if err != nil {
-		return "", err
+		probs.Add("workspace.management_host", "%v", err)
+		return ""
 	}
 	if apiVersion == "" {
 		apiVersion = DefaultAPIVersion
 	}
 	return host + w.armPath() + "/onlineEndpoints/" + url.PathEscape(endpoint) + "/" + action +
-		"?api-version=" + url.QueryEscape(apiVersion), nil
+		"?api-version=" + url.QueryEscape(apiVersion)
 }
 
 func (w Workspace) armPath() string {
@@ -122,34 +125,24 @@ func (w Workspace) armPath() string {
 }
 
 // checkHost validates a control-plane host and strips a trailing slash. The
-// gateway sends its ARM token there, so it must be https; plain http is
-// accepted only for loopback addresses, which tests use.
-func checkHost(field, host string) (string, error) {
-	u, err := url.Parse(host)
+// gateway sends its ARM token there, so it must be https (plain http only to
+// loopback, which tests use: httpx.SecureURL), and scheme and host only.
+func checkHost(host string) (string, error) {
+	u, err := httpx.SecureURL(host)
 	if err != nil {
-		return "", fmt.Errorf("%s %q: %w", field, host, err)
+		return "", fmt.Errorf("%w: the gateway sends its Azure AD token there", err)
 	}
-	if u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.User != nil {
-		return "", fmt.Errorf("%s %q: want a scheme and host only, like https://management.azure.com", field, host)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return "", fmt.Errorf("%s %q: the gateway's Azure AD token would travel in clear text: use https (http is allowed for loopback only)", field, host)
-		}
-	default:
-		return "", fmt.Errorf("%s %q: scheme must be https", field, host)
+	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("%q: want a scheme and host only, like https://management.azure.com", host)
 	}
 	return strings.TrimSuffix(host, "/"), nil
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
+// needCredential records a missing gateway identity.
+func needCredential(cred azcore.TokenCredential, probs *problem.List) {
+	if cred == nil {
+		probs.Add("credential", "missing: the gateway's Azure credential (name one of the credentials: entries)")
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // controlPlane posts to an Azure control plane with the gateway's Azure AD

@@ -111,39 +111,45 @@ func TestConstructorValidation(t *testing.T) {
 		{"service token without credential", func() error {
 			_, err := credential.NewAMLServiceToken(credential.AMLServiceTokenOptions{Name: "a", Workspace: ws, Service: "s"})
 			return err
-		}, "needs the gateway's Azure credential"},
+		}, "credential: missing: the gateway's Azure credential"},
 		{"service token without service", func() error {
 			_, err := credential.NewAMLServiceToken(credential.AMLServiceTokenOptions{Name: "a", Credential: w.cred, Workspace: ws})
 			return err
-		}, "needs service"},
+		}, "service: missing: the AKS web service name"},
 		{"service token without region or api_host", func() error {
 			_, err := credential.NewAMLServiceToken(credential.AMLServiceTokenOptions{Name: "a", Credential: w.cred, Workspace: noRegion, Service: "s"})
 			return err
-		}, "needs region (or api_host)"},
+		}, "workspace.region: missing: the workspace's region (or api_host)"},
 		{"service token with a path in api_host", func() error {
 			_, err := credential.NewAMLServiceToken(credential.AMLServiceTokenOptions{Name: "a", Credential: w.cred, Workspace: withPath, Service: "s"})
 			return err
-		}, "scheme and host only"},
+		}, "workspace.api_host: \"https://example.com/some/path\": want a scheme and host only"},
 		{"endpoint token over plain http", func() error {
 			_, err := credential.NewAMLEndpointToken(credential.AMLEndpointTokenOptions{Name: "a", Credential: w.cred, Workspace: plainHTTP, Endpoint: "e"})
 			return err
-		}, "clear text"},
+		}, "workspace.management_host: \"http://management.example.com\" must use https"},
 		{"endpoint token missing workspace fields", func() error {
 			_, err := credential.NewAMLEndpointToken(credential.AMLEndpointTokenOptions{Name: "a", Credential: w.cred, Endpoint: "e"})
 			return err
-		}, "workspace is missing subscription_id, resource_group, name"},
+		}, "workspace.subscription_id: missing"},
 		{"aml_keys with service and endpoint", func() error {
 			_, err := credential.NewAMLKeys(credential.AMLKeysOptions{Name: "a", Credential: w.cred, Workspace: ws, Service: "s", Endpoint: "e"})
 			return err
-		}, "exactly one of service"},
+		}, "set service (an ACI/AKS web service) or endpoint"},
 		{"aml_keys with neither", func() error {
 			_, err := credential.NewAMLKeys(credential.AMLKeysOptions{Name: "a", Credential: w.cred, Workspace: ws})
 			return err
-		}, "exactly one of service"},
+		}, "set service (an ACI/AKS web service) or endpoint"},
 		{"aad_token without credential", func() error {
 			_, err := credential.NewAADToken(credential.AADTokenOptions{Name: "a"})
 			return err
-		}, "needs the gateway's Azure credential"},
+		}, "credential: missing"},
+		{"bad region and resource names", func() error {
+			bad := ws
+			bad.Name, bad.Region = "ws/1", "West Europe"
+			_, err := credential.NewAMLKeys(credential.AMLKeysOptions{Name: "a", Credential: w.cred, Workspace: bad, Service: "s"})
+			return err
+		}, "workspace.name: \"ws/1\" contains characters"},
 		{"public defaults are fine", func() error {
 			_, err := credential.NewAMLServiceToken(credential.AMLServiceTokenOptions{Name: "a", Credential: w.cred, Workspace: credential.Workspace{SubscriptionID: sub, ResourceGroup: rg, Name: wsName, Region: "westeurope"}, Service: "s"})
 			return err

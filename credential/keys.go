@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
+	"github.com/modelgate/modelgate/internal/problem"
 )
 
 // keyPair is a primary and secondary key; either may be empty.
@@ -142,7 +144,7 @@ var _ ManagedSource = (*KeySource)(nil)
 // NewKey returns the key source for o.
 func NewKey(o KeyOptions) (*KeySource, error) {
 	if o.Primary.IsZero() {
-		return nil, fmt.Errorf("credential: key upstream %q needs a key", o.Name)
+		return nil, problem.At("key", "missing: the upstream's key, as ${NAME} from the environment")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -262,22 +264,18 @@ var _ ManagedSource = (*AMLKeysSource)(nil)
 
 // NewAMLKeys returns the aml_keys source for o.
 func NewAMLKeys(o AMLKeysOptions) (*AMLKeysSource, error) {
-	if o.Credential == nil {
-		return nil, fmt.Errorf("credential: aml_keys %q needs the gateway's Azure credential", o.Name)
-	}
+	var probs problem.List
+	needCredential(o.Credential, &probs)
 	if (o.Service == "") == (o.Endpoint == "") {
-		return nil, fmt.Errorf("credential: aml_keys %q needs exactly one of service (web service) or endpoint (online endpoint)", o.Name)
+		probs.Add("", "set service (an ACI/AKS web service) or endpoint (an online endpoint), one of them")
 	}
 	var (
 		u     string
-		err   error
 		op    operation
 		scope string
 	)
 	if o.Service != "" {
-		var base string
-		base, err = o.Workspace.serviceBase(o.Service)
-		u = base + "/listkeys"
+		u = o.Workspace.serviceBase(o.Service, &probs) + "/listkeys"
 		scope = orDefault(o.Scope, ScopeWorkspaceAPI)
 		op = operation{
 			name:   "list service keys",
@@ -285,7 +283,7 @@ func NewAMLKeys(o AMLKeysOptions) (*AMLKeysSource, error) {
 			action: "list web service keys (Microsoft.MachineLearningServices/workspaces/services/*/listkeys/action)",
 		}
 	} else {
-		u, err = o.Workspace.endpointURL(o.Endpoint, "listKeys", o.APIVersion)
+		u = o.Workspace.endpointURL(o.Endpoint, "listKeys", o.APIVersion, &probs)
 		scope = orDefault(o.Scope, ScopeARM)
 		op = operation{
 			name:   "list online endpoint keys",
@@ -293,8 +291,8 @@ func NewAMLKeys(o AMLKeysOptions) (*AMLKeysSource, error) {
 			action: "list online endpoint keys (Microsoft.MachineLearningServices/workspaces/onlineEndpoints/listKeys/action)",
 		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("credential: aml_keys %q: %w", o.Name, err)
+	if err := probs.Err(); err != nil {
+		return nil, err
 	}
 	if o.Interval <= 0 {
 		o.Interval = DefaultKeysInterval

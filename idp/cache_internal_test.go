@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/modelgate/modelgate/internal/httpx"
 )
 
 func TestCacheBoundedAndEvictsStaleFirst(t *testing.T) {
@@ -73,7 +75,10 @@ func TestIssuerTemplate(t *testing.T) {
 	}
 }
 
-func TestCheckURL(t *testing.T) {
+// TestKeyURLRule pins the rule for where metadata and keys may come from:
+// key material over plain http from a non-loopback host could be replaced on
+// the path, letting anyone there mint accepted tokens.
+func TestKeyURLRule(t *testing.T) {
 	tests := []struct {
 		url string
 		ok  bool
@@ -95,8 +100,8 @@ func TestCheckURL(t *testing.T) {
 		{"", false},
 	}
 	for _, tt := range tests {
-		if _, err := checkURL(tt.url); (err == nil) != tt.ok {
-			t.Errorf("checkURL(%q) = %v, want ok=%v", tt.url, err, tt.ok)
+		if _, err := httpx.SecureURL(tt.url); (err == nil) != tt.ok {
+			t.Errorf("SecureURL(%q) = %v, want ok=%v", tt.url, err, tt.ok)
 		}
 	}
 }

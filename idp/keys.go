@@ -23,6 +23,8 @@ import (
 	"github.com/MicahParks/jwkset"
 	"github.com/MicahParks/keyfunc/v3"
 	"golang.org/x/time/rate"
+
+	"github.com/modelgate/modelgate/internal/httpx"
 )
 
 // source is one metadata document and the key set it names: Azure AD's v1
@@ -266,7 +268,7 @@ func (s *source) checkMetadata(st *keyState, issuer, jwksURI string) error {
 	if jwksURI == "" {
 		return errors.New("no jwks_uri")
 	}
-	u, err := checkURL(jwksURI)
+	u, err := httpx.SecureURL(jwksURI)
 	if err != nil {
 		return fmt.Errorf("jwks_uri: %w", err)
 	}
@@ -466,7 +468,7 @@ func decodeInt(s string) (*big.Int, error) {
 
 // get fetches a document over HTTPS (or loopback HTTP), bounded in size.
 func (p *Provider) get(ctx context.Context, rawURL string) ([]byte, error) {
-	if _, err := checkURL(rawURL); err != nil {
+	if _, err := httpx.SecureURL(rawURL); err != nil {
 		return nil, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)

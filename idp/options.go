@@ -1,16 +1,17 @@
 package idp
 
 import (
-	"errors"
 	"fmt"
-	"github.com/modelgate/modelgate/internal/guid"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/modelgate/modelgate/internal/azcloud"
+	"github.com/modelgate/modelgate/internal/guid"
+	"github.com/modelgate/modelgate/internal/httpx"
+	"github.com/modelgate/modelgate/internal/problem"
 )
 
 // Limits and defaults. They are constants, not knobs, where a different value
@@ -67,7 +68,9 @@ const (
 
 // Options configures a Provider. The config loader fills it from YAML; New
 // validates it and compiles it into immutable runtime values, reporting every
-// problem at once.
+// problem at once as *problem.Error values whose paths are the YAML field
+// names ("tenant_id", "allowed_tenants[1]", "audiences"), relative to the
+// provider's section: the caller places them with problem.Under.
 type Options struct {
 	// Name is the provider's name in the configuration; it appears in logs,
 	// status and errors. Required.
@@ -166,7 +169,7 @@ type config struct {
 	multi     bool
 	allowed   map[string]struct{}
 	authority string // scheme://host[:port], no trailing slash
-	cloud     cloud
+	cloud     azcloud.Cloud
 
 	// oidc
 	issuer       string
@@ -184,28 +187,11 @@ type config struct {
 	cacheSize int
 }
 
-type cloud struct {
-	authority string // https://login.microsoftonline.com
-	v1Issuer  string // https://sts.windows.net/ ; {tid}/ follows
-}
-
-func cloudNamed(name string) (cloud, bool) {
-	switch name {
-	case "", "public":
-		return cloud{"https://login.microsoftonline.com", "https://sts.windows.net/"}, true
-	case "usgovernment":
-		return cloud{"https://login.microsoftonline.us", "https://sts.windows.net/"}, true
-	case "china":
-		return cloud{"https://login.chinacloudapi.cn", "https://sts.chinacloudapi.cn/"}, true
-	}
-	return cloud{}, false
-}
-
+// compile validates o and applies defaults. Every problem is reported, each
+// a *problem.Error at the option's YAML field path relative to the
+// provider's section, so that the config loader can place it in the file.
 func (o *Options) compile() (*config, error) {
-	var errs []error
-	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
+	var probs problem.List
 	c := &config{
 		name:      o.Name,
 		typ:       o.Type,
@@ -220,96 +206,110 @@ func (o *Options) compile() (*config, error) {
 		audiences: make(map[string]struct{}),
 	}
 	if c.name == "" {
-		bad("name", "is required")
+		probs.Add("", "the identity provider has no name")
+	}
+	forbid := func(field string, set bool) {
+		if set {
+			probs.Add(field, "is not used by identity provider type %s: remove it", o.Type)
+		}
 	}
 	switch o.Type {
 	case TypeAzureAD:
-		for _, f := range []struct{ name, v string }{{"issuer", o.Issuer}, {"discovery_url", o.DiscoveryURL}, {"jwks_uri", o.JWKSURI}} {
+		for _, f := range []struct{ field, v string }{{"issuer", o.Issuer}, {"discovery_url", o.DiscoveryURL}, {"jwks_uri", o.JWKSURI}} {
 			if f.v != "" {
-				bad(f.name, "applies only to type oidc: azure_ad derives it from tenant_id and cloud")
+				probs.Add(f.field, "is not used by identity provider type azure_ad, which derives it from tenant_id and cloud: remove it")
 			}
 		}
-		cl, ok := cloudNamed(o.Cloud)
+		cl, ok := azcloud.Lookup(o.Cloud)
 		if !ok {
-			bad("cloud", "%q is not one of public, usgovernment, china", o.Cloud)
+			probs.Add("cloud", "%q is not a cloud: write %s", o.Cloud, azcloud.Names)
 		}
 		c.cloud = cl
-		c.authority = cl.authority
+		c.authority = cl.Authority
 		if o.AuthorityHost != "" {
 			a, err := parseAuthority(o.AuthorityHost)
 			if err != nil {
-				bad("authority_host", "%v", err)
+				probs.Add("authority_host", "%v", err)
 			}
 			c.authority = a
 		}
 		t := strings.ToLower(o.TenantID)
 		switch {
 		case t == "":
-			bad("tenant_id", "is required for azure_ad (a tenant GUID, or common/organizations with allowed_tenants)")
+			probs.Add("tenant_id", "missing: the directory (tenant) id GUID, or organizations/common with allowed_tenants")
 		case t == "common" || t == "organizations":
 			c.multi = true
 		case t == "consumers":
-			bad("tenant_id", "consumers (personal Microsoft accounts) is not supported: use common with allowed_tenants")
+			probs.Add("tenant_id", "consumers (personal Microsoft accounts) is not supported: use common with allowed_tenants")
 		case !guid.Valid(t):
-			bad("tenant_id", "%q is not a GUID, common or organizations (use the tenant id, not a domain name)", o.TenantID)
+			probs.Add("tenant_id", "%q is not a tenant id GUID, common or organizations (use the tenant id, not a domain name; find it with az account show --query tenantId)", o.TenantID)
 		}
 		c.tenant = t
 		if c.multi {
 			if len(o.AllowedTenants) == 0 {
-				bad("allowed_tenants", "is required with tenant_id %s: list the tenant GUIDs whose tokens are accepted", t)
+				probs.Add("allowed_tenants", "tenant_id %s accepts tokens from any tenant: list the tenant id GUIDs to admit", t)
 			}
 			c.allowed = make(map[string]struct{}, len(o.AllowedTenants))
-			for i, a := range o.AllowedTenants {
-				if !guid.Valid(a) {
-					bad(fmt.Sprintf("allowed_tenants[%d]", i), "%q is not a tenant GUID", a)
-					continue
-				}
+		} else if len(o.AllowedTenants) > 0 {
+			probs.Add("allowed_tenants", "only applies to tenant_id organizations or common: remove it, or use one of those")
+		}
+		for i, a := range o.AllowedTenants {
+			if !guid.Valid(a) {
+				probs.Add(fmt.Sprintf("allowed_tenants[%d]", i), "%q is not a tenant id GUID", a)
+				continue
+			}
+			if c.multi {
 				c.allowed[strings.ToLower(a)] = struct{}{}
 			}
-		} else if len(o.AllowedTenants) > 0 {
-			bad("allowed_tenants", "applies only with tenant_id common or organizations")
 		}
 	case TypeOIDC:
-		for _, f := range []struct{ name, v string }{{"tenant_id", o.TenantID}, {"cloud", o.Cloud}, {"authority_host", o.AuthorityHost}} {
-			if f.v != "" {
-				bad(f.name, "applies only to type azure_ad")
-			}
-		}
-		if len(o.AllowedTenants) > 0 {
-			bad("allowed_tenants", "applies only to type azure_ad")
-		}
+		forbid("tenant_id", o.TenantID != "")
+		forbid("allowed_tenants", len(o.AllowedTenants) > 0)
+		forbid("cloud", o.Cloud != "")
+		forbid("authority_host", o.AuthorityHost != "")
 		c.issuer = o.Issuer
-		if o.Issuer == "" {
-			bad("issuer", "is required for oidc")
-		} else if _, err := checkURL(o.Issuer); err != nil {
-			bad("issuer", "%v", err)
-		}
 		c.discoveryURL = o.DiscoveryURL
-		if c.discoveryURL == "" && o.Issuer != "" {
-			c.discoveryURL = strings.TrimSuffix(o.Issuer, "/") + "/.well-known/openid-configuration"
-		} else if c.discoveryURL != "" {
-			if _, err := checkURL(c.discoveryURL); err != nil {
-				bad("discovery_url", "%v", err)
+		c.jwksURI = o.JWKSURI
+		for _, f := range []struct{ field, v string }{{"discovery_url", o.DiscoveryURL}, {"jwks_uri", o.JWKSURI}} {
+			if f.v != "" {
+				if _, err := httpx.SecureURL(f.v); err != nil {
+					probs.Add(f.field, "%v", err)
+				}
 			}
 		}
-		c.jwksURI = o.JWKSURI
-		if c.jwksURI != "" {
-			if _, err := checkURL(c.jwksURI); err != nil {
-				bad("jwks_uri", "%v", err)
+		switch u, err := url.Parse(o.Issuer); {
+		case o.Issuer == "":
+			probs.Add("issuer", "missing: the exact issuer (iss) of the tokens to accept")
+		case err != nil || u.Scheme == "" || u.Host == "":
+			probs.Add("issuer", "%q is not an absolute URL", o.Issuer)
+		default:
+			if _, err := httpx.SecureURL(o.Issuer); err != nil {
+				if o.DiscoveryURL == "" && o.JWKSURI == "" {
+					probs.Add("issuer", "keys would be discovered from the issuer, but %v; set jwks_uri or discovery_url", err)
+				} else {
+					probs.Add("issuer", "%v", err)
+				}
+			}
+			if c.discoveryURL == "" {
+				c.discoveryURL = strings.TrimSuffix(o.Issuer, "/") + "/.well-known/openid-configuration"
 			}
 		}
 	case "":
-		bad("type", "is required (azure_ad or oidc)")
+		probs.Add("type", "missing: write azure_ad or oidc")
 	default:
-		bad("type", "%q is not azure_ad or oidc", o.Type)
+		probs.Add("type", "%q is not an identity provider type: write azure_ad or oidc", o.Type)
 	}
 
 	if len(o.Audiences) == 0 {
-		bad("audiences", "is required: list the API's App ID URI and/or client id")
+		probs.Add("audiences", "missing: list the aud values to accept (the App ID URI and/or client id)")
 	}
 	for i, a := range o.Audiences {
-		if a == "" || strings.TrimSpace(a) != a {
-			bad(fmt.Sprintf("audiences[%d]", i), "%q is empty or has surrounding spaces", a)
+		switch {
+		case strings.TrimSpace(a) == "":
+			probs.Add(fmt.Sprintf("audiences[%d]", i), "empty audience")
+			continue
+		case strings.TrimSpace(a) != a:
+			probs.Add(fmt.Sprintf("audiences[%d]", i), "%q has surrounding spaces: remove them", a)
 			continue
 		}
 		c.audiences[a] = struct{}{}
@@ -325,19 +325,19 @@ func (o *Options) compile() (*config, error) {
 	case c.leeway == 0:
 		c.leeway = DefaultLeeway
 	case c.leeway < 0 || c.leeway > maxLeeway:
-		bad("leeway", "%v is outside 0..%v", c.leeway, maxLeeway)
+		probs.Add("leeway", "%v is outside 0..%v", c.leeway, maxLeeway)
 	}
 	switch {
 	case c.refresh == 0:
 		c.refresh = DefaultRefreshInterval
 	case c.refresh < time.Second:
-		bad("refresh_interval", "%v is less than 1s", c.refresh)
+		probs.Add("refresh_interval", "%v is less than 1s", c.refresh)
 	}
 	switch {
 	case c.retryMin == 0:
 		c.retryMin = defaultRetryMin
 	case c.retryMin < 0 || c.retryMin > retryMax:
-		bad("retry_min", "%v is outside 0..%v", c.retryMin, retryMax)
+		probs.Add("retry_min", "%v is outside 0..%v", c.retryMin, retryMax)
 	}
 	if c.cacheSize == 0 {
 		c.cacheSize = DefaultCacheSize
@@ -352,15 +352,16 @@ func (o *Options) compile() (*config, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("identity provider %s: %w", strconv.Quote(o.Name), errors.Join(errs...))
+	if err := probs.Err(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-// parseAuthority accepts scheme://host[:port] with an optional trailing slash.
+// parseAuthority accepts scheme://host[:port] with an optional trailing
+// slash, https or loopback http (httpx.SecureURL).
 func parseAuthority(s string) (string, error) {
-	u, err := checkURL(s)
+	u, err := httpx.SecureURL(s)
 	if err != nil {
 		return "", err
 	}
@@ -370,43 +371,7 @@ func parseAuthority(s string) (string, error) {
 	return u.Scheme + "://" + u.Host, nil
 }
 
-// checkURL enforces where metadata and keys may come from: https anywhere,
-// plain http only to a loopback host (127.0.0.0/8, ::1, localhost). Key
-// material fetched over plain http from any other host could be replaced by
-// anyone on the path, which would let them mint accepted tokens; loopback
-// traffic never leaves the machine, and tests and benchmarks use it.
-func checkURL(s string) (*url.URL, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return nil, fmt.Errorf("%q is not a URL: %w", s, err)
-	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("%q is not an absolute URL", s)
-	}
-	if u.User != nil {
-		return nil, fmt.Errorf("%q must not carry credentials", u.Redacted())
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return nil, fmt.Errorf("%q must use https (plain http is allowed only to loopback hosts)", s)
-		}
-	default:
-		return nil, fmt.Errorf("%q must use https", s)
-	}
-	return u, nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// guardRedirects returns a copy of c whose redirects obey checkURL and stop
+// guardRedirects returns a copy of c whose redirects obey httpx.SecureURL and stop
 // after maxRedirects, chaining to c's own policy.
 func guardRedirects(c *http.Client) *http.Client {
 	cc := *c
@@ -415,7 +380,7 @@ func guardRedirects(c *http.Client) *http.Client {
 		if len(via) >= maxRedirects {
 			return fmt.Errorf("stopped after %d redirects", maxRedirects)
 		}
-		if _, err := checkURL(req.URL.String()); err != nil {
+		if _, err := httpx.SecureURL(req.URL.String()); err != nil {
 			return fmt.Errorf("redirect refused: %w", err)
 		}
 		if prev != nil {

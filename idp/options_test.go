@@ -2,11 +2,13 @@ package idp_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/modelgate/modelgate/idp"
+	"github.com/modelgate/modelgate/internal/problem"
 	"github.com/modelgate/modelgate/test/fakeaad"
 )
 
@@ -24,36 +26,46 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	tests := []struct {
 		name string
 		o    idp.Options
-		want []string
+		want []string // "path: substring", one per problem, in order
 	}{
-		{"no name", azure(func(o *idp.Options) { o.Name = "" }), []string{"name: is required"}},
-		{"no type", azure(func(o *idp.Options) { o.Type = "" }), []string{"type: is required"}},
-		{"unknown type", azure(func(o *idp.Options) { o.Type = "saml" }), []string{`type: "saml"`}},
-		{"no tenant", azure(func(o *idp.Options) { o.TenantID = "" }), []string{"tenant_id: is required"}},
-		{"tenant domain", azure(func(o *idp.Options) { o.TenantID = "contoso.onmicrosoft.com" }), []string{"tenant_id", "not a GUID"}},
+		{"no name", azure(func(o *idp.Options) { o.Name = "" }), []string{": has no name"}},
+		{"no type", azure(func(o *idp.Options) { o.Type = "" }), []string{"type: missing: write azure_ad or oidc"}},
+		{"unknown type", azure(func(o *idp.Options) { o.Type = "saml" }), []string{`type: "saml" is not an identity provider type`}},
+		{"no tenant", azure(func(o *idp.Options) { o.TenantID = "" }), []string{"tenant_id: missing"}},
+		{"tenant domain", azure(func(o *idp.Options) { o.TenantID = "contoso.onmicrosoft.com" }), []string{"tenant_id: not a domain name"}},
 		{"consumers", azure(func(o *idp.Options) { o.TenantID = "consumers" }), []string{"tenant_id: consumers"}},
-		{"common without allowed tenants", azure(func(o *idp.Options) { o.TenantID = "common" }), []string{"allowed_tenants: is required"}},
+		{"common without allowed tenants", azure(func(o *idp.Options) { o.TenantID = "common" }), []string{"allowed_tenants: list the tenant id"}},
 		{"allowed tenant not a GUID", azure(func(o *idp.Options) {
-			o.TenantID, o.AllowedTenants = "organizations", []string{"contoso"}
-		}), []string{"allowed_tenants[0]"}},
+			o.TenantID, o.AllowedTenants = "organizations", []string{fakeaad.TenantID, "contoso"}
+		}), []string{`allowed_tenants[1]: "contoso" is not a tenant id GUID`}},
 		{"allowed tenants on a single tenant", azure(func(o *idp.Options) { o.AllowedTenants = []string{fakeaad.OtherTenantID} }),
-			[]string{"allowed_tenants: applies only"}},
-		{"unknown cloud", azure(func(o *idp.Options) { o.Cloud = "germany" }), []string{"cloud"}},
-		{"authority over plain http", azure(func(o *idp.Options) { o.AuthorityHost = "http://login.example" }), []string{"authority_host", "https"}},
-		{"authority with a path", azure(func(o *idp.Options) { o.AuthorityHost = "https://login.example/tenant" }), []string{"authority_host", "without a path"}},
-		{"issuer on azure_ad", azure(func(o *idp.Options) { o.Issuer = "https://x" }), []string{"issuer: applies only to type oidc"}},
-		{"no audiences", azure(func(o *idp.Options) { o.Audiences = nil }), []string{"audiences: is required"}},
-		{"empty audience", azure(func(o *idp.Options) { o.Audiences = []string{""} }), []string{"audiences[0]"}},
-		{"negative leeway", azure(func(o *idp.Options) { o.Leeway = -time.Second }), []string{"leeway"}},
-		{"huge leeway", azure(func(o *idp.Options) { o.Leeway = time.Hour }), []string{"leeway"}},
-		{"tiny refresh", azure(func(o *idp.Options) { o.RefreshInterval = time.Millisecond }), []string{"refresh_interval"}},
-		{"huge retry", azure(func(o *idp.Options) { o.RetryMin = time.Hour }), []string{"retry_min"}},
-		{"oidc without issuer", oidc(func(o *idp.Options) { o.Issuer = "" }), []string{"issuer: is required"}},
-		{"oidc plain http issuer", oidc(func(o *idp.Options) { o.Issuer = "http://issuer.example" }), []string{"issuer", "https"}},
-		{"oidc plain http jwks", oidc(func(o *idp.Options) { o.JWKSURI = "http://issuer.example/keys" }), []string{"jwks_uri"}},
-		{"oidc with tenant", oidc(func(o *idp.Options) { o.TenantID = fakeaad.TenantID }), []string{"tenant_id: applies only to type azure_ad"}},
+			[]string{"allowed_tenants: only applies to tenant_id organizations or common"}},
+		{"unknown cloud", azure(func(o *idp.Options) { o.Cloud = "germany" }), []string{"cloud: write public, usgovernment or china"}},
+		{"authority over plain http", azure(func(o *idp.Options) { o.AuthorityHost = "http://login.example" }), []string{"authority_host: must use https"}},
+		{"authority with a path", azure(func(o *idp.Options) { o.AuthorityHost = "https://login.example/tenant" }), []string{"authority_host: without a path"}},
+		{"issuer on azure_ad", azure(func(o *idp.Options) { o.Issuer = "https://x" }), []string{"issuer: derives it from tenant_id and cloud: remove it"}},
+		{"jwks_uri on azure_ad", azure(func(o *idp.Options) { o.JWKSURI = "https://x/keys" }), []string{"jwks_uri: not used by identity provider type azure_ad"}},
+		{"no audiences", azure(func(o *idp.Options) { o.Audiences = nil }), []string{"audiences: missing"}},
+		{"empty audience", azure(func(o *idp.Options) { o.Audiences = []string{" "} }), []string{"audiences[0]: empty audience"}},
+		{"spaced audience", azure(func(o *idp.Options) { o.Audiences = []string{"x", " api://x"} }), []string{"audiences[1]: surrounding spaces"}},
+		{"negative leeway", azure(func(o *idp.Options) { o.Leeway = -time.Second }), []string{"leeway: outside"}},
+		{"huge leeway", azure(func(o *idp.Options) { o.Leeway = time.Hour }), []string{"leeway: outside"}},
+		{"tiny refresh", azure(func(o *idp.Options) { o.RefreshInterval = time.Millisecond }), []string{"refresh_interval: less than 1s"}},
+		{"huge retry", azure(func(o *idp.Options) { o.RetryMin = time.Hour }), []string{"retry_min: outside"}},
+		{"oidc without issuer", oidc(func(o *idp.Options) { o.Issuer = "" }), []string{"issuer: missing"}},
+		{"oidc relative issuer", oidc(func(o *idp.Options) { o.Issuer = "issuer.example" }), []string{"issuer: not an absolute URL"}},
+		{"oidc plain http issuer", oidc(func(o *idp.Options) { o.Issuer = "http://issuer.example" }),
+			[]string{"issuer: keys would be discovered from the issuer, but"}},
+		{"oidc plain http jwks", oidc(func(o *idp.Options) { o.JWKSURI = "http://issuer.example/keys" }), []string{"jwks_uri: must use https"}},
+		{"oidc plain http discovery", oidc(func(o *idp.Options) { o.DiscoveryURL = "http://issuer.example/d" }), []string{"discovery_url: must use https"}},
+		{"oidc with azure_ad fields", oidc(func(o *idp.Options) {
+			o.TenantID, o.AllowedTenants, o.Cloud, o.AuthorityHost = fakeaad.TenantID, []string{fakeaad.TenantID}, "china", "https://x"
+		}), []string{
+			"tenant_id: not used by identity provider type oidc", "allowed_tenants: remove it",
+			"cloud: remove it", "authority_host: remove it",
+		}},
 		{"every problem at once", azure(func(o *idp.Options) { o.TenantID, o.Audiences, o.Cloud = "", nil, "mars" }),
-			[]string{"tenant_id", "audiences", "cloud", `identity provider "contoso"`}},
+			[]string{"cloud: mars", "tenant_id: missing", "audiences: missing"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -62,9 +74,18 @@ func TestNewRejectsBadOptions(t *testing.T) {
 				p.Close()
 				t.Fatal("New accepted the options")
 			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not mention %q", err, w)
+			got := problem.Flatten(err)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d problems, want %d: %v", len(got), len(tt.want), err)
+			}
+			for i, w := range tt.want {
+				path, sub, _ := strings.Cut(w, ": ")
+				var pe *problem.Error
+				if !errors.As(got[i], &pe) {
+					t.Fatalf("problem %d is %T, want *problem.Error", i, got[i])
+				}
+				if pe.Path != path || !strings.Contains(pe.Msg, sub) {
+					t.Errorf("problem %d = %q at %q, want %q at %q", i, pe.Msg, pe.Path, sub, path)
 				}
 			}
 		})

@@ -148,9 +148,9 @@ func (p *Provider) loadStatic() error {
 			if p.cfg.multi {
 				tid = tenantTemplate
 			}
-			iss := p.cfg.cloud.v1Issuer + tid + "/"
+			iss := p.cfg.cloud.V1Issuer + tid + "/"
 			if s.label == "v2" {
-				iss = p.cfg.cloud.authority + "/" + tid + "/v2.0"
+				iss = p.cfg.cloud.Authority + "/" + tid + "/v2.0"
 			}
 			if err := p.cfg.setAzureIssuer(st, iss); err != nil {
 				return err

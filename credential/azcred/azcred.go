@@ -12,7 +12,6 @@
 package azcred
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -26,6 +25,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/modelgate/modelgate/credential"
+	"github.com/modelgate/modelgate/internal/azcloud"
+	"github.com/modelgate/modelgate/internal/httpx"
+	"github.com/modelgate/modelgate/internal/problem"
 )
 
 // Type is the kind of identity, the configuration's credentials.*.type.
@@ -56,14 +58,6 @@ const (
 	// in production.
 	Default Type = "default"
 )
-
-// Clouds selects well-known authority hosts by name.
-var clouds = map[string]cloud.Configuration{
-	"":             cloud.AzurePublic,
-	"public":       cloud.AzurePublic,
-	"usgovernment": cloud.AzureGovernment,
-	"china":        cloud.AzureChina,
-}
 
 // Options configures New. Fields not used by Type must be empty.
 type Options struct {
@@ -121,75 +115,115 @@ type Options struct {
 // New returns the TokenCredential for o. It validates o, reads certificate
 // files, and does no network I/O: tokens are fetched on the first GetToken.
 // The credential is safe for concurrent use and caches tokens in memory.
+//
+// Invalid options are reported all at once, each a *problem.Error at the
+// YAML field path relative to the credential's section ("type",
+// "tenant_id", "certificate_path"); the caller places them with
+// problem.Under. No message contains a secret.
 func New(o Options) (azcore.TokenCredential, error) {
-	cred, err := build(o)
+	co, err := o.validate()
 	if err != nil {
-		return nil, fmt.Errorf("azcred: credential %q (%s): %w", o.Name, o.Type, err)
+		return nil, err
+	}
+	cred, err := build(o, co)
+	if err != nil {
+		return nil, err
 	}
 	return cred, nil
 }
 
-func (o Options) clientOptions() (azcore.ClientOptions, error) {
-	var co azcore.ClientOptions
-	c, ok := clouds[strings.ToLower(o.Cloud)]
-	if !ok {
-		return co, fmt.Errorf("cloud %q: want public, usgovernment or china", o.Cloud)
+// types lists the identity types, for messages.
+const types = "client_secret, client_certificate, managed_identity, workload_identity, azure_cli or default"
+
+// uses lists, per type, the fields of Options it reads; the others must be
+// empty, so that a typo in the configuration (a secret on a managed
+// identity) is an error rather than silently ignored.
+var uses = map[Type][]string{
+	ClientSecret:      {"tenant_id", "client_id", "client_secret", "authority_host"},
+	ClientCertificate: {"tenant_id", "client_id", "certificate_path", "certificate_password", "authority_host"},
+	ManagedIdentity:   {"client_id", "resource_id"},
+	WorkloadIdentity:  {"tenant_id", "client_id", "token_file_path", "authority_host"},
+	AzureCLI:          {"tenant_id", "authority_host"},
+	Default:           {"tenant_id", "authority_host"},
+}
+
+// validate checks o against its type and returns the azcore client options
+// it implies.
+func (o Options) validate() (azcore.ClientOptions, error) {
+	var probs problem.List
+	set := []struct {
+		field string
+		set   bool
+	}{
+		{"tenant_id", o.TenantID != ""},
+		{"client_id", o.ClientID != ""},
+		{"client_secret", !o.ClientSecret.IsZero()},
+		{"certificate_path", o.CertificatePath != ""},
+		{"certificate_password", !o.CertificatePassword.IsZero()},
+		{"resource_id", o.ResourceID != ""},
+		{"token_file_path", o.TokenFilePath != ""},
+		{"authority_host", o.AuthorityHost != ""},
 	}
-	if o.AuthorityHost != "" {
-		u, err := url.Parse(o.AuthorityHost)
-		if err != nil || u.Scheme != "https" || u.Host == "" {
-			return co, fmt.Errorf("authority_host %q: want an https URL such as https://login.microsoftonline.com/", o.AuthorityHost)
+	need := func(field, val, what string) {
+		if val == "" {
+			probs.Add(field, "missing: %s", what)
 		}
-		c.ActiveDirectoryAuthorityHost = o.AuthorityHost
 	}
-	co.Cloud = c
+	switch o.Type {
+	case ClientSecret:
+		need("tenant_id", o.TenantID, "the service principal's tenant")
+		need("client_id", o.ClientID, "the service principal's application (client) id")
+		need("client_secret", o.ClientSecret.Reveal(), "the client secret, as ${NAME} from the environment")
+	case ClientCertificate:
+		need("tenant_id", o.TenantID, "the service principal's tenant")
+		need("client_id", o.ClientID, "the service principal's application (client) id")
+		need("certificate_path", o.CertificatePath, "a PEM or PFX file with the certificate and private key")
+	case ManagedIdentity:
+		if o.ClientID != "" && o.ResourceID != "" {
+			probs.Add("", "set client_id or resource_id to pick a user-assigned identity, not both")
+		}
+	case WorkloadIdentity:
+		// azidentity falls back to the environment the AKS webhook fills;
+		// check here so that the problem names the configuration field.
+		const hint = `on AKS, enable workload identity on the pod (label azure.workload.identity/use: "true")`
+		need("tenant_id", firstOf(o.TenantID, os.Getenv("AZURE_TENANT_ID")), "set it or AZURE_TENANT_ID; "+hint)
+		need("client_id", firstOf(o.ClientID, os.Getenv("AZURE_CLIENT_ID")), "set it or AZURE_CLIENT_ID; "+hint)
+		need("token_file_path", firstOf(o.TokenFilePath, os.Getenv("AZURE_FEDERATED_TOKEN_FILE")), "set it or AZURE_FEDERATED_TOKEN_FILE; "+hint)
+	case AzureCLI, Default:
+	case "":
+		probs.Add("type", "missing: write %s", types)
+	default:
+		probs.Add("type", "%q is not a credential type: write %s", o.Type, types)
+	}
+	if allowed, ok := uses[o.Type]; ok {
+		for _, f := range set {
+			if f.set && !slices.Contains(allowed, f.field) {
+				probs.Add(f.field, "is not used by credential type %s: remove it", o.Type)
+			}
+		}
+	}
+
+	var co azcore.ClientOptions
+	c, ok := azcloud.Lookup(o.Cloud)
+	if !ok {
+		probs.Add("cloud", "%q is not a cloud: write %s", o.Cloud, azcloud.Names)
+	}
+	co.Cloud = cloud.Configuration{ActiveDirectoryAuthorityHost: c.Authority + "/"}
+	if o.AuthorityHost != "" {
+		u, err := httpx.SecureURL(o.AuthorityHost)
+		switch {
+		case err != nil:
+			probs.Add("authority_host", "%v (azidentity accepts only https authorities)", err)
+		case u.Scheme != "https":
+			probs.Add("authority_host", "%q is not an https URL (azidentity accepts only https authorities)", o.AuthorityHost)
+		}
+		co.Cloud.ActiveDirectoryAuthorityHost = o.AuthorityHost
+	}
 	if o.HTTPClient != nil {
 		co.Transport = o.HTTPClient
 	}
 	co.Retry = o.Retry
-	return co, nil
-}
-
-// unused reports fields that are set but mean nothing for o.Type, so a typo
-// in the configuration (a secret on a managed identity) is an error rather
-// than silently ignored.
-func (o Options) unused(allowed ...string) error {
-	set := map[string]bool{
-		"tenant_id":            o.TenantID != "",
-		"client_id":            o.ClientID != "",
-		"client_secret":        !o.ClientSecret.IsZero(),
-		"certificate_path":     o.CertificatePath != "",
-		"certificate_password": !o.CertificatePassword.IsZero(),
-		"resource_id":          o.ResourceID != "",
-		"token_file_path":      o.TokenFilePath != "",
-	}
-	for _, a := range allowed {
-		delete(set, a)
-	}
-	var bad []string
-	for k, v := range set {
-		if v {
-			bad = append(bad, k)
-		}
-	}
-	if len(bad) > 0 {
-		slices.Sort(bad)
-		return fmt.Errorf("%s not used by type %s", strings.Join(bad, ", "), o.Type)
-	}
-	return nil
-}
-
-func require(pairs ...string) error {
-	var missing []string
-	for i := 0; i+1 < len(pairs); i += 2 {
-		if pairs[i+1] == "" {
-			missing = append(missing, pairs[i])
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("missing %s", strings.Join(missing, ", "))
-	}
-	return nil
+	return co, probs.Err()
 }
 
 // knownAuthorities are the Azure AD hosts instance discovery knows.
@@ -205,51 +239,39 @@ var knownAuthorities = map[string]bool{
 	"login-us.microsoftonline.com":     true,
 }
 
-func build(o Options) (azcore.TokenCredential, error) {
-	co, err := o.clientOptions()
-	if err != nil {
-		return nil, err
-	}
+// build makes the azidentity credential for validated options.
+func build(o Options, co azcore.ClientOptions) (azcore.TokenCredential, error) {
 	if o.AuthorityHost != "" {
 		if u, err := url.Parse(o.AuthorityHost); err == nil && !knownAuthorities[strings.ToLower(u.Hostname())] {
 			o.DisableInstanceDiscovery = true
 		}
 	}
+	var cred azcore.TokenCredential
+	var err error
 	switch o.Type {
 	case ClientSecret:
-		if err := o.unused("tenant_id", "client_id", "client_secret"); err != nil {
-			return nil, err
-		}
-		if err := require("tenant_id", o.TenantID, "client_id", o.ClientID, "client_secret", o.ClientSecret.Reveal()); err != nil {
-			return nil, err
-		}
-		return azidentity.NewClientSecretCredential(o.TenantID, o.ClientID, o.ClientSecret.Reveal(), &azidentity.ClientSecretCredentialOptions{
+		cred, err = azidentity.NewClientSecretCredential(o.TenantID, o.ClientID, o.ClientSecret.Reveal(), &azidentity.ClientSecretCredentialOptions{
 			ClientOptions:              co,
 			AdditionallyAllowedTenants: o.AdditionallyAllowedTenants,
 			DisableInstanceDiscovery:   o.DisableInstanceDiscovery,
 		})
 
 	case ClientCertificate:
-		if err := o.unused("tenant_id", "client_id", "certificate_path", "certificate_password"); err != nil {
-			return nil, err
-		}
-		if err := require("tenant_id", o.TenantID, "client_id", o.ClientID, "certificate_path", o.CertificatePath); err != nil {
-			return nil, err
-		}
-		data, err := os.ReadFile(o.CertificatePath)
-		if err != nil {
-			return nil, fmt.Errorf("read certificate: %w", err)
+		data, rerr := os.ReadFile(o.CertificatePath)
+		if rerr != nil {
+			return nil, &problem.Error{Path: "certificate_path", Msg: fmt.Sprintf("cannot read the certificate: %v", rerr), Err: rerr}
 		}
 		var pw []byte
 		if !o.CertificatePassword.IsZero() {
 			pw = []byte(o.CertificatePassword.Reveal())
 		}
-		certs, key, err := azidentity.ParseCertificates(data, pw)
-		if err != nil {
+		certs, key, perr := azidentity.ParseCertificates(data, pw)
+		if perr != nil {
 			// ParseCertificates' errors do not include the password.
-			return nil, fmt.Errorf("parse certificate %s (PEM with the private key, or PKCS#12; is certificate_password right?): %w", o.CertificatePath, err)
+			return nil, &problem.Error{Path: "certificate_path", Err: perr,
+				Msg: fmt.Sprintf("cannot parse certificate %s (PEM with the private key, or PKCS#12; is certificate_password right?): %v", o.CertificatePath, perr)}
 		}
-		return azidentity.NewClientCertificateCredential(o.TenantID, o.ClientID, certs, key, &azidentity.ClientCertificateCredentialOptions{
+		cred, err = azidentity.NewClientCertificateCredential(o.TenantID, o.ClientID, certs, key, &azidentity.ClientCertificateCredentialOptions{
 			ClientOptions:              co,
 			AdditionallyAllowedTenants: o.AdditionallyAllowedTenants,
 			DisableInstanceDiscovery:   o.DisableInstanceDiscovery,
@@ -257,68 +279,43 @@ func build(o Options) (azcore.TokenCredential, error) {
 		})
 
 	case ManagedIdentity:
-		if err := o.unused("client_id", "resource_id"); err != nil {
-			return nil, err
-		}
 		mo := &azidentity.ManagedIdentityCredentialOptions{ClientOptions: co}
 		switch {
-		case o.ClientID != "" && o.ResourceID != "":
-			return nil, errors.New("set at most one of client_id and resource_id (a user-assigned identity is named by either)")
 		case o.ClientID != "":
 			mo.ID = azidentity.ClientID(o.ClientID)
 		case o.ResourceID != "":
 			mo.ID = azidentity.ResourceID(o.ResourceID)
 		}
-		return azidentity.NewManagedIdentityCredential(mo)
+		cred, err = azidentity.NewManagedIdentityCredential(mo)
 
 	case WorkloadIdentity:
-		if err := o.unused("tenant_id", "client_id", "token_file_path"); err != nil {
-			return nil, err
-		}
-		wo := &azidentity.WorkloadIdentityCredentialOptions{
+		cred, err = azidentity.NewWorkloadIdentityCredential(&azidentity.WorkloadIdentityCredentialOptions{
 			ClientOptions:              co,
 			AdditionallyAllowedTenants: o.AdditionallyAllowedTenants,
 			DisableInstanceDiscovery:   o.DisableInstanceDiscovery,
 			TenantID:                   o.TenantID,
 			ClientID:                   o.ClientID,
 			TokenFilePath:              o.TokenFilePath,
-		}
-		// azidentity falls back to the environment; check here so that the
-		// error names the configuration fields.
-		if err := require(
-			"tenant_id (or AZURE_TENANT_ID)", firstOf(o.TenantID, os.Getenv("AZURE_TENANT_ID")),
-			"client_id (or AZURE_CLIENT_ID)", firstOf(o.ClientID, os.Getenv("AZURE_CLIENT_ID")),
-			"token_file_path (or AZURE_FEDERATED_TOKEN_FILE)", firstOf(o.TokenFilePath, os.Getenv("AZURE_FEDERATED_TOKEN_FILE")),
-		); err != nil {
-			return nil, fmt.Errorf("%w: on AKS, enable workload identity on the pod (label azure.workload.identity/use: \"true\") or set them", err)
-		}
-		return azidentity.NewWorkloadIdentityCredential(wo)
+		})
 
 	case AzureCLI:
-		if err := o.unused("tenant_id"); err != nil {
-			return nil, err
-		}
-		return azidentity.NewAzureCLICredential(&azidentity.AzureCLICredentialOptions{
+		cred, err = azidentity.NewAzureCLICredential(&azidentity.AzureCLICredentialOptions{
 			TenantID:                   o.TenantID,
 			AdditionallyAllowedTenants: o.AdditionallyAllowedTenants,
 		})
 
 	case Default:
-		if err := o.unused("tenant_id"); err != nil {
-			return nil, err
-		}
-		return azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
+		cred, err = azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{
 			ClientOptions:              co,
 			AdditionallyAllowedTenants: o.AdditionallyAllowedTenants,
 			DisableInstanceDiscovery:   o.DisableInstanceDiscovery,
 			TenantID:                   o.TenantID,
 		})
-
-	case "":
-		return nil, errors.New("missing type: want client_secret, client_certificate, managed_identity, workload_identity, azure_cli or default")
-	default:
-		return nil, errors.New("unknown type: want client_secret, client_certificate, managed_identity, workload_identity, azure_cli or default")
 	}
+	if err != nil {
+		return nil, &problem.Error{Msg: fmt.Sprintf("azidentity refused the %s credential: %v", o.Type, err), Err: err}
+	}
+	return cred, nil
 }
 
 func firstOf(a, b string) string {

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"os"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/modelgate/modelgate/credential"
 	"github.com/modelgate/modelgate/credential/azcred"
+	"github.com/modelgate/modelgate/internal/problem"
 	"github.com/modelgate/modelgate/test/fakeazure"
 )
 
@@ -316,34 +318,57 @@ func TestOptionsValidation(t *testing.T) {
 	tests := []struct {
 		name string
 		o    azcred.Options
-		want string // substring of the error; "" means success
+		want []string // "path: substring" per problem, in order; none means success
 	}{
-		{"client secret ok", azcred.Options{Type: azcred.ClientSecret, TenantID: tenant, ClientID: client, ClientSecret: canary}, ""},
-		{"client secret missing fields", azcred.Options{Type: azcred.ClientSecret}, "missing tenant_id, client_id, client_secret"},
-		{"secret on a managed identity", azcred.Options{Type: azcred.ManagedIdentity, ClientSecret: canary}, "client_secret not used by type managed_identity"},
-		{"both managed identity ids", azcred.Options{Type: azcred.ManagedIdentity, ClientID: "a", ResourceID: "b"}, "at most one"},
-		{"http authority", azcred.Options{Type: azcred.ClientSecret, TenantID: tenant, ClientID: client, ClientSecret: canary, AuthorityHost: "http://127.0.0.1:1"}, "want an https URL"},
-		{"unknown cloud", azcred.Options{Type: azcred.AzureCLI, Cloud: "mars"}, `cloud "mars"`},
-		{"certificate missing path", azcred.Options{Type: azcred.ClientCertificate, TenantID: tenant, ClientID: client}, "missing certificate_path"},
-		{"certificate file absent", azcred.Options{Type: azcred.ClientCertificate, TenantID: tenant, ClientID: client, CertificatePath: "/nonexistent.pem"}, "read certificate"},
-		{"unknown type", azcred.Options{Type: "kerberos"}, "unknown type"},
-		{"missing type", azcred.Options{}, "missing type"},
-		{"azure cli", azcred.Options{Type: azcred.AzureCLI}, ""},
-		{"managed identity system", azcred.Options{Type: azcred.ManagedIdentity}, ""},
-		{"sovereign cloud", azcred.Options{Type: azcred.ClientSecret, Cloud: "usgovernment", TenantID: tenant, ClientID: client, ClientSecret: canary}, ""},
+		{"client secret ok", azcred.Options{Type: azcred.ClientSecret, TenantID: tenant, ClientID: client, ClientSecret: canary}, nil},
+		{"client secret missing fields", azcred.Options{Type: azcred.ClientSecret}, []string{
+			"tenant_id: missing: the service principal's tenant", "client_id: missing", "client_secret: missing",
+		}},
+		{"secret on a managed identity", azcred.Options{Type: azcred.ManagedIdentity, ClientSecret: canary},
+			[]string{"client_secret: is not used by credential type managed_identity: remove it"}},
+		{"authority on a managed identity", azcred.Options{Type: azcred.ManagedIdentity, AuthorityHost: "https://login.example"},
+			[]string{"authority_host: is not used by credential type managed_identity"}},
+		{"both managed identity ids", azcred.Options{Type: azcred.ManagedIdentity, ClientID: "a", ResourceID: "b"}, []string{": not both"}},
+		{"http authority", azcred.Options{Type: azcred.ClientSecret, TenantID: tenant, ClientID: client, ClientSecret: canary, AuthorityHost: "http://127.0.0.1:1"},
+			[]string{"authority_host: azidentity accepts only https"}},
+		{"authority with credentials", azcred.Options{Type: azcred.AzureCLI, AuthorityHost: "https://u:" + string(canary) + "@login.example"},
+			[]string{"authority_host: must not carry credentials"}},
+		{"unknown cloud", azcred.Options{Type: azcred.AzureCLI, Cloud: "mars"}, []string{`cloud: "mars" is not a cloud: write public, usgovernment or china`}},
+		{"certificate missing path", azcred.Options{Type: azcred.ClientCertificate, TenantID: tenant, ClientID: client}, []string{"certificate_path: missing"}},
+		{"certificate file absent", azcred.Options{Type: azcred.ClientCertificate, TenantID: tenant, ClientID: client, CertificatePath: "/nonexistent.pem"},
+			[]string{"certificate_path: cannot read the certificate"}},
+		{"workload identity without environment", azcred.Options{Type: azcred.WorkloadIdentity, ClientSecret: canary}, []string{
+			"tenant_id: AZURE_TENANT_ID", "client_id: AZURE_CLIENT_ID", "token_file_path: AZURE_FEDERATED_TOKEN_FILE", "client_secret: remove it",
+		}},
+		{"unknown type", azcred.Options{Type: "kerberos"}, []string{`type: "kerberos" is not a credential type`}},
+		{"missing type", azcred.Options{}, []string{"type: missing: write client_secret"}},
+		{"azure cli", azcred.Options{Type: azcred.AzureCLI}, nil},
+		{"managed identity system", azcred.Options{Type: azcred.ManagedIdentity}, nil},
+		{"sovereign cloud", azcred.Options{Type: azcred.ClientSecret, Cloud: "usgovernment", TenantID: tenant, ClientID: client, ClientSecret: canary}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			for _, k := range []string{"AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE"} {
+				t.Setenv(k, "")
+			}
 			tt.o.Name = "c"
 			_, err := azcred.New(tt.o)
-			switch {
-			case tt.want == "" && err != nil:
-				t.Fatalf("unexpected error: %v", err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
-				t.Fatalf("error = %v, want it to contain %q", err, tt.want)
-			}
 			if err != nil && strings.Contains(err.Error(), canary) {
 				t.Errorf("error leaks the secret: %v", err)
+			}
+			got := problem.Flatten(err)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %d problems, want %d: %v", len(got), len(tt.want), err)
+			}
+			for i, w := range tt.want {
+				path, sub, _ := strings.Cut(w, ": ")
+				var pe *problem.Error
+				if !errors.As(got[i], &pe) {
+					t.Fatalf("problem %d is %T, want *problem.Error", i, got[i])
+				}
+				if pe.Path != path || !strings.Contains(pe.Msg, sub) {
+					t.Errorf("problem %d = %q at %q, want %q at %q", i, pe.Msg, pe.Path, sub, path)
+				}
 			}
 		})
 	}
