@@ -39,7 +39,26 @@ type Credential struct {
 	// Label is a safe description for logs: "primary key", "secondary key",
 	// "aml service token", "aml endpoint token", "aad token".
 	Label string
+
+	// header is "Bearer " + Value, built once when the source created the
+	// credential, so the proxy builds no string per request.
+	header string
 }
+
+// Header returns the value of the upstream Authorization header for c:
+// "Bearer " followed by Value. It is a secret: put it on the wire, never in
+// a log. For a credential handed out by a source in this package it was built
+// when the source obtained the credential, so Header does not allocate; for
+// one built elsewhere it is built on each call.
+func (c Credential) Header() string {
+	if c.header == "" {
+		return bearer(c.Value)
+	}
+	return c.header
+}
+
+// bearer returns the Authorization header value for v.
+func bearer(v Secret) string { return "Bearer " + v.Reveal() }
 
 // Source hands out the credential an upstream expects. The proxy calls
 // Credential for every forwarded request and Rejected when the upstream
@@ -155,6 +174,3 @@ func (e *UnavailableError) Error() string {
 
 // Unwrap returns the cause.
 func (e *UnavailableError) Unwrap() error { return e.Err }
-
-// Code returns CodeUnavailable.
-func (e *UnavailableError) Code() string { return CodeUnavailable }

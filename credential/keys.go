@@ -48,6 +48,7 @@ type keySelector struct {
 
 	gen    uint64
 	served Secret
+	header string // bearer(served)
 	label  string
 }
 
@@ -102,12 +103,13 @@ func (s *keySelector) choose() {
 	if s.gen == 0 || !v.Equal(s.served) || s.label != slotLabels[s.slot] {
 		s.gen++
 		s.served = v
+		s.header = bearer(v)
 		s.label = slotLabels[s.slot]
 	}
 }
 
 func (s *keySelector) credential() Credential {
-	return Credential{Value: s.served, Generation: s.gen, Label: s.label}
+	return Credential{Value: s.served, Generation: s.gen, Label: s.label, header: s.header}
 }
 
 // stale reports whether c is no longer the credential being presented.

@@ -121,29 +121,3 @@ func TestStatusHasNoSecrets(t *testing.T) {
 	w.assertNotLogged(secrets...)
 	t.Logf("%s", js)
 }
-
-func TestHeaderAuth(t *testing.T) {
-	src, err := credential.NewKey(credential.KeyOptions{Name: "k", Primary: "key-a", Secondary: "key-b"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := credential.NewHeaderAuth(src)
-	v, gen, err := h.Authorization(context.Background())
-	if err != nil || v != "Bearer key-a" {
-		t.Fatalf("Authorization = %q, %v", v, err)
-	}
-	if !h.Rejected(context.Background(), gen) {
-		t.Fatal("Rejected(gen) did not switch keys")
-	}
-	v2, gen2, _ := h.Authorization(context.Background())
-	if v2 != "Bearer key-b" || gen2 == gen {
-		t.Fatalf("after Rejected: %q gen %d", v2, gen2)
-	}
-	// A second report of the old generation does not switch back.
-	if !h.Rejected(context.Background(), gen) {
-		t.Fatal("stale Rejected said no replay although a different key is in use")
-	}
-	if v3, _, _ := h.Authorization(context.Background()); v3 != "Bearer key-b" {
-		t.Fatalf("stale Rejected switched keys: %q", v3)
-	}
-}

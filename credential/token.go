@@ -56,7 +56,7 @@ type TokenSourceOptions struct {
 // one, in which case a replay is pointless.
 type TokenSource struct {
 	label string
-	r     *refresher[Secret]
+	r     *refresher[bearerToken]
 }
 
 var _ ManagedSource = (*TokenSource)(nil)
@@ -78,20 +78,20 @@ func NewTokenSource(o TokenSourceOptions) (*TokenSource, error) {
 	}
 	fetch := o.Fetch
 	label := o.Label
-	r := newRefresher(refresherConfig[Secret]{
+	r := newRefresher(refresherConfig[bearerToken]{
 		name: o.Name,
 		kind: o.Type,
-		fetch: func(ctx context.Context) (Secret, lifetime, error) {
+		fetch: func(ctx context.Context) (bearerToken, lifetime, error) {
 			t, err := fetch(ctx)
 			if err != nil {
-				return "", lifetime{}, err
+				return bearerToken{}, lifetime{}, err
 			}
 			if t.Value.IsZero() {
-				return "", lifetime{}, errors.New("token service returned an empty token")
+				return bearerToken{}, lifetime{}, errors.New("token service returned an empty token")
 			}
-			return t.Value, lifetime{refreshAt: t.RefreshAt, expiresAt: t.ExpiresAt}, nil
+			return bearerToken{t.Value, bearer(t.Value)}, lifetime{refreshAt: t.RefreshAt, expiresAt: t.ExpiresAt}, nil
 		},
-		describe: func(Secret) []slog.Attr { return []slog.Attr{slog.String("label", label)} },
+		describe: func(bearerToken) []slog.Attr { return []slog.Attr{slog.String("label", label)} },
 		clock:    o.Clock,
 		log:      o.Logger,
 		pol:      o.Refresh,
@@ -109,15 +109,22 @@ func (s *TokenSource) Credential(ctx context.Context) (Credential, error) {
 	return s.credential(e), nil
 }
 
-func (s *TokenSource) credential(e entry[Secret]) Credential {
-	return Credential{Value: e.val, ExpiresAt: e.expiresAt, Generation: e.seq, Label: s.label}
+func (s *TokenSource) credential(e entry[bearerToken]) Credential {
+	return Credential{Value: e.val.value, ExpiresAt: e.expiresAt, Generation: e.seq, Label: s.label, header: e.val.header}
+}
+
+// bearerToken is a fetched token with its Authorization header value, built
+// once per fetch rather than once per request.
+type bearerToken struct {
+	value  Secret
+	header string
 }
 
 // Rejected refetches the token once for any number of callers reporting the
 // same generation, and reports whether the token changed. See Source.
 func (s *TokenSource) Rejected(ctx context.Context, c Credential) bool {
 	e, ok, err := s.r.refreshNow(ctx, c.Generation)
-	changed := ok && !e.val.Equal(c.Value)
+	changed := ok && !e.val.value.Equal(c.Value)
 	if !changed {
 		attrs := []slog.Attr{slog.Uint64("generation", c.Generation)}
 		if err != nil {

@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/modelgate/modelgate/internal/jsonline"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/modelgate/modelgate/internal/jsonline"
 )
 
 // TestAuditAndTrace: one JSON audit line per request goes to the audit
@@ -33,7 +34,7 @@ routes:
   - { name: r, path: /, upstream: u, public: true }
 `
 	var mainLog, auditLog bytes.Buffer
-	deps := Deps{Logger: slog.New(slog.NewJSONHandler(&mainLog, nil)), AuditLogger: slog.New(slog.NewJSONHandler(&auditLog, nil))}
+	deps := Deps{Logger: slog.New(slog.NewJSONHandler(&mainLog, nil)), Audit: jsonline.New(&auditLog, slog.LevelInfo)}
 	snap, err := Build(context.Background(), parse(t, y), deps)
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +94,7 @@ routes:
   - { name: r, path: /, upstream: u, allow: [{ key_set: s }] }
 `
 	var out syncBuf
-	snap, err := Build(context.Background(), parse(t, y), Deps{RequestLines: jsonline.New(&out, slog.LevelInfo)})
+	snap, err := Build(context.Background(), parse(t, y), Deps{Audit: jsonline.New(&out, slog.LevelInfo)})
 	if err != nil {
 		t.Fatal(err)
 	}

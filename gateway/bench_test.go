@@ -3,13 +3,14 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"github.com/modelgate/modelgate/internal/jsonline"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/modelgate/modelgate/internal/jsonline"
 
 	"github.com/modelgate/modelgate/test/fakeaad"
 )
@@ -64,7 +65,7 @@ routes:
 `)
 	snap, err := Build(context.Background(), parse(b, y), Deps{
 		Transport: memTransport{}, HTTPClient: aad.Client(),
-		RequestLines: jsonline.New(io.Discard, slog.LevelInfo),
+		Audit: jsonline.New(io.Discard, slog.LevelInfo),
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -5,13 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+
+	"github.com/modelgate/modelgate/credential"
 )
 
 // Error codes the gateway itself answers with, in the JSON body
-// {"error":{"code":"...","message":"..."}}.
+// {"error":{"code":"...","message":"..."}}. A missing upstream credential is
+// answered with credential.CodeUnavailable (503).
 const (
 	CodeNoRoute                = "no_route"
 	CodeBadPath                = "bad_path"
@@ -19,7 +23,6 @@ const (
 	CodeBadRequest             = "bad_request"
 	CodeUpstreamUnavailable    = "upstream_unavailable"
 	CodeUpstreamTimeout        = "upstream_timeout"
-	CodeCredentialUnavailable  = "upstream_credential_unavailable"
 	CodeUpstreamRejectedCred   = "upstream_credential_rejected"
 	CodeRateLimited            = "rate_limited"
 	CodeClientClosedRequest    = "client_closed_request"
@@ -101,7 +104,7 @@ func classify(err error) (status int, code, msg string) {
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "the request body is larger than this gateway accepts: send at most " + strconv.FormatInt(mbe.Limit, 10) + " bytes"
 	case errors.As(err, &cu):
-		return http.StatusServiceUnavailable, CodeCredentialUnavailable, "the gateway cannot obtain a credential for the model endpoint right now: try again later"
+		return http.StatusServiceUnavailable, credential.CodeUnavailable, "the gateway cannot obtain a credential for the model endpoint right now: try again later"
 	case errors.As(err, &ur):
 		if ur.tooLarge {
 			return http.StatusBadGateway, CodeUpstreamRejectedCred, "the model endpoint refused the gateway's credential and the request was too large to replay: retry the request"
@@ -113,4 +116,31 @@ func classify(err error) (status int, code, msg string) {
 		return http.StatusGatewayTimeout, CodeUpstreamTimeout, "the model endpoint did not answer in time: try again later"
 	}
 	return http.StatusBadGateway, CodeUpstreamUnavailable, defaultUpstreamFailureText
+}
+
+// proxyError is the ReverseProxy's ErrorHandler: every transport failure
+// becomes the gateway's JSON error with the right status.
+func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code, msg := classify(err)
+	st := stateFrom(r.Context())
+	if st != nil {
+		st.errCode = code
+	}
+	if status == StatusClientClosedRequest {
+		if sw, ok := w.(*statusWriter); ok && sw.status == 0 {
+			sw.status = status
+		}
+		return
+	}
+	if status >= 500 {
+		h.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream error",
+			slog.String("request_id", st.id), slog.String("route", st.route.Name),
+			slog.String("upstream", st.route.Upstream.Name), slog.String("code", code), slog.String("error", err.Error()))
+	}
+	if status == http.StatusRequestEntityTooLarge {
+		// A streamed body hit max_body_bytes and the rest stays unread: the
+		// connection cannot carry another request.
+		w.Header().Set("Connection", "close")
+	}
+	WriteError(w, status, code, msg)
 }

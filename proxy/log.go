@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/modelgate/modelgate/internal/jsonline"
 )
 
 // logRequest writes the one structured line per request: who asked for
@@ -29,36 +31,17 @@ func (h *Handler) logRequest(r *http.Request, st *reqState, sw *statusWriter, st
 	if status >= 500 && status != StatusClientClosedRequest {
 		level = slog.LevelWarn
 	}
-	if h.lines != nil {
-		if !h.lines.Enabled(level) {
-			return
-		}
-		ln := h.lines.Begin(time.Now(), level, "request")
-		h.requestFields(ln, r, st, sw, status, decision, start)
-		h.lines.Write(ln)
-		return
-	}
 	ctx := r.Context()
 	if !h.audit.Enabled(ctx, level) {
 		return
 	}
-	f := slogFields{attrs: make([]slog.Attr, 0, 20)} // room for every field: one allocation
-	h.requestFields(&f, r, st, sw, status, decision, start)
-	h.audit.LogAttrs(ctx, level, "request", f.attrs...)
-}
-
-// fieldWriter receives the request line's fields; *jsonline.Line (the fast
-// JSON path) and slogFields (any slog handler) implement it, so the schema
-// is written down once.
-type fieldWriter interface {
-	Str(k, v string)
-	Int(k string, v int64)
-	Bool(k string, v bool)
-	Millis(k string, d time.Duration)
+	ln := h.audit.Begin(time.Now(), level, "request")
+	h.requestFields(ln, r, st, sw, status, decision, start)
+	h.audit.Write(ctx, ln)
 }
 
 // requestFields writes the audit schema (README, "Audit trail").
-func (h *Handler) requestFields(f fieldWriter, r *http.Request, st *reqState, sw *statusWriter, status int, decision string, start time.Time) {
+func (h *Handler) requestFields(f *jsonline.Line, r *http.Request, st *reqState, sw *statusWriter, status int, decision string, start time.Time) {
 	f.Str("request_id", st.id)
 	f.Str("trace_id", st.traceID)
 	f.Str("method", r.Method)
@@ -93,13 +76,4 @@ func (h *Handler) requestFields(f fieldWriter, r *http.Request, st *reqState, sw
 	if st.upDur > 0 {
 		f.Millis("upstream_ms", st.upDur)
 	}
-}
-
-type slogFields struct{ attrs []slog.Attr }
-
-func (f *slogFields) Str(k, v string)       { f.attrs = append(f.attrs, slog.String(k, v)) }
-func (f *slogFields) Int(k string, v int64) { f.attrs = append(f.attrs, slog.Int64(k, v)) }
-func (f *slogFields) Bool(k string, v bool) { f.attrs = append(f.attrs, slog.Bool(k, v)) }
-func (f *slogFields) Millis(k string, d time.Duration) {
-	f.attrs = append(f.attrs, slog.Float64(k, float64(d.Microseconds())/1000))
 }

@@ -20,6 +20,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,23 +29,11 @@ import (
 
 	"github.com/modelgate/modelgate/internal/jsonline"
 	"github.com/modelgate/modelgate/policy"
+	"github.com/modelgate/modelgate/ratelimit"
 )
 
-// UpstreamAuth supplies the credential the gateway presents to an upstream.
-// Implementations must be safe for concurrent use.
-type UpstreamAuth interface {
-	// Authorization returns the Authorization header value to send, and a
-	// generation that identifies that credential. It must not block on the
-	// network while a valid credential is cached. An error means no valid
-	// credential can be had now (the client gets 503).
-	Authorization(ctx context.Context) (value string, gen uint64, err error)
-	// Rejected reports that the upstream answered 401 to the credential of
-	// generation gen. It returns true when a different credential is now
-	// available, so that one replay is worthwhile.
-	Rejected(ctx context.Context, gen uint64) bool
-}
-
-// Upstream is a scoring endpoint and how to authenticate to it.
+// Upstream is a scoring endpoint and how to authenticate to it. New copies
+// what it needs: changing an Upstream afterwards does not change a Handler.
 type Upstream struct {
 	// Name identifies the upstream in logs.
 	Name string
@@ -58,19 +47,10 @@ type Upstream struct {
 	// Auth is the upstream credential; nil sends none.
 	Auth UpstreamAuth
 
+	// Set only on New's private copy.
 	headers  []headerKV
 	identity []identityHeader
 	rp       *httputil.ReverseProxy
-}
-
-type headerKV struct {
-	key string
-	val []string
-}
-
-type identityHeader struct {
-	key   string // canonical header name
-	field string
 }
 
 // Limiter decides whether an admitted caller may proceed now;
@@ -81,7 +61,8 @@ type Limiter interface {
 	Allow(identity string, now time.Time) (ok bool, retryAfter time.Duration)
 }
 
-// Route is one compiled route.
+// Route is one route. New copies it, so changing a Route afterwards does
+// not change a Handler.
 type Route struct {
 	Name     string
 	Host     string // lower case; "" = any host
@@ -114,15 +95,12 @@ type Options struct {
 	BufferBodyBytes int64
 	// TrustedProxies are peers whose forwarding headers are extended.
 	TrustedProxies []netip.Prefix
-	// Logger receives proxy errors, and the request lines unless
-	// AuditLogger is set.
+	// Logger receives proxy errors; nil discards them.
 	Logger *slog.Logger
-	// AuditLogger, when set, receives the one audit line per request.
-	AuditLogger *slog.Logger
-	// RequestLines, when set, writes the per-request line as JSON directly
-	// (same schema, several times cheaper than slog); it takes precedence
-	// over AuditLogger and Logger for that line.
-	RequestLines *jsonline.Logger
+	// Audit receives the one audit line per request (README, "Audit
+	// trail"). nil means Logger, in its own format (jsonline.NewHandler);
+	// jsonline.New writes the same line as JSON several times cheaper.
+	Audit *jsonline.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -135,30 +113,28 @@ type Handler struct {
 	bufBody   int64
 	trusted   []netip.Prefix
 	log       *slog.Logger
-	audit     *slog.Logger
-	lines     *jsonline.Logger
+	audit     *jsonline.Logger
 	now       func() time.Time
 	idPrefix  string
 	idCounter atomic.Uint64
 }
 
-// New compiles the routes into a Handler.
+// New compiles the routes into a Handler. It does not modify o or anything
+// o points to: the Handler works on copies of the Routes and Upstreams.
 func New(o Options) *Handler {
 	h := &Handler{
-		router:  NewRouter(o.Routes),
 		maxBody: o.MaxBodyBytes,
 		bufBody: o.BufferBodyBytes,
-		trusted: o.TrustedProxies,
+		trusted: slices.Clone(o.TrustedProxies),
 		log:     o.Logger,
+		audit:   o.Audit,
 		now:     o.Now,
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
-	h.lines = o.RequestLines
-	h.audit = o.AuditLogger
 	if h.audit == nil {
-		h.audit = h.log
+		h.audit = jsonline.NewHandler(h.log.Handler())
 	}
 	if h.now == nil {
 		h.now = time.Now
@@ -168,28 +144,21 @@ func New(o Options) *Handler {
 	h.idPrefix = hex.EncodeToString(rnd[:]) + "-"
 	pool := newBufferPool()
 	errLog := slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)
-	seen := map[*Upstream]bool{}
+	compiled := map[*Upstream]*Upstream{}
+	routes := make([]*Route, 0, len(o.Routes))
 	for _, r := range o.Routes {
-		u := r.Upstream
-		if seen[u] {
-			continue
+		u := compiled[r.Upstream]
+		if u == nil {
+			u = compileUpstream(r.Upstream)
+			u.rp = h.reverseProxy(u, o.Transport, pool, errLog)
+			compiled[r.Upstream] = u
 		}
-		seen[u] = true
-		u.compile()
-		u.rp = h.reverseProxy(u, o.Transport, pool, errLog)
+		rc := *r
+		rc.Upstream = u
+		routes = append(routes, &rc)
 	}
+	h.router = NewRouter(routes)
 	return h
-}
-
-func (u *Upstream) compile() {
-	u.headers = u.headers[:0]
-	for k, v := range u.Headers {
-		u.headers = append(u.headers, headerKV{key: http.CanonicalHeaderKey(k), val: []string{v}})
-	}
-	u.identity = u.identity[:0]
-	for field, name := range u.IdentityHeaders {
-		u.identity = append(u.identity, identityHeader{key: http.CanonicalHeaderKey(name), field: field})
-	}
 }
 
 func (h *Handler) reverseProxy(u *Upstream, base http.RoundTripper, pool httputil.BufferPool, errLog *log.Logger) *httputil.ReverseProxy {
@@ -215,11 +184,6 @@ func (h *Handler) reverseProxy(u *Upstream, base http.RoundTripper, pool httputi
 		// the upstream's too would give the client two.
 		ModifyResponse: dropRequestID,
 	}
-}
-
-func dropRequestID(res *http.Response) error {
-	delete(res.Header, headerRequestID)
-	return nil
 }
 
 // reqState is the per-request record shared by the pipeline stages and the
@@ -312,9 +276,10 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 		}
 		if ok, wait := route.Limiter.Allow(who, h.now()); !ok {
 			st.errCode = CodeRateLimited
-			w.Header().Set(headerRetryAfter, strconv.Itoa(retryAfterSeconds(wait)))
+			secs := strconv.Itoa(ratelimit.RetryAfterSeconds(wait))
+			w.Header().Set(headerRetryAfter, secs)
 			WriteError(w, http.StatusTooManyRequests, CodeRateLimited,
-				"too many requests on this route: wait "+strconv.Itoa(retryAfterSeconds(wait))+" s (Retry-After) and try again")
+				"too many requests on this route: wait "+secs+" s (Retry-After) and try again")
 			return
 		}
 	}
@@ -412,13 +377,6 @@ func remoteHost(addr string) string {
 	return addr
 }
 
-// retryAfterSeconds rounds a wait up to whole seconds, at least 1, so a
-// client that honours Retry-After is never early (RFC 9110 §10.2.3).
-func retryAfterSeconds(d time.Duration) int {
-	s := int((d + time.Second - 1) / time.Second)
-	return max(s, 1)
-}
-
 func classifyBodyError(err error) (int, string, string) {
 	var mbe *http.MaxBytesError
 	switch {
@@ -430,213 +388,6 @@ func classifyBodyError(err error) (int, string, string) {
 	return StatusClientClosedRequest, CodeClientClosedRequest, ""
 }
 
-// spoofable lists client-sent headers that claim an identity or carry a
-// credential. They never reach an upstream; the gateway sets identity
-// headers only where an upstream asks for them (identity_headers).
-var spoofable = []string{
-	"Authorization", "Cookie",
-	"X-Api-Key", "Ocp-Apim-Subscription-Key",
-	"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Preferred-Username", "X-Forwarded-Groups", "X-Forwarded-Access-Token",
-	"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups", "X-Auth-Request-Access-Token", "X-Auth-Request-Preferred-Username",
-	"X-Ms-Client-Principal", "X-Ms-Client-Principal-Id", "X-Ms-Client-Principal-Name", "X-Ms-Client-Principal-Idp",
-	"X-Ms-Token-Aad-Access-Token", "X-Ms-Token-Aad-Id-Token",
-	"X-Remote-User", "X-Remote-Group", "Remote-User",
-	"X-Modelgate-Identity",
-}
-
-// rewrite builds the outbound request. ReverseProxy has already removed
-// hop-by-hop headers (including any named in Connection) and client-sent
-// Forwarded / X-Forwarded-* from pr.Out before this runs; the upstream
-// credential is injected later, by the transport, so no client header can
-// remove it.
-func (h *Handler) rewrite(u *Upstream, pr *httputil.ProxyRequest) {
-	st := stateFrom(pr.In.Context())
-	out := pr.Out
-	hdr := out.Header
-
-	// Target: scheme and host of the upstream; its path replaces the prefix.
-	out.URL.Scheme = u.URL.Scheme
-	out.URL.Host = u.URL.Host
-	out.Host = ""
-	rest := strings.TrimPrefix(pr.In.URL.Path, st.route.Prefix)
-	if st.route.Prefix == "/" {
-		rest = pr.In.URL.Path
-	}
-	out.URL.Path = u.URL.Path + rest
-	out.URL.RawPath = ""
-	if raw := pr.In.URL.RawPath; raw != "" && strings.HasPrefix(raw, st.route.Prefix) {
-		rawRest := raw[len(st.route.Prefix):]
-		if st.route.Prefix == "/" {
-			rawRest = raw
-		}
-		if dec, err := url.PathUnescape(rawRest); err == nil && dec == rest {
-			out.URL.RawPath = u.URL.EscapedPath() + rawRest
-		}
-	}
-	if out.URL.Path == "" {
-		out.URL.Path = "/"
-	}
-	out.URL.RawQuery = pr.In.URL.RawQuery
-
-	for _, k := range spoofable {
-		delete(hdr, k)
-	}
-	// ReverseProxy puts back Connection: Upgrade and Upgrade after removing
-	// hop-by-hop headers, to tunnel WebSocket and h2c. The gateway does not
-	// switch protocols: a tunnel would hand the client a raw connection to
-	// the upstream, authenticated with the gateway's credential, outside the
-	// body limit and the per-request log. Scoring APIs are plain HTTP.
-	delete(hdr, "Connection")
-	delete(hdr, "Upgrade")
-	for _, ih := range u.identity {
-		delete(hdr, ih.key)
-	}
-	h.setForwarded(pr, st)
-	hdr[headerRequestID] = []string{st.id}
-	if st.newTrace != "" {
-		hdr[headerTraceparent] = []string{st.newTrace}
-		delete(hdr, headerTracestate)
-	}
-	for _, kv := range u.headers {
-		hdr[kv.key] = kv.val
-	}
-	if st.ident != nil {
-		for _, ih := range u.identity {
-			if v := identityField(st.ident, ih.field); v != "" {
-				hdr[ih.key] = []string{v}
-			}
-		}
-	}
-}
-
-func identityField(id *policy.Identity, field string) string {
-	switch field {
-	case "key_id":
-		return id.KeyID
-	case "oid":
-		return id.ObjectID
-	case "tid":
-		return id.TenantID
-	case "appid":
-		return id.AppID
-	case "sub":
-		return id.Subject
-	case "provider":
-		if id.Method == policy.MethodKey {
-			return id.KeySet
-		}
-		return id.Provider
-	case "method":
-		return id.Method
-	}
-	return ""
-}
-
-// setForwarded sets X-Forwarded-For/Host/Proto and Forwarded (RFC 7239).
-// From an untrusted peer the client's own values were dropped and the
-// gateway's replace them; from a trusted proxy the chain is extended.
-func (h *Handler) setForwarded(pr *httputil.ProxyRequest, st *reqState) {
-	in, hdr := pr.In, pr.Out.Header
-	proto := "http"
-	if in.TLS != nil {
-		proto = "https"
-	}
-	ip := st.peer.String()
-	xff, xfh, xfp, fwd := ip, in.Host, proto, ""
-	if st.trusted {
-		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
-			xff = strings.Join(prior, ", ") + ", " + ip
-		}
-		if v := in.Header.Get("X-Forwarded-Host"); v != "" {
-			xfh = v
-		}
-		if v := in.Header.Get("X-Forwarded-Proto"); v != "" {
-			xfp = v
-		}
-		if prior := in.Header.Values("Forwarded"); len(prior) > 0 {
-			fwd = strings.Join(prior, ", ") + ", "
-		}
-	}
-	if !st.peer.IsValid() {
-		ip = "unknown"
-		xff = ""
-	}
-	node := ip
-	if st.peer.Is6() {
-		node = `"[` + ip + `]"`
-	}
-	fwd += "for=" + node + ";host=" + quoteForwarded(in.Host) + ";proto=" + proto
-	if xff != "" {
-		hdr["X-Forwarded-For"] = []string{xff}
-	}
-	hdr["X-Forwarded-Host"] = []string{xfh}
-	hdr["X-Forwarded-Proto"] = []string{xfp}
-	hdr["Forwarded"] = []string{fwd}
-}
-
-func quoteForwarded(s string) string {
-	if s == "" {
-		return `""`
-	}
-	if !strings.ContainsAny(s, `"\`) {
-		return `"` + s + `"`
-	}
-	return strconv.Quote(s)
-}
-
-// proxyError is the ReverseProxy's ErrorHandler: every transport failure
-// becomes the gateway's JSON error with the right status.
-func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	status, code, msg := classify(err)
-	st := stateFrom(r.Context())
-	if st != nil {
-		st.errCode = code
-	}
-	if status == StatusClientClosedRequest {
-		if sw, ok := w.(*statusWriter); ok && sw.status == 0 {
-			sw.status = status
-		}
-		return
-	}
-	if status >= 500 {
-		h.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream error",
-			slog.String("request_id", st.id), slog.String("route", st.route.Name),
-			slog.String("upstream", st.route.Upstream.Name), slog.String("code", code), slog.String("error", err.Error()))
-	}
-	if status == http.StatusRequestEntityTooLarge {
-		// A streamed body hit max_body_bytes and the rest stays unread: the
-		// connection cannot carry another request.
-		w.Header().Set("Connection", "close")
-	}
-	WriteError(w, status, code, msg)
-}
-
-// requestID honours a sane client-sent X-Request-Id and otherwise makes one
-// from a per-process random prefix and a counter (unique, and cheap).
-func (h *Handler) requestID(r *http.Request) string {
-	if v := r.Header.Get(headerRequestID); v != "" && validRequestID(v) {
-		return v
-	}
-	var b [32]byte
-	n := copy(b[:], h.idPrefix)
-	return string(strconv.AppendUint(b[:n], h.idCounter.Add(1), 36))
-}
-
-func validRequestID(s string) bool {
-	if len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.', c == ':':
-		default:
-			return false
-		}
-	}
-	return true
-}
-
 // bufferPool shares ReverseProxy's 32 KiB copy buffers across requests.
 type bufferPool struct{ p sync.Pool }
 
@@ -646,48 +397,3 @@ func newBufferPool() *bufferPool {
 
 func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
 func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
-
-// statusWriter records the status and size of the response for the log line
-// and passes Flush through (ReverseProxy finds it via Unwrap).
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	bytes  int64
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 && code >= 200 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(p)
-	w.bytes += int64(n)
-	return n, err
-}
-
-// FlushError flushes buffered data to the client (http.ResponseController
-// looks for it).
-func (w *statusWriter) FlushError() error {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	switch f := w.ResponseWriter.(type) {
-	case interface{ FlushError() error }:
-		return f.FlushError()
-	case http.Flusher:
-		f.Flush()
-		return nil
-	}
-	return http.ErrNotSupported
-}
-
-// Flush implements http.Flusher.
-func (w *statusWriter) Flush() { _ = w.FlushError() }
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

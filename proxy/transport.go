@@ -1,10 +1,29 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/modelgate/modelgate/credential"
 )
+
+// UpstreamAuth supplies the credential the gateway presents to an upstream;
+// every credential.Source implements it. Implementations must be safe for
+// concurrent use.
+type UpstreamAuth interface {
+	// Credential returns the credential to present now. It must not block
+	// on the network while a valid credential is cached. An error means no
+	// valid credential can be had now (the client gets 503
+	// upstream_credential_unavailable). The proxy sends c.Header(), so a
+	// source should hand out credentials whose header it built once.
+	Credential(ctx context.Context) (credential.Credential, error)
+	// Rejected reports that the upstream answered 401 to c, which the proxy
+	// passes back unchanged. It returns true when a different credential is
+	// now available, so that one replay is worthwhile.
+	Rejected(ctx context.Context, c credential.Credential) bool
+}
 
 // authTransport injects the upstream credential into each outbound request
 // and handles an upstream 401: it tells the credential source, and replays
@@ -19,14 +38,14 @@ type authTransport struct {
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	st := stateFrom(ctx)
-	value, gen, err := t.auth.Authorization(ctx)
+	cred, err := t.auth.Credential(ctx)
 	if err != nil {
 		closeBody(req)
 		return nil, &errCredentialUnavailable{err: err}
 	}
 	// req is the ReverseProxy's own outbound clone, built for this call, so
 	// setting its header in place is safe.
-	req.Header["Authorization"] = []string{value}
+	req.Header["Authorization"] = []string{cred.Header()}
 	start := time.Now()
 	resp, err := t.base.RoundTrip(req)
 	if st != nil {
@@ -39,7 +58,7 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, err
 	}
 	drain(resp)
-	if !t.auth.Rejected(ctx, gen) {
+	if !t.auth.Rejected(ctx, cred) {
 		return nil, &errUpstreamRejected{}
 	}
 	if req.GetBody == nil && req.ContentLength != 0 {
@@ -47,7 +66,7 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// sent again.
 		return nil, &errUpstreamRejected{tooLarge: true}
 	}
-	value, gen, err = t.auth.Authorization(ctx)
+	cred, err = t.auth.Credential(ctx)
 	if err != nil {
 		return nil, &errCredentialUnavailable{err: err}
 	}
@@ -57,7 +76,7 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
-	retry.Header["Authorization"] = []string{value}
+	retry.Header["Authorization"] = []string{cred.Header()}
 	if st != nil {
 		st.replayed = true
 	}
@@ -74,7 +93,7 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if resp.StatusCode == http.StatusUnauthorized {
 		drain(resp)
-		t.auth.Rejected(ctx, gen)
+		t.auth.Rejected(ctx, cred)
 		return nil, &errUpstreamRejected{replayed: true}
 	}
 	return resp, nil

@@ -1,12 +1,15 @@
-// Package jsonline writes one JSON object per line, fast: fields are
-// appended straight into a pooled buffer and written with one Write call.
-// It produces the same shape as log/slog's JSONHandler
-// ({"time":...,"level":"INFO","msg":...,fields...}) for the gateway's
-// per-request audit line, at a fraction of slog's cost (no Attr slices, no
-// reflection, no per-record allocation).
+// Package jsonline writes the gateway's one audit line per request. Its fast
+// path writes one JSON object per line in the shape of log/slog's
+// JSONHandler ({"time":...,"level":"INFO","msg":...,fields...}) at a
+// fraction of slog's cost: fields are appended straight into a pooled buffer
+// and written with one Write call (no Attr slices, no reflection, no
+// per-line allocation). A Logger made with NewHandler hands the same fields
+// to an slog.Handler instead, for the text format and for a main log shared
+// with other lines; callers write a line the same way either way.
 package jsonline
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"strconv"
@@ -15,29 +18,58 @@ import (
 	"unicode/utf8"
 )
 
-// Logger writes lines to an io.Writer. It is safe for concurrent use; each
-// line is one Write call, so lines never interleave.
+// Logger writes lines to an io.Writer or an slog.Handler. It is safe for
+// concurrent use; each line is one Write call (or one Handle call), so lines
+// never interleave.
 type Logger struct {
 	mu    sync.Mutex
 	w     io.Writer
 	level slog.Level
+	h     slog.Handler // when not nil, lines go to h instead of w
 }
 
-// New returns a Logger that writes lines at level and above to w.
+// New returns a Logger that writes JSON lines at level and above to w.
 func New(w io.Writer, level slog.Level) *Logger { return &Logger{w: w, level: level} }
 
+// NewHandler returns a Logger that hands each line to h as one slog record
+// (without a source location), for any format and level h implements. It
+// allocates per line where New does not.
+func NewHandler(h slog.Handler) *Logger { return &Logger{h: h} }
+
 // Enabled reports whether a line at level would be written.
-func (l *Logger) Enabled(level slog.Level) bool { return level >= l.level }
+func (l *Logger) Enabled(ctx context.Context, level slog.Level) bool {
+	if l.h != nil {
+		return l.h.Enabled(ctx, level)
+	}
+	return level >= l.level
+}
 
 var pool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &Line{buf: b} }}
 
-// Line is one JSON object being built. Get one from Begin and hand it to
-// Write; do not keep it.
-type Line struct{ buf []byte }
+// Line is one line being built. Get one from Begin and hand it to Write; do
+// not keep it.
+type Line struct {
+	buf []byte
+
+	// For a Logger made with NewHandler: the record being built.
+	toHandler bool
+	time      time.Time
+	level     slog.Level
+	msg       string
+	attrs     []slog.Attr
+}
 
 // Begin starts a line with time, level and msg.
 func (l *Logger) Begin(t time.Time, level slog.Level, msg string) *Line {
 	ln := pool.Get().(*Line)
+	if l.h != nil {
+		ln.toHandler, ln.time, ln.level, ln.msg = true, t, level, msg
+		if ln.attrs == nil {
+			ln.attrs = make([]slog.Attr, 0, 20) // room for a request line's fields
+		}
+		return ln
+	}
+	ln.toHandler = false
 	ln.buf = append(ln.buf[:0], `{"time":"`...)
 	ln.buf = t.AppendFormat(ln.buf, time.RFC3339Nano)
 	ln.buf = append(ln.buf, `","level":"`...)
@@ -49,24 +81,41 @@ func (l *Logger) Begin(t time.Time, level slog.Level, msg string) *Line {
 
 // Str adds a string field.
 func (ln *Line) Str(k, v string) {
+	if ln.toHandler {
+		ln.attrs = append(ln.attrs, slog.String(k, v))
+		return
+	}
 	ln.key(k)
 	ln.buf = appendString(ln.buf, v)
 }
 
 // Int adds an integer field.
 func (ln *Line) Int(k string, v int64) {
+	if ln.toHandler {
+		ln.attrs = append(ln.attrs, slog.Int64(k, v))
+		return
+	}
 	ln.key(k)
 	ln.buf = strconv.AppendInt(ln.buf, v, 10)
 }
 
 // Millis adds a duration as fractional milliseconds (microsecond precision).
 func (ln *Line) Millis(k string, d time.Duration) {
+	ms := float64(d.Microseconds()) / 1000
+	if ln.toHandler {
+		ln.attrs = append(ln.attrs, slog.Float64(k, ms))
+		return
+	}
 	ln.key(k)
-	ln.buf = strconv.AppendFloat(ln.buf, float64(d.Microseconds())/1000, 'f', -1, 64)
+	ln.buf = strconv.AppendFloat(ln.buf, ms, 'f', -1, 64)
 }
 
 // Bool adds a boolean field.
 func (ln *Line) Bool(k string, v bool) {
+	if ln.toHandler {
+		ln.attrs = append(ln.attrs, slog.Bool(k, v))
+		return
+	}
 	ln.key(k)
 	ln.buf = strconv.AppendBool(ln.buf, v)
 }
@@ -77,8 +126,18 @@ func (ln *Line) key(k string) {
 	ln.buf = append(ln.buf, ':')
 }
 
-// Write ends the line and writes it. Write errors are dropped, as slog does.
-func (l *Logger) Write(ln *Line) {
+// Write ends the line and writes it; ctx reaches the slog.Handler of a
+// Logger made with NewHandler. Write errors are dropped, as slog does.
+func (l *Logger) Write(ctx context.Context, ln *Line) {
+	if ln.toHandler {
+		r := slog.NewRecord(ln.time, ln.level, ln.msg, 0)
+		r.AddAttrs(ln.attrs...)
+		_ = l.h.Handle(ctx, r)
+		clear(ln.attrs) // keep no request data in the pool
+		ln.attrs = ln.attrs[:0]
+		pool.Put(ln)
+		return
+	}
 	ln.buf = append(ln.buf, '}', '\n')
 	l.mu.Lock()
 	_, _ = l.w.Write(ln.buf)

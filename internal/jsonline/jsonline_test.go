@@ -2,9 +2,12 @@ package jsonline
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -21,7 +24,7 @@ func TestMatchesEncodingJSON(t *testing.T) {
 		ln.Int("n", -5)
 		ln.Bool("b", true)
 		ln.Millis("d", 1500*time.Microsecond)
-		l.Write(ln)
+		l.Write(context.Background(), ln)
 		var got map[string]any
 		if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
 			t.Fatalf("%q: invalid JSON %s: %v", s, buf.Bytes(), err)
@@ -32,6 +35,50 @@ func TestMatchesEncodingJSON(t *testing.T) {
 		if got["k"] != wantS || got["n"] != -5.0 || got["b"] != true || got["d"] != 1.5 || got["msg"] != "m" || got["level"] != "INFO" {
 			t.Errorf("%q: got %v", s, got)
 		}
+	}
+}
+
+// TestHandlerMatchesFast: a line written through an slog.Handler carries
+// the same fields as the fast path, and honours the handler's level and
+// format.
+func TestHandlerMatchesFast(t *testing.T) {
+	at := time.Date(2025, 3, 1, 12, 0, 0, 5e8, time.UTC)
+	write := func(l *Logger) {
+		ln := l.Begin(at, slog.LevelWarn, "request")
+		ln.Str("s", "a \"b\"")
+		ln.Int("n", 502)
+		ln.Bool("b", true)
+		ln.Millis("d", 1234567*time.Microsecond)
+		l.Write(context.Background(), ln)
+	}
+	var fast, viaSlog, text bytes.Buffer
+	write(New(&fast, slog.LevelInfo))
+	write(NewHandler(slog.NewJSONHandler(&viaSlog, nil)))
+	write(NewHandler(slog.NewTextHandler(&text, nil)))
+	var a, b map[string]any
+	if err := json.Unmarshal(fast.Bytes(), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(viaSlog.Bytes(), &b); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("fast %s\nslog %s", fast.Bytes(), viaSlog.Bytes())
+	}
+	const wantText = `time=2025-03-01T12:00:00.500Z level=WARN msg=request s="a \"b\"" n=502 b=true d=1234.567` + "\n"
+	if text.String() != wantText {
+		t.Errorf("text line\n%s want\n%s", text.String(), wantText)
+	}
+
+	quiet := NewHandler(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))
+	if quiet.Enabled(context.Background(), slog.LevelWarn) || !quiet.Enabled(context.Background(), slog.LevelError) {
+		t.Error("Enabled does not follow the handler's level")
+	}
+	if l := New(io.Discard, slog.LevelWarn); l.Enabled(context.Background(), slog.LevelInfo) || !l.Enabled(context.Background(), slog.LevelWarn) {
+		t.Error("Enabled does not follow the level")
+	}
+	if strings.Count(fast.String(), "\n") != 1 {
+		t.Errorf("fast path wrote %q, want one line", fast.String())
 	}
 }
 
@@ -63,6 +110,6 @@ func BenchmarkLine(b *testing.B) {
 		ln.Str("identity", "key:partners/acme")
 		ln.Int("status", 200)
 		ln.Millis("duration_ms", 832*time.Microsecond)
-		l.Write(ln)
+		l.Write(context.Background(), ln)
 	}
 }

@@ -1,0 +1,199 @@
+package proxy
+
+import (
+	"maps"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/modelgate/modelgate/policy"
+)
+
+// Header hygiene: what the gateway removes from, and adds to, the request it
+// sends upstream.
+
+type headerKV struct {
+	key string
+	val []string
+}
+
+type identityHeader struct {
+	key   string // canonical header name
+	field string
+}
+
+// compileUpstream returns New's private copy of u, with its configured
+// headers in canonical form. u itself is not modified.
+func compileUpstream(u *Upstream) *Upstream {
+	c := &Upstream{
+		Name: u.Name, Auth: u.Auth,
+		Headers: maps.Clone(u.Headers), IdentityHeaders: maps.Clone(u.IdentityHeaders),
+	}
+	if u.URL != nil {
+		target := *u.URL
+		c.URL = &target
+	}
+	for k, v := range c.Headers {
+		c.headers = append(c.headers, headerKV{key: http.CanonicalHeaderKey(k), val: []string{v}})
+	}
+	for field, name := range c.IdentityHeaders {
+		c.identity = append(c.identity, identityHeader{key: http.CanonicalHeaderKey(name), field: field})
+	}
+	return c
+}
+
+// spoofable lists client-sent headers that claim an identity or carry a
+// credential. They never reach an upstream; the gateway sets identity
+// headers only where an upstream asks for them (identity_headers).
+var spoofable = []string{
+	"Authorization", "Cookie",
+	"X-Api-Key", "Ocp-Apim-Subscription-Key",
+	"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Preferred-Username", "X-Forwarded-Groups", "X-Forwarded-Access-Token",
+	"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups", "X-Auth-Request-Access-Token", "X-Auth-Request-Preferred-Username",
+	"X-Ms-Client-Principal", "X-Ms-Client-Principal-Id", "X-Ms-Client-Principal-Name", "X-Ms-Client-Principal-Idp",
+	"X-Ms-Token-Aad-Access-Token", "X-Ms-Token-Aad-Id-Token",
+	"X-Remote-User", "X-Remote-Group", "Remote-User",
+	"X-Modelgate-Identity",
+}
+
+// rewrite builds the outbound request. ReverseProxy has already removed
+// hop-by-hop headers (including any named in Connection) and client-sent
+// Forwarded / X-Forwarded-* from pr.Out before this runs; the upstream
+// credential is injected later, by the transport, so no client header can
+// remove it.
+func (h *Handler) rewrite(u *Upstream, pr *httputil.ProxyRequest) {
+	st := stateFrom(pr.In.Context())
+	out := pr.Out
+	hdr := out.Header
+
+	// Target: scheme and host of the upstream; its path replaces the prefix.
+	out.URL.Scheme = u.URL.Scheme
+	out.URL.Host = u.URL.Host
+	out.Host = ""
+	rest := strings.TrimPrefix(pr.In.URL.Path, st.route.Prefix)
+	if st.route.Prefix == "/" {
+		rest = pr.In.URL.Path
+	}
+	out.URL.Path = u.URL.Path + rest
+	out.URL.RawPath = ""
+	if raw := pr.In.URL.RawPath; raw != "" && strings.HasPrefix(raw, st.route.Prefix) {
+		rawRest := raw[len(st.route.Prefix):]
+		if st.route.Prefix == "/" {
+			rawRest = raw
+		}
+		if dec, err := url.PathUnescape(rawRest); err == nil && dec == rest {
+			out.URL.RawPath = u.URL.EscapedPath() + rawRest
+		}
+	}
+	if out.URL.Path == "" {
+		out.URL.Path = "/"
+	}
+	out.URL.RawQuery = pr.In.URL.RawQuery
+
+	for _, k := range spoofable {
+		delete(hdr, k)
+	}
+	// ReverseProxy puts back Connection: Upgrade and Upgrade after removing
+	// hop-by-hop headers, to tunnel WebSocket and h2c. The gateway does not
+	// switch protocols: a tunnel would hand the client a raw connection to
+	// the upstream, authenticated with the gateway's credential, outside the
+	// body limit and the per-request log. Scoring APIs are plain HTTP.
+	delete(hdr, "Connection")
+	delete(hdr, "Upgrade")
+	for _, ih := range u.identity {
+		delete(hdr, ih.key)
+	}
+	h.setForwarded(pr, st)
+	hdr[headerRequestID] = []string{st.id}
+	if st.newTrace != "" {
+		hdr[headerTraceparent] = []string{st.newTrace}
+		delete(hdr, headerTracestate)
+	}
+	for _, kv := range u.headers {
+		hdr[kv.key] = kv.val
+	}
+	if st.ident != nil {
+		for _, ih := range u.identity {
+			if v := identityField(st.ident, ih.field); v != "" {
+				hdr[ih.key] = []string{v}
+			}
+		}
+	}
+}
+
+func identityField(id *policy.Identity, field string) string {
+	switch field {
+	case "key_id":
+		return id.KeyID
+	case "oid":
+		return id.ObjectID
+	case "tid":
+		return id.TenantID
+	case "appid":
+		return id.AppID
+	case "sub":
+		return id.Subject
+	case "provider":
+		if id.Method == policy.MethodKey {
+			return id.KeySet
+		}
+		return id.Provider
+	case "method":
+		return id.Method
+	}
+	return ""
+}
+
+// setForwarded sets X-Forwarded-For/Host/Proto and Forwarded (RFC 7239).
+// From an untrusted peer the client's own values were dropped and the
+// gateway's replace them; from a trusted proxy the chain is extended.
+func (h *Handler) setForwarded(pr *httputil.ProxyRequest, st *reqState) {
+	in, hdr := pr.In, pr.Out.Header
+	proto := "http"
+	if in.TLS != nil {
+		proto = "https"
+	}
+	ip := st.peer.String()
+	xff, xfh, xfp, fwd := ip, in.Host, proto, ""
+	if st.trusted {
+		if prior := in.Header.Values("X-Forwarded-For"); len(prior) > 0 {
+			xff = strings.Join(prior, ", ") + ", " + ip
+		}
+		if v := in.Header.Get("X-Forwarded-Host"); v != "" {
+			xfh = v
+		}
+		if v := in.Header.Get("X-Forwarded-Proto"); v != "" {
+			xfp = v
+		}
+		if prior := in.Header.Values("Forwarded"); len(prior) > 0 {
+			fwd = strings.Join(prior, ", ") + ", "
+		}
+	}
+	if !st.peer.IsValid() {
+		ip = "unknown"
+		xff = ""
+	}
+	node := ip
+	if st.peer.Is6() {
+		node = `"[` + ip + `]"`
+	}
+	fwd += "for=" + node + ";host=" + quoteForwarded(in.Host) + ";proto=" + proto
+	if xff != "" {
+		hdr["X-Forwarded-For"] = []string{xff}
+	}
+	hdr["X-Forwarded-Host"] = []string{xfh}
+	hdr["X-Forwarded-Proto"] = []string{xfp}
+	hdr["Forwarded"] = []string{fwd}
+}
+
+func quoteForwarded(s string) string {
+	if s == "" {
+		return `""`
+	}
+	if !strings.ContainsAny(s, `"\`) {
+		return `"` + s + `"`
+	}
+	return strconv.Quote(s)
+}

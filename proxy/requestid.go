@@ -1,0 +1,40 @@
+package proxy
+
+import (
+	"net/http"
+	"strconv"
+)
+
+// requestID honours a sane client-sent X-Request-Id and otherwise makes one
+// from a per-process random prefix and a counter (unique, and cheap).
+func (h *Handler) requestID(r *http.Request) string {
+	if v := r.Header.Get(headerRequestID); v != "" && validRequestID(v) {
+		return v
+	}
+	var b [32]byte
+	n := copy(b[:], h.idPrefix)
+	return string(strconv.AppendUint(b[:n], h.idCounter.Add(1), 36))
+}
+
+func validRequestID(s string) bool {
+	if len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// dropRequestID is the ReverseProxy's ModifyResponse: it removes the
+// upstream's X-Request-Id from the answer, which already carries the
+// gateway's (see reverseProxy).
+func dropRequestID(res *http.Response) error {
+	delete(res.Header, headerRequestID)
+	return nil
+}
