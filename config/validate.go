@@ -127,7 +127,7 @@ func (v *validator) admin() {
 	} else if err := httpx.HostPort(a.Listen); err != nil {
 		v.errAt("admin.listen", "%v", err)
 	}
-	if a.Listen == v.cfg.Server.Listen {
+	if a.Listen == v.cfg.Server.Listen && !strings.HasSuffix(a.Listen, ":0") { // port 0: each picks a free port
 		v.errAt("admin.listen", "is the same address as server.listen: the admin endpoints must never be on the public listener")
 	}
 }

@@ -4,7 +4,7 @@ import (
 	"context"
 
 	"github.com/modelgate/modelgate/credential"
-	"github.com/modelgate/modelgate/policy/idp"
+	"github.com/modelgate/modelgate/idp"
 )
 
 // Readiness is the /readyz report. It names each component and its state

@@ -72,17 +72,20 @@ func (s *Server) Reload(ctx context.Context) error {
 		old := s.snap.Load()
 		var snap *Snapshot
 		var swapTLS func()
-		swapTLS, err = s.reloadTLS(ctx, cfg)
+		snap, err = Compile(cfg, s.deps, CompileOptions{Prev: old})
 		if err == nil {
-			snap, err = BuildFrom(ctx, cfg, s.deps, old)
+			if swapTLS, err = s.reloadTLS(ctx, snap); err != nil {
+				snap.Close()
+			}
 		}
 		if err == nil {
+			snap.Start(ctx)
 			s.snap.Store(snap)
 			swapTLS()
-			old.takeOver(snap)
+			kept := old.handOver(snap)
 			s.reload.ok.Add(1)
 			s.log.Info("configuration reloaded", slog.String("config", cfg.File), slog.Int("routes", len(snap.Routes)),
-				slog.Int("providers_kept", len(snap.reused.providers)), slog.Int("credentials_kept", len(snap.reused.sources)))
+				slog.Int("components_kept", kept))
 			// Requests still running on the old snapshot may use its
 			// components: stop them only after the drain timeout.
 			time.AfterFunc(old.Config.Server.ShutdownTimeout.D(), old.Close)

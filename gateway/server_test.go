@@ -5,10 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"github.com/modelgate/modelgate/test/pebble"
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/modelgate/modelgate/test/pebble"
 
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/test/fakeaad"
@@ -84,10 +85,16 @@ func TestReloadCarriesOverUnchangedComponents(t *testing.T) {
 	if second.sources["b"] == first.sources["b"] {
 		t.Error("credential source whose key changed was kept")
 	}
-	if first.owned.providers["aad"] || first.owned.sources["a"] || !second.owned.sources["a"] || !second.owned.providers["aad"] {
-		t.Errorf("ownership not handed over: old %+v new %+v", first.owned, second.owned)
+	owner := func(s *Snapshot, key string) *Snapshot {
+		p := s.parts[key]
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.owner
 	}
-	if !first.owned.sources["b"] {
+	if owner(second, "identity_providers.aad") != second || owner(second, "upstreams.a.auth") != second {
+		t.Error("ownership of the carried-over components was not handed over")
+	}
+	if owner(first, "upstreams.b.auth") != first {
 		t.Error("the replaced source must stay with the old snapshot, to be closed with it")
 	}
 

@@ -3,12 +3,10 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"reflect"
 	"strconv"
 	"time"
@@ -22,46 +20,19 @@ import (
 // so a reload that changes server.tls swaps certificates without dropping
 // the listener.
 type tlsState struct {
-	cfg config.TLS
-	mgr *tlsserve.Manager
+	cfg  config.TLS       // as written, to tell whether a reload changed it
+	opts tlsserve.Options // compiled and validated (Compile)
+	mgr  *tlsserve.Manager
 }
 
-// newTLS builds a certificate manager for t. The listen addresses give the
-// ports the ACME challenges reach the gateway on.
-func newTLS(ctx context.Context, t *config.TLS, listen string, deps Deps) (*tlsState, error) {
-	o := tlsserve.Options{
-		Mode:           t.Mode,
-		Domains:        t.Domains,
-		Email:          t.Email,
-		CA:             t.CA,
-		Storage:        t.Storage,
-		CertFile:       t.CertFile,
-		KeyFile:        t.KeyFile,
-		ReloadInterval: t.ReloadInterval.D(),
-		Logger:         deps.Logger,
-	}
-	if t.Mode == tlsserve.ModeACME {
-		o.DisableHTTPChallenge = (t.HTTPChallenge != nil && !*t.HTTPChallenge) || t.HTTPListen == ""
-		o.DisableTLSALPNChallenge = t.TLSALPNChallenge != nil && !*t.TLSALPNChallenge
-		o.AltTLSALPNPort = port(listen)
-		o.AltHTTPPort = port(t.HTTPListen)
-		if t.CARoot != "" {
-			pem, err := os.ReadFile(t.CARoot)
-			if err != nil {
-				return nil, fmt.Errorf("server.tls.ca_root: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("server.tls.ca_root: %s holds no PEM certificate", t.CARoot)
-			}
-			o.TrustedRoots = pool
-		}
-	}
-	mgr, err := tlsserve.New(ctx, o)
+// start builds the certificate manager: in mode files it loads the pair,
+// in mode acme it starts obtaining and renewing certificates.
+func (t *tlsState) start(ctx context.Context) (*tlsState, error) {
+	mgr, err := tlsserve.New(ctx, t.opts)
 	if err != nil {
 		return nil, err
 	}
-	return &tlsState{cfg: *t, mgr: mgr}, nil
+	return &tlsState{cfg: t.cfg, opts: t.opts, mgr: mgr}, nil
 }
 
 func port(addr string) int {
@@ -76,11 +47,11 @@ func port(addr string) int {
 // EnableTLS starts certificate management for the serving configuration's
 // server.tls, if it has one. Call it before Run.
 func (s *Server) EnableTLS(ctx context.Context) error {
-	cfg := s.snap.Load().Config
-	if cfg.Server.TLS == nil {
+	t := s.snap.Load().tls
+	if t == nil {
 		return nil
 	}
-	st, err := newTLS(ctx, cfg.Server.TLS, cfg.Server.Listen, s.deps)
+	st, err := t.start(ctx)
 	if err != nil {
 		return err
 	}
@@ -90,25 +61,25 @@ func (s *Server) EnableTLS(ctx context.Context) error {
 
 // reloadTLS rebuilds the certificate manager when server.tls changed. It
 // returns the manager to close once the swap is done.
-func (s *Server) reloadTLS(ctx context.Context, cfg *config.Config) (swap func(), err error) {
+func (s *Server) reloadTLS(ctx context.Context, snap *Snapshot) (swap func(), err error) {
 	cur := s.tls.Load()
-	next := cfg.Server.TLS
+	next := snap.tls
 	switch {
 	case cur == nil && next == nil:
 		return func() {}, nil
 	case cur == nil || next == nil:
 		return nil, errors.New("turning TLS on or off needs a restart (the listener changes)")
-	case reflect.DeepEqual(cur.cfg, *next):
+	case reflect.DeepEqual(cur.cfg, next.cfg):
 		// Unchanged: certificate files may still have been rotated.
 		return func() { _ = cur.mgr.Reload() }, nil
 	}
-	st, err := newTLS(ctx, next, cfg.Server.Listen, s.deps)
+	st, err := next.start(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("server.tls: %w", err)
 	}
 	return func() {
 		s.tls.Store(st)
-		time.AfterFunc(cfg.Server.ShutdownTimeout.D(), func() { _ = cur.mgr.Close() })
+		time.AfterFunc(snap.Config.Server.ShutdownTimeout.D(), func() { _ = cur.mgr.Close() })
 	}, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/modelgate/modelgate/config"
+	"github.com/modelgate/modelgate/gateway"
 )
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
@@ -27,13 +28,20 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "gateway check: -config FILE is required")
 		return exitError(2)
 	}
+	// The same load and compile as serve, so check cannot pass a
+	// configuration serve refuses; nothing is started.
 	cfg, err := config.Load(*path, os.LookupEnv)
+	var snap *gateway.Snapshot
+	if err == nil {
+		snap, err = gateway.Compile(cfg, gateway.Deps{}, gateway.CompileOptions{})
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		n := strings.Count(err.Error(), "\n") + 1
 		fmt.Fprintf(stderr, "%s: %d problem(s); nothing was started\n", *path, n)
 		return exitError(1)
 	}
+	defer snap.Close()
 	fmt.Fprintf(stdout, "%s: OK (listen %s, admin %s)\n\n", *path, cfg.Server.Listen, cfg.Admin.Listen)
 	printRoutes(stdout, cfg)
 	return nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -61,7 +62,10 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return exitError(2)
 		}
 	}
-	cfg, err := config.Load(*path, os.LookupEnv)
+	// Only the secrets of what is explained are needed: an unset ${NAME}
+	// loads as a placeholder that matches nothing, and is named below when
+	// it could matter.
+	cfg, err := config.LoadWith(*path, config.LoadOptions{LookupEnv: os.LookupEnv, AllowUnset: true})
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return exitError(2)
@@ -75,8 +79,10 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		static[name] = b
 	}
+	// Compile only: nothing is started, so nothing is fetched unless a
+	// token's keys must be (below).
 	deps := gateway.Deps{Now: func() time.Time { return now }, StaticJWKS: static}
-	snap, err := gateway.Build(ctx, cfg, deps)
+	snap, err := gateway.Compile(cfg, deps, gateway.CompileOptions{DecideOnly: true})
 	if err != nil {
 		fmt.Fprintln(stderr, "gateway explain:", err)
 		return exitError(2)
@@ -105,7 +111,15 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintln(stdout, "credential: API key")
 	}
 
+	if *key != "" {
+		for _, p := range sortedKeys(cfg.Unset()) {
+			if strings.HasPrefix(p, "key_sets.") {
+				fmt.Fprintf(stdout, "warning:    %s comes from ${%s}, which is not set here: that key cannot match\n", p, cfg.Unset()[p])
+			}
+		}
+	}
 	if *token != "" && len(jwks) == 0 {
+		snap.StartIdentityProviders(ctx)
 		wctx, cancel := context.WithTimeout(ctx, *wait)
 		if err := snap.WaitIdentityProviders(wctx); err != nil {
 			fmt.Fprintf(stdout, "warning:    identity provider keys not available after %s (%v); offline, pass -jwks FILE\n", *wait, err)
@@ -132,6 +146,15 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintf(stdout, "decision:   ADMITTED by %s as %s\n", d.Rule, d.Identity.Key())
 	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func findRoute(cfg *config.Config, name string) *config.Route {

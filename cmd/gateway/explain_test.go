@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,5 +95,92 @@ routes:
 				t.Errorf("explain -jwks fetched from the identity provider (%d requests)", aad.TotalRequests())
 			}
 		})
+	}
+}
+
+// TestExplainKeyOffline: explaining a key decision on a configuration whose
+// upstreams take Azure-fetched credentials and whose identity provider
+// fetches keys makes no network call at all (every Azure and issuer URL
+// points at a listener that counts connections), and needs none of those
+// credentials' secrets: only the key sets'.
+func TestExplainKeyOffline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	spy := "http://" + ln.Addr().String()
+	key := "mgk_explain-offline-key-0123456789"
+	t.Setenv("EXPLAIN_PARTNER_KEY", key)
+	// EXPLAIN_SP_SECRET and EXPLAIN_UPSTREAM_KEY are deliberately not set.
+	cfg := filepath.Join(t.TempDir(), "gw.yaml")
+	if err := os.WriteFile(cfg, []byte(`
+identity_providers:
+  corp:
+    type: oidc
+    issuer: `+spy+`/corp
+    audiences: [api://scoring]
+credentials:
+  sp:
+    type: client_secret
+    tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+    client_id: 11111111-2222-3333-4444-555555555555
+    client_secret: ${EXPLAIN_SP_SECRET}
+    authority_host: `+strings.Replace(spy, "http:", "https:", 1)+`
+key_sets:
+  partners:
+    - id: acme
+      key: ${EXPLAIN_PARTNER_KEY}
+upstreams:
+  churn:
+    url: `+spy+`/churn
+    auth:
+      type: aml_service_token
+      credential: sp
+      service: churn
+      workspace: { subscription_id: sub, resource_group: rg, name: ws, api_host: "`+spy+`" }
+  fraud:
+    url: `+spy+`/fraud
+    auth: { type: key, key: "${EXPLAIN_UPSTREAM_KEY}" }
+routes:
+  - name: churn
+    path: /churn
+    upstream: churn
+    allow:
+      - key_set: partners
+      - identity_provider: corp
+  - name: fraud
+    path: /fraud
+    upstream: fraud
+    allow:
+      - key_set: partners
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/churn/score", "/fraud/score"} {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), []string{"explain", "-config", cfg, "-path", path, "-key", key}, &out, &errb)
+		if err != nil {
+			t.Fatalf("explain %s: %v\n%s%s", path, err, out.String(), errb.String())
+		}
+		if !strings.Contains(out.String(), "decision:   ADMITTED by allow[0] key_set=partners as key:partners/acme") {
+			t.Errorf("explain %s:\n%s", path, out.String())
+		}
+	}
+	// Anything started in the background would have dialled by now.
+	time.Sleep(100 * time.Millisecond)
+	if n := conns.Load(); n != 0 {
+		t.Errorf("explain -key made %d network connections, want 0", n)
 	}
 }

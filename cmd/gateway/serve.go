@@ -86,12 +86,14 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if cfg.Log.Audit != "" {
 			level = slog.LevelInfo // a separate audit output records every decision
 		}
-		deps.RequestLines = jsonline.New(auditOut, level)
+		deps.Audit = jsonline.New(auditOut, level)
 	}
-	snap, err := gateway.Build(ctx, cfg, deps)
+	snap, err := gateway.Compile(cfg, deps, gateway.CompileOptions{})
 	if err != nil {
-		return err
+		fmt.Fprintf(stderr, "gateway: the configuration has errors:\n%v\n", err)
+		return exitError(1)
 	}
+	snap.Start(ctx)
 	srv := gateway.NewServer(snap, load, deps)
 
 	var lc net.ListenConfig

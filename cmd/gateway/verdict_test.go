@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// verdictBase is a valid configuration the rows of TestCheckAgreesWithServe
+// change one thing in. Both listeners take a free port.
+const verdictBase = `server:
+  listen: 127.0.0.1:0
+admin:
+  listen: 127.0.0.1:0
+key_sets:
+  partners:
+    - id: acme
+      sha256: "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+upstreams:
+  fraud:
+    url: http://127.0.0.1:1/score
+    auth: { type: key, key: "${VERDICT_KEY}" }
+routes:
+  - name: fraud
+    path: /fraud
+    upstream: fraud
+    allow:
+      - key_set: partners
+`
+
+// verdictAzure adds an identity provider, an Azure identity and an
+// upstream whose token comes from an Azure ML workspace; all on loopback
+// ports nothing listens on, so serve starts and keeps trying.
+const verdictAzure = `identity_providers:
+  corp:
+    type: oidc
+    issuer: http://127.0.0.1:1/corp
+    jwks_uri: http://127.0.0.1:1/corp/keys
+    audiences: [api://scoring]
+credentials:
+  sp:
+    type: client_secret
+    tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+    client_id: 11111111-2222-3333-4444-555555555555
+    client_secret: ${VERDICT_SP_SECRET}
+    authority_host: https://127.0.0.1:1/
+`
+
+// verdictChurn is the upstream that uses verdictAzure's identity.
+const verdictChurn = `  churn:
+    url: http://127.0.0.1:1/churn
+    auth:
+      type: aml_service_token
+      credential: sp
+      service: churn
+      workspace: { subscription_id: sub, resource_group: rg, name: ws, api_host: "http://127.0.0.1:1" }
+`
+
+// TestCheckAgreesWithServe loads each configuration with `gateway check`
+// and with `gateway serve`: both must accept it, or both refuse it with the
+// same problems at the same file:line. Check runs the same compile as serve,
+// so a setting is validated once, where it is used.
+func TestCheckAgreesWithServe(t *testing.T) {
+	t.Setenv("VERDICT_KEY", "verdict-upstream-key-0123456789")
+	t.Setenv("VERDICT_SP_SECRET", "verdict-sp-secret")
+	withAzure := strings.Replace(verdictBase, "upstreams:\n", verdictAzure+"upstreams:\n"+verdictChurn, 1)
+	sub := func(base, old, new string) string {
+		if !strings.Contains(base, old) {
+			t.Fatalf("row edit %q does not apply", old)
+		}
+		return strings.Replace(base, old, new, 1)
+	}
+	rows := []struct {
+		name string
+		yaml string
+		want []string // problem lines check and serve must both print; none = both accept
+	}{
+		{"valid key route", verdictBase, nil},
+		{"valid azure upstream and identity provider", withAzure, nil},
+		{"wildcard ACME domain", sub(verdictBase, "  listen: 127.0.0.1:0\nadmin", "  listen: 127.0.0.1:0\n  tls: { mode: acme, domains: [\"*.example.com\"] }\nadmin"),
+			[]string{`:3: server.tls.domains[0]: "*.example.com": wildcard certificates need the DNS-01 challenge`}},
+		{"listen port 99999", sub(verdictBase, "listen: 127.0.0.1:0\nadmin", "listen: 127.0.0.1:99999\nadmin"),
+			[]string{`:2: server.listen: "127.0.0.1:99999": port 99999 is not a number from 0 to 65535`}},
+		{"upstream port 181011", sub(verdictBase, "http://127.0.0.1:1/score", "http://10.0.0.4:181011/score"),
+			[]string{`:11: upstreams.fraud.url: "http://10.0.0.4:181011/score": port 181011 is not a number from 1 to 65535`}},
+		{"tls mixed modes", sub(verdictBase, "  listen: 127.0.0.1:0\nadmin", "  listen: 127.0.0.1:0\n  tls: { mode: files, cert_file: a.pem, key_file: a.key, domains: [x.example.com] }\nadmin"),
+			[]string{`:3: server.tls: domains, email, ca, ca_root, storage and the challenge switches belong to mode acme`}},
+		{"tls acme without domains", sub(verdictBase, "  listen: 127.0.0.1:0\nadmin", "  listen: 127.0.0.1:0\n  tls:\n    mode: acme\nadmin"),
+			[]string{`:3: server.tls.domains: mode acme needs at least one domain`}},
+		{"bad rate", sub(verdictBase, "    upstream: fraud\n", "    upstream: fraud\n    rate_limit: { per_identity: 5/sec, burst: -1 }\n"),
+			[]string{`:17: routes[0].rate_limit.per_identity: invalid rate "5/sec"`}},
+		{"negative burst", sub(verdictBase, "    upstream: fraud\n", "    upstream: fraud\n    rate_limit: { per_identity: 5/s, burst: -1 }\n"),
+			[]string{`:17: routes[0].rate_limit.burst: -1: must be at least 1`}},
+		{"rate limit without a rate", sub(verdictBase, "    upstream: fraud\n", "    upstream: fraud\n    rate_limit: { burst: 3 }\n"),
+			[]string{`:17: routes[0].rate_limit: no limit set`, `:17: routes[0].rate_limit.burst: 3 is set without a per_identity rate`}},
+		{"identity provider keys over plain http", sub(withAzure, "jwks_uri: http://127.0.0.1:1/corp/keys", "jwks_uri: http://keys.example.com/corp"),
+			[]string{`identity_providers.corp.jwks_uri: "http://keys.example.com/corp" must use https`}},
+		{"identity provider localhost in capitals is loopback", sub(withAzure, "jwks_uri: http://127.0.0.1:1/corp/keys", "jwks_uri: http://LOCALHOST:1/corp/keys"), nil},
+		{"credential cloud", sub(withAzure, "    authority_host: https://127.0.0.1:1/\n", "    cloud: mars\n"),
+			[]string{`credentials.sp.cloud: "mars"`}},
+		{"workspace api host over plain http", sub(withAzure, `api_host: "http://127.0.0.1:1"`, `api_host: "http://westeurope.example.com"`),
+			[]string{`upstreams.churn.auth.workspace.api_host`, `https`}},
+	}
+	dir := t.TempDir()
+	for i, row := range rows {
+		t.Run(row.name, func(t *testing.T) {
+			file := filepath.Join(dir, "row"+string(rune('a'+i))+".yaml")
+			if err := os.WriteFile(file, []byte(row.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			checkErr, checkOut := runVerdict(t, "check", file)
+			serveErr, serveOut := runVerdict(t, "serve", file)
+			checkProblems, serveProblems := problemLines(checkOut, file), problemLines(serveOut, file)
+			if (checkErr == nil) != (serveErr == nil) {
+				t.Fatalf("check and serve disagree: check %v, serve %v\ncheck said:\n%s\nserve said:\n%s", checkErr, serveErr, checkOut, serveOut)
+			}
+			if !slices.Equal(checkProblems, serveProblems) {
+				t.Errorf("check and serve name different problems:\ncheck: %q\nserve: %q", checkProblems, serveProblems)
+			}
+			if row.want == nil {
+				if checkErr != nil {
+					t.Fatalf("both refused a valid configuration: %v\n%s", checkErr, checkOut)
+				}
+				return
+			}
+			if checkErr == nil {
+				t.Fatalf("both accepted a configuration with problems %q", row.want)
+			}
+			all := strings.Join(checkProblems, "\n")
+			for _, w := range row.want {
+				if !strings.Contains(all, w) {
+					t.Errorf("problems lack %q:\n%s", w, all)
+				}
+			}
+			for _, secret := range []string{"verdict-upstream-key-0123456789", "verdict-sp-secret"} {
+				if strings.Contains(checkOut+serveOut, secret) {
+					t.Errorf("a secret's value was printed")
+				}
+			}
+		})
+	}
+}
+
+// runVerdict runs one command on file. serve gets a second to start; a
+// serve that is still running then has accepted the configuration, and is
+// stopped.
+func runVerdict(t *testing.T, cmd, file string) (error, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	var out, errb syncBuffer
+	err := run(ctx, []string{cmd, "-config", file}, &out, &errb)
+	if cmd == "serve" && err == nil && ctx.Err() == nil {
+		t.Fatalf("serve returned early without an error:\n%s", errb.String())
+	}
+	return err, errb.String()
+}
+
+var problemLine = regexp.MustCompile(`^(\S+\.yaml)(:\d+)?: `)
+
+// problemLines returns the lines that name file, with the file itself cut
+// to its base name, sorted.
+func problemLines(out, file string) []string {
+	var lines []string
+	for _, l := range strings.Split(out, "\n") {
+		if m := problemLine.FindStringSubmatch(l); m != nil && m[1] == file && !strings.HasSuffix(l, "nothing was started") {
+			lines = append(lines, strings.TrimPrefix(l, file))
+		}
+	}
+	slices.Sort(lines)
+	return lines
+}

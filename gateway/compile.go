@@ -1,0 +1,413 @@
+package gateway
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/modelgate/modelgate/config"
+	"github.com/modelgate/modelgate/credential"
+	"github.com/modelgate/modelgate/credential/azcred"
+	"github.com/modelgate/modelgate/idp"
+	"github.com/modelgate/modelgate/internal/problem"
+	"github.com/modelgate/modelgate/policy"
+	"github.com/modelgate/modelgate/proxy"
+	"github.com/modelgate/modelgate/ratelimit"
+	"github.com/modelgate/modelgate/tlsserve"
+)
+
+// CompileOptions tunes Compile.
+type CompileOptions struct {
+	// Prev is the snapshot being served, on a reload: identity providers
+	// and upstream credential sources whose settings did not change are
+	// shared with it (no refetch storm, no lost token) instead of built
+	// again. Prev is not modified.
+	Prev *Snapshot
+	// DecideOnly builds what deciding on a caller needs (key sets, identity
+	// providers, routes and their policies) and leaves out the upstream
+	// credentials, so their secrets need not be set. For `gateway explain`.
+	DecideOnly bool
+}
+
+// Compile turns cfg into a Snapshot: the key index, identity providers,
+// upstream credential sources, route policies, limiters, the TLS settings
+// and the request handler. It is pure: it reads local files the
+// configuration names (certificates) but touches no network and starts no
+// goroutine, so `gateway check` and `gateway explain` can run it as `serve`
+// does. Every setting is validated here, by the package that uses it, and
+// every problem is reported at once with file, line and field path.
+//
+// Start launches the snapshot's background work; Close stops it.
+func Compile(cfg *config.Config, deps Deps, o CompileOptions) (*Snapshot, error) {
+	deps = deps.withDefaults(cfg)
+	c := &compiler{cfg: cfg, deps: deps, prev: o.Prev, snap: &Snapshot{
+		Config:    cfg,
+		providers: map[string]*idp.Provider{},
+		sources:   map[string]credential.ManagedSource{},
+		parts:     map[string]*part{},
+	}}
+	keys := c.keyIndex()
+	c.identityProviders()
+	upstreams := c.upstreams(o.DecideOnly)
+	c.routes(keys, upstreams)
+	c.tls()
+	if err := errors.Join(c.errs...); err != nil {
+		return nil, cfg.Locate(err)
+	}
+	c.snap.Handler = proxy.New(proxy.Options{
+		Routes:          c.snap.Routes,
+		Transport:       deps.Transport,
+		MaxBodyBytes:    int64(cfg.Server.MaxBodyBytes),
+		BufferBodyBytes: int64(cfg.Server.BufferBodyBytes),
+		TrustedProxies:  cfg.Server.TrustedPrefixes,
+		Logger:          deps.Logger,
+		Audit:           deps.Audit,
+		Now:             deps.Now,
+	})
+	return c.snap, nil
+}
+
+// compiler holds one Compile call's state.
+type compiler struct {
+	cfg  *config.Config
+	deps Deps
+	prev *Snapshot
+	snap *Snapshot
+	errs []error
+	// azure holds the gateway's Azure identities built so far, shared
+	// between the upstreams that name them (azidentity caches tokens per
+	// credential).
+	azure map[string]azcore.TokenCredential
+}
+
+// fail records err's problems below the field path prefix.
+func (c *compiler) fail(prefix string, err error) {
+	if err != nil {
+		c.errs = append(c.errs, problem.Under(prefix, err))
+	}
+}
+
+func (c *compiler) keyIndex() *policy.KeyIndex {
+	var specs []policy.KeySpec
+	for _, name := range sortedNames(c.cfg.KeySets) {
+		for _, k := range c.cfg.KeySets[name] {
+			ks := policy.KeySpec{Set: name, ID: k.ID, Hash: k.Hash}
+			if k.NotAfter != nil {
+				ks.NotAfter = k.NotAfter.Time
+			}
+			specs = append(specs, ks)
+		}
+	}
+	return policy.NewKeyIndex(specs)
+}
+
+// identityProviders builds one provider per configured entry, or shares an
+// unchanged one with the previous snapshot. Keys are fetched once the
+// snapshot starts; a provider that cannot reach its issuer answers 503 for
+// its rules, but never stops the gateway from starting.
+func (c *compiler) identityProviders() {
+	for _, name := range sortedNames(c.cfg.IdentityProviders) {
+		ip := c.cfg.IdentityProviders[name]
+		key := "identity_providers." + name
+		if p := c.reuse(key, *ip); p != nil {
+			c.snap.providers[name] = p.value.(*idp.Provider)
+			continue
+		}
+		o := idp.Options{
+			Name:            name,
+			Type:            ip.Type,
+			TenantID:        ip.TenantID,
+			AllowedTenants:  ip.AllowedTenants,
+			Cloud:           ip.Cloud,
+			AuthorityHost:   ip.AuthorityHost,
+			Issuer:          ip.Issuer,
+			DiscoveryURL:    ip.DiscoveryURL,
+			JWKSURI:         ip.JWKSURI,
+			Audiences:       ip.Audiences,
+			RefreshInterval: ip.RefreshInterval.D(),
+			HTTPClient:      c.deps.HTTPClient,
+			Logger:          c.deps.Logger,
+			Now:             c.deps.Now,
+		}
+		if ip.Leeway != nil {
+			o.Leeway = ip.Leeway.D()
+		}
+		if jwks, ok := c.deps.StaticJWKS[name]; ok {
+			o.StaticJWKS = jwks
+		} else if jwks, ok := c.deps.StaticJWKS["*"]; ok {
+			o.StaticJWKS = jwks
+		}
+		p, err := idp.New(o)
+		if err != nil {
+			c.fail(key, err)
+			continue
+		}
+		c.snap.providers[name] = p
+		c.own(key, *ip, p, func(ctx context.Context) { p.Start(ctx) }, p.Close)
+	}
+}
+
+// upstreamSettings is what an upstream's credential source is built from;
+// a reload keeps the source while it is unchanged (secrets included).
+type upstreamSettings struct {
+	Auth config.Auth
+	Cred config.Credential
+}
+
+func (c *compiler) upstreams(decideOnly bool) map[string]*proxy.Upstream {
+	out := map[string]*proxy.Upstream{}
+	for _, name := range sortedNames(c.cfg.Upstreams) {
+		u := c.cfg.Upstreams[name]
+		up := &proxy.Upstream{Name: name, URL: u.Parsed, Headers: u.Headers, IdentityHeaders: u.IdentityHeaders}
+		out[name] = up
+		if decideOnly || u.Auth.Type == config.AuthNone {
+			continue
+		}
+		key := "upstreams." + name + ".auth"
+		settings := upstreamSettings{Auth: u.Auth}
+		if cr := c.cfg.Credentials[u.Auth.Credential]; cr != nil {
+			settings.Cred = *cr
+		}
+		var src credential.ManagedSource
+		if p := c.reuse(key, settings); p != nil {
+			src = p.value.(credential.ManagedSource)
+		} else {
+			var err error
+			if src, err = c.upstreamSource(name, u); err != nil {
+				c.fail(key, err)
+				continue
+			}
+			c.own(key, settings, src, func(context.Context) { src.Start() }, func() { _ = src.Close() })
+		}
+		c.snap.sources[name] = src
+		up.Auth = src
+	}
+	return out
+}
+
+// upstreamSource builds the credential source for an upstream's auth
+// section (not auth type none).
+func (c *compiler) upstreamSource(name string, u *config.Upstream) (credential.ManagedSource, error) {
+	a, deps := u.Auth, c.deps
+	if a.Type == config.AuthKey {
+		return credential.NewKey(credential.KeyOptions{
+			Name:      name,
+			Primary:   credential.Secret(a.Key.Reveal()),
+			Secondary: credential.Secret(a.SecondaryKey.Reveal()),
+			Logger:    deps.Logger,
+		})
+	}
+	cred, err := c.azureCredential(a.Credential)
+	if err != nil {
+		return nil, err
+	}
+	var ws credential.Workspace
+	if w := a.Workspace; w != nil {
+		ws = credential.Workspace{
+			SubscriptionID: w.SubscriptionID, ResourceGroup: w.ResourceGroup, Name: w.Name,
+			Region: w.Region, APIHost: w.APIHost, ManagementHost: w.ManagementHost,
+		}
+	}
+	switch a.Type {
+	case config.AuthAMLServiceToken:
+		return credential.NewAMLServiceToken(credential.AMLServiceTokenOptions{
+			Name: name, Credential: cred, Workspace: ws, Service: a.Service,
+			HTTPClient: deps.HTTPClient, Clock: deps.Clock, Logger: deps.Logger, Refresh: deps.Refresh,
+		})
+	case config.AuthAMLEndpointToken:
+		return credential.NewAMLEndpointToken(credential.AMLEndpointTokenOptions{
+			Name: name, Credential: cred, Workspace: ws, Endpoint: a.Endpoint,
+			HTTPClient: deps.HTTPClient, Clock: deps.Clock, Logger: deps.Logger, Refresh: deps.Refresh,
+		})
+	case config.AuthAADToken:
+		return credential.NewAADToken(credential.AADTokenOptions{
+			Name: name, Credential: cred, Scope: a.Scope,
+			Clock: deps.Clock, Logger: deps.Logger, Refresh: deps.Refresh,
+		})
+	case config.AuthAMLKeys:
+		return credential.NewAMLKeys(credential.AMLKeysOptions{
+			Name: name, Credential: cred, Workspace: ws, Service: a.Service, Endpoint: a.Endpoint,
+			Interval:   a.RefreshInterval.D(),
+			HTTPClient: deps.HTTPClient, Clock: deps.Clock, Logger: deps.Logger, Refresh: deps.Refresh,
+		})
+	}
+	return nil, problem.At("type", "auth type %s is not supported", a.Type)
+}
+
+// azureCredential builds the gateway's Azure identity name once and shares
+// it between the upstreams that use it. A problem with it is reported at
+// credentials.NAME (once), and the upstream is skipped.
+func (c *compiler) azureCredential(name string) (azcore.TokenCredential, error) {
+	if cred, ok := c.azure[name]; ok {
+		if cred == nil {
+			return nil, errReported
+		}
+		return cred, nil
+	}
+	if c.azure == nil {
+		c.azure = map[string]azcore.TokenCredential{}
+	}
+	cr := c.cfg.Credentials[name]
+	cred, err := azcred.New(azcred.Options{
+		Name:                name,
+		Type:                azcred.Type(cr.Type),
+		TenantID:            cr.TenantID,
+		ClientID:            cr.ClientID,
+		ClientSecret:        credential.Secret(cr.ClientSecret.Reveal()),
+		CertificatePath:     cr.CertificatePath,
+		CertificatePassword: credential.Secret(cr.CertificatePassword.Reveal()),
+		ResourceID:          cr.ResourceID,
+		TokenFilePath:       cr.TokenFilePath,
+		Cloud:               cr.Cloud,
+		AuthorityHost:       cr.AuthorityHost,
+		HTTPClient:          c.deps.HTTPClient,
+		Retry:               c.deps.AzureRetry,
+	})
+	c.azure[name] = cred
+	if err != nil {
+		c.fail("credentials."+name, err)
+		return nil, errReported
+	}
+	return cred, nil
+}
+
+// errReported marks a problem already recorded elsewhere.
+var errReported = errors.New("reported")
+
+func (c *compiler) routes(keys *policy.KeyIndex, upstreams map[string]*proxy.Upstream) {
+	for i, r := range c.cfg.Routes {
+		p := fmt.Sprintf("routes[%d]", i)
+		pol := policy.Public()
+		if !r.Public {
+			var rules []policy.RuleSpec
+			for j, a := range r.Allow {
+				if a.KeySet != "" {
+					rules = append(rules, policy.RuleSpec{KeySet: a.KeySet})
+					continue
+				}
+				tr, err := c.tokenRule(a)
+				if err != nil {
+					c.fail(fmt.Sprintf("%s.allow[%d]", p, j), err)
+					continue
+				}
+				rules = append(rules, policy.RuleSpec{Token: tr})
+			}
+			pol = policy.New(keys, rules)
+		}
+		route := &proxy.Route{Name: r.Name, Host: r.Host, Prefix: r.Path, Upstream: upstreams[r.Upstream], Policy: pol}
+		if c.deps.Metrics != nil {
+			route.Metrics = c.deps.Metrics.Route(r.Name)
+		}
+		if r.RateLimit != nil {
+			lim, err := c.limiter(r.RateLimit)
+			c.fail(p+".rate_limit", err)
+			route.Limiter = lim
+		}
+		c.snap.Routes = append(c.snap.Routes, route)
+	}
+}
+
+// limiter compiles a route's rate_limit section; package ratelimit owns its
+// rules.
+func (c *compiler) limiter(rl *config.RateLimit) (*ratelimit.Limiter, error) {
+	var errs problem.List
+	rate := func(field, s string) ratelimit.Rate {
+		if s == "" {
+			return ratelimit.Rate{}
+		}
+		r, err := ratelimit.ParseRate(s)
+		if err != nil {
+			errs.Add(field, "%v", err)
+		}
+		return r
+	}
+	o := ratelimit.Options{
+		PerIdentity:      rate("per_identity", rl.PerIdentity),
+		Overall:          rate("overall", rl.Overall),
+		PerIdentityBurst: rl.Burst,
+		OverallBurst:     rl.OverallBurst,
+		MaxIdentities:    rl.MaxIdentities,
+	}
+	if err := errs.Err(); err != nil {
+		return nil, err
+	}
+	return ratelimit.New(o)
+}
+
+// tokenRule compiles an allow entry's claim conditions.
+func (c *compiler) tokenRule(a *config.AllowRule) (*policy.TokenRule, error) {
+	m := func(x config.Match) idp.Match { return idp.Match{AnyOf: x.AnyOf, AllOf: x.AllOf} }
+	spec := idp.RuleSpec{Roles: m(a.Roles), Scopes: m(a.Scopes), Groups: m(a.Groups), Users: m(a.Users), Apps: m(a.Apps), Tenants: m(a.Tenants)}
+	rule, err := idp.CompileRule(spec)
+	if err != nil {
+		return nil, err
+	}
+	return &policy.TokenRule{ProviderName: a.IdentityProvider, Verifier: c.snap.providers[a.IdentityProvider], Claims: rule}, nil
+}
+
+// tls compiles server.tls into the certificate manager's options; the
+// manager itself is started by Server.EnableTLS.
+func (c *compiler) tls() {
+	t := c.cfg.Server.TLS
+	if t == nil {
+		return
+	}
+	o := tlsserve.Options{
+		Mode:           t.Mode,
+		Domains:        t.Domains,
+		Email:          t.Email,
+		CA:             t.CA,
+		Storage:        t.Storage,
+		CertFile:       t.CertFile,
+		KeyFile:        t.KeyFile,
+		ReloadInterval: t.ReloadInterval.D(),
+		Logger:         c.deps.Logger,
+	}
+	if t.Mode == tlsserve.ModeACME {
+		o.DisableHTTPChallenge = (t.HTTPChallenge != nil && !*t.HTTPChallenge) || t.HTTPListen == ""
+		o.DisableTLSALPNChallenge = t.TLSALPNChallenge != nil && !*t.TLSALPNChallenge
+		o.AltTLSALPNPort = port(c.cfg.Server.Listen)
+		o.AltHTTPPort = port(t.HTTPListen)
+	}
+	if t.CARoot != "" {
+		pem, err := os.ReadFile(t.CARoot)
+		pool := x509.NewCertPool()
+		switch {
+		case err != nil:
+			c.fail("server.tls.ca_root", err)
+		case !pool.AppendCertsFromPEM(pem):
+			c.fail("server.tls.ca_root", fmt.Errorf("%s holds no PEM certificate", t.CARoot))
+		default:
+			o.TrustedRoots = pool
+		}
+	}
+	if err := tlsserve.Validate(o); err != nil {
+		c.fail("server.tls", err)
+		return
+	}
+	c.snap.tls = &tlsState{cfg: *t, opts: o}
+}
+
+// reuse returns the previous snapshot's part at key when it was built from
+// the same settings, and shares it with the snapshot being compiled.
+func (c *compiler) reuse(key string, settings any) *part {
+	if c.prev == nil {
+		return nil
+	}
+	p := c.prev.parts[key]
+	if p == nil || !reflect.DeepEqual(p.settings, settings) {
+		return nil
+	}
+	c.snap.parts[key] = p
+	return p
+}
+
+// own registers a part this snapshot built: it starts it and, until a
+// later snapshot takes it over, stops it.
+func (c *compiler) own(key string, settings, value any, start func(context.Context), stop func()) {
+	c.snap.parts[key] = &part{settings: settings, value: value, start: start, stop: stop, owner: c.snap}
+}

@@ -1,0 +1,194 @@
+// Package gateway assembles a running gateway from a loaded configuration:
+// it compiles the key index, the route policies and the upstream credentials
+// into an immutable Snapshot, serves the public and admin listeners, and
+// swaps snapshots atomically on reload.
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	azpolicy "github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/modelgate/modelgate/config"
+	"github.com/modelgate/modelgate/credential"
+	"github.com/modelgate/modelgate/idp"
+	"github.com/modelgate/modelgate/internal/jsonline"
+	"github.com/modelgate/modelgate/metrics"
+	"github.com/modelgate/modelgate/proxy"
+)
+
+// Deps are the process-wide dependencies a Snapshot is built with. They are
+// injected, never global, so tests can build many gateways in one process.
+type Deps struct {
+	// Logger receives operational logs and the per-request lines.
+	Logger *slog.Logger
+	// Transport is the one shared upstream transport.
+	Transport http.RoundTripper
+	// Now is the clock; nil means time.Now. Identity providers judge token
+	// times by it too (gateway explain -at sets a fixed instant).
+	Now func() time.Time
+	// HTTPClient fetches identity provider metadata and keys and talks to
+	// the Azure control plane; nil means a default client trusting the
+	// system roots.
+	HTTPClient *http.Client
+	// Clock drives upstream credential refreshes; nil means the system
+	// clock.
+	Clock credential.Clock
+	// Refresh tunes the credential sources' backoff and rate limits; zero
+	// means their defaults.
+	Refresh credential.RefreshPolicy
+	// AzureRetry tunes azidentity's own retries; zero means azcore's
+	// defaults.
+	AzureRetry azpolicy.RetryOptions
+	// Audit receives the one audit line per request (README, "Audit
+	// trail"); nil means Logger, in its own format.
+	Audit *jsonline.Logger
+	// Metrics, when not nil, records requests and serves /metrics.
+	Metrics *metrics.Metrics
+	// StaticJWKS supplies saved key sets by provider name ("*" for all), so
+	// nothing is fetched (gateway explain -jwks).
+	StaticJWKS map[string][]byte
+}
+
+// withDefaults fills in the dependencies left zero.
+func (d Deps) withDefaults(cfg *config.Config) Deps {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Transport == nil {
+		d.Transport = NewTransport(cfg.Server.Upstream)
+	}
+	return d
+}
+
+// Snapshot is one compiled configuration: immutable once compiled, served
+// until a reload replaces it.
+type Snapshot struct {
+	Config  *config.Config
+	Handler *proxy.Handler
+	Routes  []*proxy.Route
+
+	providers map[string]*idp.Provider            // by provider name
+	sources   map[string]credential.ManagedSource // by upstream name
+	parts     map[string]*part                    // by field path; see part
+	tls       *tlsState                           // server.tls compiled; nil without TLS
+}
+
+// part is a component with background work (an identity provider's key
+// refreshes, an upstream's credential refreshes). The snapshot that built
+// it owns it: Start starts it and Close stops it. A reload whose settings
+// for it did not change shares it with the next snapshot, which takes it
+// over once it serves (Server.Reload); the old snapshot's Close then leaves
+// it running. So each part has exactly one owner at a time.
+type part struct {
+	settings any // what it was built from, compared on reload
+	value    any
+	start    func(context.Context)
+	stop     func()
+
+	mu      sync.Mutex // guards the fields below
+	owner   *Snapshot
+	started bool
+	stopped bool
+}
+
+// Build compiles cfg and starts the snapshot: Compile, then Start.
+func Build(ctx context.Context, cfg *config.Config, deps Deps) (*Snapshot, error) {
+	snap, err := Compile(cfg, deps, CompileOptions{})
+	if err != nil {
+		return nil, err
+	}
+	snap.Start(ctx)
+	return snap, nil
+}
+
+// Start launches the background work of the parts this snapshot owns and
+// has not started yet: identity providers fetch their keys, credential
+// sources their first credential. It returns at once; an Azure outage
+// never stops the gateway from starting. The work keeps ctx's values but
+// not its cancellation; Close stops it.
+func (s *Snapshot) Start(ctx context.Context) {
+	s.each(func(p *part) {
+		if p.owner == s && !p.started && !p.stopped {
+			p.started = true
+			p.start(ctx)
+		}
+	})
+}
+
+// StartIdentityProviders starts only the identity providers, for tools that
+// decide on callers and forward nothing (gateway explain).
+func (s *Snapshot) StartIdentityProviders(ctx context.Context) {
+	for _, p := range s.providers {
+		p.Start(ctx)
+	}
+}
+
+// Close stops the background work of the parts this snapshot owns. Parts a
+// newer snapshot took over are left running. Close is idempotent.
+func (s *Snapshot) Close() {
+	s.each(func(p *part) {
+		if p.owner == s && !p.stopped {
+			p.stopped = true
+			p.stop()
+		}
+	})
+}
+
+// handOver makes next the owner of the parts it shares with s. Call it once
+// next is the snapshot being served.
+func (s *Snapshot) handOver(next *Snapshot) (kept int) {
+	next.each(func(p *part) {
+		if p.owner == s {
+			p.owner = next
+			kept++
+		}
+	})
+	return kept
+}
+
+// each calls f with every part locked, in a stable order.
+func (s *Snapshot) each(f func(*part)) {
+	for _, k := range sortedNames(s.parts) {
+		p := s.parts[k]
+		p.mu.Lock()
+		f(p)
+		p.mu.Unlock()
+	}
+}
+
+func sortedNames[M ~map[string]V, V any](m M) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// NewTransport builds the one upstream transport the gateway shares across
+// all upstreams. Its timeouts bound connecting and waiting for response
+// headers, never a response body, so long streams are not cut.
+func NewTransport(c config.UpstreamTransport) *http.Transport {
+	dialer := &net.Dialer{Timeout: c.DialTimeout.D(), KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                  http.ProxyFromEnvironment,
+		DialContext:            dialer.DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           0,
+		MaxIdleConnsPerHost:    c.MaxIdleConnsPerHost,
+		IdleConnTimeout:        c.IdleConnTimeout.D(),
+		TLSHandshakeTimeout:    10 * time.Second,
+		ResponseHeaderTimeout:  c.ResponseHeaderTimeout.D(),
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: 1 << 20,
+	}
+}
