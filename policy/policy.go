@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/modelgate/modelgate/idp"
 )
 
 // Methods by which a caller was admitted.
@@ -129,10 +131,6 @@ type Policy struct {
 	public bool
 	keys   *KeyIndex
 	rules  []rule
-	// keySets is the set of key set names any rule admits, for the
-	// "valid key, not for this route" answer.
-	hasKeyRule   bool
-	hasTokenRule bool
 }
 
 type rule struct {
@@ -157,10 +155,8 @@ func New(keys *KeyIndex, specs []RuleSpec) *Policy {
 		r := rule{keySet: s.KeySet, token: s.Token}
 		if s.Token != nil {
 			r.name = "allow[" + itoa(i) + "] identity_provider=" + s.Token.ProviderName
-			p.hasTokenRule = true
 		} else {
 			r.name = "allow[" + itoa(i) + "] key_set=" + s.KeySet
-			p.hasKeyRule = true
 		}
 		p.rules = append(p.rules, r)
 	}
@@ -222,71 +218,162 @@ func (p *Policy) Evaluate(ctx context.Context, authz string, now time.Time, trac
 			Challenge: realm + `, error="invalid_request", error_description="use the Bearer scheme"`,
 		}}
 	}
-	if LooksLikeJWT(bearer) {
-		return p.evaluateToken(ctx, bearer, now, trace)
-	}
-	return p.evaluateKey(bearer, now, trace)
-}
-
-func (p *Policy) evaluateKey(key string, now time.Time, trace *[]Step) Decision {
-	e, ok, expired := p.keys.lookup(key, now)
-	if trace != nil {
-		for _, r := range p.rules {
-			s := Step{Rule: r.name}
-			switch {
-			case r.token != nil:
-				s.Reason, s.Detail = ReasonTokenRuleNeedJWT, "the credential is an API key, not a token"
-			case expired && e.set == r.keySet:
-				s.Reason, s.Detail = ReasonKeyExpired, "key "+e.id+" passed its not_after"
-			case !ok:
-				s.Reason, s.Detail = ReasonUnknownKey, "no key set holds this key"
-			case e.set != r.keySet:
-				s.Reason, s.Detail = ReasonKeyNotAllowed, "the key belongs to key set "+e.set
-			default:
-				s.Admitted, s.Reason, s.Detail = true, "admitted", "key "+e.id+" of key set "+e.set
-			}
-			*trace = append(*trace, s)
-			if s.Admitted {
-				break
-			}
+	c := credential{raw: bearer, token: LooksLikeJWT(bearer)}
+	// The credential's own standing (an expired or unknown key) outranks
+	// anything a rule says about it; with no refusal from a rule either,
+	// the route simply takes the other kind of credential.
+	worst := c.open(p.keys, now)
+	for _, r := range p.rules {
+		o := c.judge(ctx, r)
+		if trace != nil {
+			*trace = append(*trace, c.step(r, o))
+		}
+		if o.verdict == admitted {
+			return Decision{Identity: c.identity(r, o), Rule: r.name}
+		}
+		if o.verdict > worst.verdict {
+			worst = o // the first refusal of the strongest kind
 		}
 	}
+	return Decision{Denial: c.denial(worst)}
+}
+
+// A verdict is what one rule says about a credential. The refusals are
+// ordered weakest first: when no rule admits, the denial is the strongest
+// refusal, so a key valid elsewhere is forbidden (403) rather than
+// misdirected, and a token some provider accepted is forbidden rather than
+// blamed on a provider that could not check it.
+type verdict uint8
+
+const (
+	admitted       verdict = iota
+	wrongKind              // the rule takes the other kind of credential
+	tokenInvalid           // a provider refused the token (401)
+	providerDown           // a provider could not check the token (503)
+	tokenForbidden         // the token's claims do not satisfy the rule (403)
+	keyOtherSet            // the key is valid, but of another key set (403)
+	keyUnknown             // no key set holds the key (401)
+	keyExpired             // the key passed its not_after (401)
+)
+
+// An outcome is a verdict with its audit reason, a client-safe detail and,
+// for an admitted token, the verified claims. Details that name the key or
+// claims are built only when tracing (see step), so the hot path does not
+// allocate.
+type outcome struct {
+	verdict verdict
+	reason  string
+	detail  string
+	claims  *idp.Claims
+}
+
+// credential is the presented bearer value and what is known about it so
+// far: the key's index entry, or each provider's verification result.
+type credential struct {
+	raw   string
+	token bool
+
+	key          keyEntry
+	keyOK        bool
+	keyIsExpired bool
+
+	results [maxVerifiers]verifyResult
+	n       int
+}
+
+// open looks a key up and returns the credential's own standing, the
+// weakest refusal the route can give.
+func (c *credential) open(keys *KeyIndex, now time.Time) outcome {
+	if c.token {
+		return outcome{verdict: wrongKind, reason: ReasonTokenNotAllowed}
+	}
+	c.key, c.keyOK, c.keyIsExpired = keys.lookup(c.raw, now)
 	switch {
-	case expired:
-		return Decision{Denial: &Denial{
+	case c.keyIsExpired:
+		return outcome{verdict: keyExpired, reason: ReasonKeyExpired}
+	case !c.keyOK:
+		return outcome{verdict: keyUnknown, reason: ReasonUnknownKey}
+	}
+	return outcome{verdict: wrongKind, reason: ReasonKeyNotAllowed}
+}
+
+// judge asks rule r about the credential.
+func (c *credential) judge(ctx context.Context, r rule) outcome {
+	if c.token {
+		return c.judgeToken(ctx, r)
+	}
+	switch {
+	case r.token != nil:
+		return outcome{verdict: wrongKind, reason: ReasonTokenRuleNeedJWT, detail: "the credential is an API key, not a token"}
+	case c.keyIsExpired && c.key.set == r.keySet:
+		return outcome{verdict: keyExpired, reason: ReasonKeyExpired}
+	case !c.keyOK:
+		return outcome{verdict: keyUnknown, reason: ReasonUnknownKey, detail: "no key set holds this key"}
+	case c.key.set != r.keySet:
+		return outcome{verdict: keyOtherSet, reason: ReasonKeyNotAllowed}
+	}
+	return outcome{verdict: admitted, reason: "admitted"}
+}
+
+// step describes an outcome for gateway explain, building the details the
+// hot path leaves out.
+func (c *credential) step(r rule, o outcome) Step {
+	s := Step{Rule: r.name, Admitted: o.verdict == admitted, Reason: o.reason, Detail: o.detail}
+	switch {
+	case o.verdict == admitted && c.token:
+		s.Detail = describeClaims(o.claims)
+	case o.verdict == admitted:
+		s.Detail = "key " + c.key.id + " of key set " + c.key.set
+	case o.verdict == keyExpired:
+		s.Detail = "key " + c.key.id + " passed its not_after"
+	case o.verdict == keyOtherSet:
+		s.Detail = "the key belongs to key set " + c.key.set
+	}
+	return s
+}
+
+// identity is the caller a rule admitted.
+func (c *credential) identity(r rule, o outcome) *Identity {
+	if !c.token {
+		return c.key.ident
+	}
+	id := &Identity{Method: MethodToken, Provider: r.token.ProviderName, TenantID: o.claims.TenantID, ObjectID: o.claims.ObjectID, AppID: o.claims.AppID, Subject: o.claims.Subject}
+	id.key = id.computeKey()
+	return id
+}
+
+// denial is the refusal the client gets when o is the strongest refusal.
+func (c *credential) denial(o outcome) *Denial {
+	switch o.verdict {
+	case keyExpired:
+		return &Denial{
 			Status: http.StatusUnauthorized, Code: CodeInvalidCredential, Reason: ReasonKeyExpired,
 			Message:   "the API key has expired: ask the gateway's operators for a new key",
 			Challenge: realm + `, error="invalid_token", error_description="the API key has expired"`,
-		}}
-	case !ok:
-		return Decision{Denial: invalidKey()}
-	}
-	for _, r := range p.rules {
-		if r.token == nil && r.keySet == e.set {
-			return Decision{Identity: e.ident, Rule: r.name}
+		}
+	case keyUnknown:
+		return &Denial{
+			Status: http.StatusUnauthorized, Code: CodeInvalidCredential, Reason: ReasonUnknownKey,
+			Message:   "the API key is not valid: check that you send the whole key, exactly as issued",
+			Challenge: realm + `, error="invalid_token", error_description="the API key is not valid"`,
+		}
+	case keyOtherSet:
+		return &Denial{
+			Status: http.StatusForbidden, Code: CodeForbidden, Reason: ReasonKeyNotAllowed,
+			Message:   "this API key is valid but not allowed on this route: ask for access to it",
+			Challenge: realm + `, error="insufficient_scope", error_description="the key is not allowed on this route"`,
+		}
+	case wrongKind:
+		if !c.token {
+			// The route takes tokens only; say so rather than "forbidden".
+			return &Denial{
+				Status: http.StatusUnauthorized, Code: CodeInvalidCredential, Reason: ReasonKeyNotAllowed,
+				Message:   "this route does not accept API keys: send an access token (Authorization: Bearer <token>)",
+				Challenge: realm + `, error="invalid_token", error_description="this route needs an access token"`,
+			}
 		}
 	}
-	if !p.hasKeyRule {
-		// The route takes tokens only; say so rather than "forbidden".
-		return Decision{Denial: &Denial{
-			Status: http.StatusUnauthorized, Code: CodeInvalidCredential, Reason: ReasonKeyNotAllowed,
-			Message:   "this route does not accept API keys: send an access token (Authorization: Bearer <token>)",
-			Challenge: realm + `, error="invalid_token", error_description="this route needs an access token"`,
-		}}
-	}
-	return Decision{Denial: &Denial{
-		Status: http.StatusForbidden, Code: CodeForbidden, Reason: ReasonKeyNotAllowed,
-		Message:   "this API key is valid but not allowed on this route: ask for access to it",
-		Challenge: realm + `, error="insufficient_scope", error_description="the key is not allowed on this route"`,
-	}}
-}
-
-func invalidKey() *Denial {
-	return &Denial{
-		Status: http.StatusUnauthorized, Code: CodeInvalidCredential, Reason: ReasonUnknownKey,
-		Message:   "the API key is not valid: check that you send the whole key, exactly as issued",
-		Challenge: realm + `, error="invalid_token", error_description="the API key is not valid"`,
-	}
+	return tokenDenial(o)
 }
 
 // ParseBearer extracts the credential from an Authorization header value of

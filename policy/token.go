@@ -5,9 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"time"
 
-	"github.com/modelgate/modelgate/policy/idp"
+	"github.com/modelgate/modelgate/idp"
 )
 
 // TokenVerifier validates an access token; *idp.Provider implements it.
@@ -33,102 +32,73 @@ type verifyResult struct {
 	err    error
 }
 
-// evaluateToken tries each identity-provider rule in order. A token is
-// verified at most once per provider per request. If no rule admits, the
-// answer is 403 when some provider accepted the token (a valid identity the
-// route does not admit), else 503 when a provider could not check it (it has
-// no keys yet), else 401.
-func (p *Policy) evaluateToken(ctx context.Context, raw string, _ time.Time, trace *[]Step) Decision {
-	var (
-		results     [maxVerifiers]verifyResult
-		n           int
-		forbidden   *Denial
-		unavailable *Denial
-		invalid     *Denial
-	)
-	for _, r := range p.rules {
-		if r.token == nil {
-			if trace != nil {
-				*trace = append(*trace, Step{Rule: r.name, Reason: ReasonKeyRuleNeedsKey, Detail: "the credential is a token, not an API key"})
-			}
-			continue
-		}
-		var res *verifyResult
-		for i := range n {
-			if results[i].v == r.token.Verifier {
-				res = &results[i]
-				break
-			}
-		}
-		if res == nil {
-			c, err := r.token.Verifier.Verify(ctx, raw)
-			tmp := verifyResult{v: r.token.Verifier, claims: c, err: err}
-			if n < maxVerifiers {
-				results[n] = tmp
-				res = &results[n]
-				n++
-			} else {
-				res = &tmp
-			}
-		}
-		if res.err != nil {
-			reason, detail, status := tokenError(res.err)
-			if trace != nil {
-				*trace = append(*trace, Step{Rule: r.name, Reason: reason, Detail: detail})
-			}
-			if status == http.StatusServiceUnavailable {
-				if unavailable == nil {
-					unavailable = &Denial{
-						Status: status, Code: CodeProviderUnavailable, Reason: reason,
-						Message: "the gateway cannot validate access tokens right now (its identity provider's signing keys are not available yet): try again later",
-					}
-				}
-			} else if invalid == nil {
-				invalid = &Denial{
-					Status: http.StatusUnauthorized, Code: CodeInvalidCredential, Reason: reason,
-					Message:   "the access token was refused: " + detail,
-					Challenge: realm + `, error="invalid_token", error_description="` + challengeText(detail) + `"`,
-				}
-			}
-			continue
-		}
-		ok, reason, detail := true, idp.Reason(""), ""
-		if r.token.Claims != nil {
-			ok, reason, detail = r.token.Claims.Evaluate(res.claims)
-		}
-		if ok {
-			if trace != nil {
-				*trace = append(*trace, Step{Rule: r.name, Admitted: true, Reason: "admitted", Detail: describeClaims(res.claims)})
-			}
-			c := res.claims
-			id := &Identity{Method: MethodToken, Provider: r.token.ProviderName, TenantID: c.TenantID, ObjectID: c.ObjectID, AppID: c.AppID, Subject: c.Subject}
-			id.key = id.computeKey()
-			return Decision{Identity: id, Rule: r.name}
-		}
-		if trace != nil {
-			*trace = append(*trace, Step{Rule: r.name, Reason: string(reason), Detail: detail})
-		}
-		if forbidden == nil {
-			forbidden = &Denial{
-				Status: http.StatusForbidden, Code: CodeForbidden, Reason: string(reason),
-				Message:   "the access token is valid but not allowed on this route: " + detail,
-				Challenge: realm + `, error="insufficient_scope", error_description="` + challengeText(detail) + `"`,
-			}
+// verify checks the token with v, at most once per provider per request.
+func (c *credential) verify(ctx context.Context, v TokenVerifier) verifyResult {
+	for i := range c.n {
+		if c.results[i].v == v {
+			return c.results[i]
 		}
 	}
-	switch {
-	case forbidden != nil:
-		return Decision{Denial: forbidden}
-	case unavailable != nil:
-		return Decision{Denial: unavailable}
-	case invalid != nil:
-		return Decision{Denial: invalid}
+	cl, err := v.Verify(ctx, c.raw)
+	res := verifyResult{v: v, claims: cl, err: err}
+	if c.n < maxVerifiers {
+		c.results[c.n] = res
+		c.n++
 	}
-	return Decision{Denial: &Denial{
+	return res
+}
+
+// judgeToken asks rule r about the token: its provider must accept the
+// token, and the claims must satisfy the rule's constraints.
+func (c *credential) judgeToken(ctx context.Context, r rule) outcome {
+	if r.token == nil {
+		return outcome{verdict: wrongKind, reason: ReasonKeyRuleNeedsKey, detail: "the credential is a token, not an API key"}
+	}
+	res := c.verify(ctx, r.token.Verifier)
+	if res.err != nil {
+		reason, detail, status := tokenError(res.err)
+		if status == http.StatusServiceUnavailable {
+			return outcome{verdict: providerDown, reason: reason, detail: detail}
+		}
+		return outcome{verdict: tokenInvalid, reason: reason, detail: detail}
+	}
+	if r.token.Claims != nil {
+		if ok, reason, detail := r.token.Claims.Evaluate(res.claims); !ok {
+			return outcome{verdict: tokenForbidden, reason: string(reason), detail: detail}
+		}
+	}
+	return outcome{verdict: admitted, reason: "admitted", claims: res.claims}
+}
+
+// tokenDenial is the refusal of a token whose strongest refusal is o: 403
+// when some provider accepted the token (a valid identity the route does
+// not admit), else 503 when a provider could not check it (it has no keys
+// yet), else 401.
+func tokenDenial(o outcome) *Denial {
+	switch o.verdict {
+	case tokenForbidden:
+		return &Denial{
+			Status: http.StatusForbidden, Code: CodeForbidden, Reason: o.reason,
+			Message:   "the access token is valid but not allowed on this route: " + o.detail,
+			Challenge: realm + `, error="insufficient_scope", error_description="` + challengeText(o.detail) + `"`,
+		}
+	case providerDown:
+		return &Denial{
+			Status: http.StatusServiceUnavailable, Code: CodeProviderUnavailable, Reason: o.reason,
+			Message: "the gateway cannot validate access tokens right now (its identity provider's signing keys are not available yet): try again later",
+		}
+	case tokenInvalid:
+		return &Denial{
+			Status: http.StatusUnauthorized, Code: CodeInvalidCredential, Reason: o.reason,
+			Message:   "the access token was refused: " + o.detail,
+			Challenge: realm + `, error="invalid_token", error_description="` + challengeText(o.detail) + `"`,
+		}
+	}
+	return &Denial{
 		Status: http.StatusUnauthorized, Code: CodeInvalidCredential, Reason: ReasonTokenNotAllowed,
 		Message:   "this route does not accept access tokens: send an API key (Authorization: Bearer <key>)",
 		Challenge: realm + `, error="invalid_token", error_description="this route needs an API key"`,
-	}}
+	}
 }
 
 // tokenError turns a verification error into an audit reason, a
