@@ -3,6 +3,7 @@ package idp_test
 import (
 	"context"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,50 +43,53 @@ func TestCache(t *testing.T) {
 	})
 
 	t.Run("expired cached token refused", func(t *testing.T) {
-		e := newEnv(t)
-		p := e.provider(t, nil)
-		c := e.aad.V2Claims("", fakeaad.APIClientID)
-		c["exp"] = e.clock.Now().Add(10 * time.Minute).Unix()
-		tok := e.aad.Mint(c)
-		if _, err := p.Verify(ctx, tok); err != nil {
-			t.Fatal(err)
-		}
-		e.clock.Advance(10*time.Minute + idp.DefaultLeeway - time.Second)
-		if _, err := p.Verify(ctx, tok); err != nil {
-			t.Fatalf("within leeway: %v", err)
-		}
-		e.clock.Advance(time.Second)
-		_, err := p.Verify(ctx, tok)
-		wantReason(t, err, idp.ReasonTokenExpired, http.StatusUnauthorized, tok)
-		// And it stays refused (the entry is gone, full verification
-		// agrees).
-		_, err = p.Verify(ctx, tok)
-		wantReason(t, err, idp.ReasonTokenExpired, http.StatusUnauthorized, tok)
+		inBubble(t, func(t *testing.T, e *env) {
+			p := e.provider(t, nil)
+			c := e.aad.V2Claims("", fakeaad.APIClientID)
+			c["exp"] = time.Now().Add(10 * time.Minute).Unix()
+			tok := e.aad.Mint(c)
+			if _, err := p.Verify(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10*time.Minute + idp.DefaultLeeway - time.Second)
+			if _, err := p.Verify(ctx, tok); err != nil {
+				t.Fatalf("within leeway: %v", err)
+			}
+			time.Sleep(time.Second)
+			_, err := p.Verify(ctx, tok)
+			wantReason(t, err, idp.ReasonTokenExpired, http.StatusUnauthorized, tok)
+			// And it stays refused (the entry is gone, full verification
+			// agrees).
+			_, err = p.Verify(ctx, tok)
+			wantReason(t, err, idp.ReasonTokenExpired, http.StatusUnauthorized, tok)
+		})
 	})
 
 	t.Run("not-yet-valid on a hit when the clock is earlier", func(t *testing.T) {
 		// explain -at evaluates as of an instant, possibly before nbf.
 		e := newEnv(t)
-		p := e.provider(t, nil)
+		var skew atomic.Int64
+		p := e.provider(t, func(o *idp.Options) { o.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) } })
 		tok := e.aad.Mint(e.aad.V2Claims("", fakeaad.APIClientID))
 		if _, err := p.Verify(ctx, tok); err != nil {
 			t.Fatal(err)
 		}
-		e.clock.Advance(-time.Hour)
+		skew.Store(int64(-time.Hour))
 		_, err := p.Verify(ctx, tok)
 		wantReason(t, err, idp.ReasonTokenNotYetValid, http.StatusUnauthorized, tok)
 	})
 
 	t.Run("iat in the future on a hit", func(t *testing.T) {
 		e := newEnv(t)
-		p := e.provider(t, nil)
+		var skew atomic.Int64
+		p := e.provider(t, func(o *idp.Options) { o.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) } })
 		c := e.aad.V2Claims("", fakeaad.APIClientID)
 		delete(c, "nbf")
 		tok := e.aad.Mint(c)
 		if _, err := p.Verify(ctx, tok); err != nil {
 			t.Fatal(err)
 		}
-		e.clock.Advance(-time.Hour)
+		skew.Store(int64(-time.Hour))
 		_, err := p.Verify(ctx, tok)
 		wantReason(t, err, idp.ReasonTokenUsedBeforeIssued, http.StatusUnauthorized, tok)
 	})
@@ -123,17 +127,18 @@ func TestCache(t *testing.T) {
 	})
 
 	t.Run("negative results are not cached", func(t *testing.T) {
-		e := newEnv(t)
-		p := e.provider(t, nil)
-		c := e.aad.V2Claims("", fakeaad.APIClientID)
-		c["nbf"] = e.clock.Now().Add(10 * time.Minute).Unix()
-		tok := e.aad.Mint(c)
-		_, err := p.Verify(ctx, tok)
-		wantReason(t, err, idp.ReasonTokenNotYetValid, http.StatusUnauthorized, tok)
-		e.clock.Advance(10 * time.Minute)
-		if _, err := p.Verify(ctx, tok); err != nil {
-			t.Errorf("once valid: %v", err)
-		}
+		inBubble(t, func(t *testing.T, e *env) {
+			p := e.provider(t, nil)
+			c := e.aad.V2Claims("", fakeaad.APIClientID)
+			c["nbf"] = time.Now().Add(10 * time.Minute).Unix()
+			tok := e.aad.Mint(c)
+			_, err := p.Verify(ctx, tok)
+			wantReason(t, err, idp.ReasonTokenNotYetValid, http.StatusUnauthorized, tok)
+			time.Sleep(10 * time.Minute)
+			if _, err := p.Verify(ctx, tok); err != nil {
+				t.Errorf("once valid: %v", err)
+			}
+		})
 	})
 
 	t.Run("bounded", func(t *testing.T) {

@@ -4,47 +4,40 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"strings"
-	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/modelgate/modelgate/idp"
 	"github.com/modelgate/modelgate/test/fakeaad"
 )
 
-// clock is an injectable clock that tests advance by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().Truncate(time.Second)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
-// env is a fake Azure AD and a clock shared by it and the providers under
-// test.
+// env is a fake Azure AD and the client the providers under test reach it
+// with.
 type env struct {
-	aad   *fakeaad.Server
-	clock *clock
+	aad    *fakeaad.Server
+	client *http.Client
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{aad: fakeaad.New(t), clock: newClock()}
-	e.aad.SetNow(e.clock.Now)
-	return e
+	aad := fakeaad.New(t)
+	return &env{aad: aad, client: aad.Client()}
+}
+
+// inBubble runs f in a testing/synctest bubble, where time is fake and
+// advances only when every goroutine of the bubble waits: the tests sleep
+// through token lifetimes, retries and rate limits in no real time. The fake
+// is made outside the bubble (its listener would keep the bubble's clock
+// from advancing) and reached in-process; tokens, the fake and the provider
+// all read the bubble's clock.
+func inBubble(t *testing.T, f func(t *testing.T, e *env)) {
+	t.Helper()
+	e := newEnv(t)
+	e.client = e.aad.InProcessClient()
+	synctest.Test(t, func(t *testing.T) { f(t, e) })
 }
 
 // options returns azure_ad options for the fake's default tenant, trusting
@@ -56,9 +49,8 @@ func (e *env) options(t testing.TB) idp.Options {
 		TenantID:      fakeaad.TenantID,
 		AuthorityHost: e.aad.URL(),
 		Audiences:     []string{fakeaad.APIAppIDURI, fakeaad.APIClientID},
-		HTTPClient:    e.aad.Client(),
+		HTTPClient:    e.client,
 		Logger:        testLogger(t),
-		Now:           e.clock.Now,
 		RetryMin:      10 * time.Millisecond,
 	}
 }

@@ -151,6 +151,37 @@ func (s *Server) URL() string { return s.srv.URL }
 // Client returns an HTTP client that trusts the server's certificate.
 func (s *Server) Client() *http.Client { return s.srv.Client() }
 
+// InProcessClient returns an HTTP client that serves requests to URL() by
+// calling the fake's handler in the calling goroutine, without a socket; it
+// answers any other host with an error. Tests in a testing/synctest bubble
+// use it: a goroutine blocked on a real socket is not durably blocked, so
+// the bubble's clock could not advance, whereas here the fake's timers
+// (SetDelay) and clock (time.Now unless SetNow) are the bubble's. Create the
+// Server outside the bubble.
+func (s *Server) InProcessClient() *http.Client {
+	host := s.srv.Listener.Addr().String()
+	return &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.URL.Host != host {
+			return nil, fmt.Errorf("fakeaad: %s is not the fake (%s)", r.URL.Host, host)
+		}
+		if r.Body != nil {
+			defer r.Body.Close()
+		}
+		rec := httptest.NewRecorder()
+		s.serveHTTP(rec, r)
+		if err := r.Context().Err(); err != nil {
+			return nil, err
+		}
+		resp := rec.Result()
+		resp.Request = r
+		return resp, nil
+	})}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
 // Certificate returns the server's TLS certificate (self-signed; it is its
 // own CA).
 func (s *Server) Certificate() *x509.Certificate { return s.srv.Certificate() }
