@@ -48,7 +48,7 @@ func newWorld(t *testing.T) *world {
 	// Start at the real time: MSAL caches the gateway's ARM token by the
 	// real clock, and the fakes check it by this one.
 	clock := credtest.NewClock(time.Now().Truncate(time.Second))
-	aad := fakeazure.NewAAD(t, clock)
+	aad := fakeazure.NewAAD(t, clock.Now)
 	// The gateway's ARM token outlives any test's fake time (azidentity
 	// caches it by the real clock, so it would never be refreshed anyway).
 	aad.SetTokenLifetime(30*24*time.Hour, 0)

@@ -269,7 +269,7 @@ type azureUpstream struct {
 func newAzureWorld(t *testing.T) *azureWorld {
 	t.Helper()
 	clock := credtest.NewClock(time.Now().Add(-24 * time.Hour).Truncate(time.Second))
-	aad := fakeazure.NewAAD(t, clock)
+	aad := fakeazure.NewAAD(t, clock.Now)
 	aad.SetExpiresOn(true)
 	aad.SetTokenLifetime(upTokenLifetime, 0)
 	aad.AddClientSecret(spTenant, spClientID, spSecret)

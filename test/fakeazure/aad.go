@@ -51,8 +51,8 @@ type aadClient struct {
 // Knobs (SetOutage, FailNext, SetDelay, Hold) apply to the token endpoint.
 type AAD struct {
 	faults
-	srv   *httptest.Server
-	clock Clock
+	srv *httptest.Server
+	now func() time.Time
 
 	mu        sync.Mutex
 	clients   map[string]*aadClient // tenant + "/" + clientID
@@ -67,12 +67,12 @@ type AAD struct {
 // SetTokenLifetime says otherwise. Azure AD's range is 60–90 minutes.
 const DefaultAADTokenLifetime = time.Hour
 
-// NewAAD starts a fake Azure AD on loopback, closed when tb ends. Tokens
-// expire by clock (nil: the system clock).
-func NewAAD(tb testing.TB, clock Clock) *AAD {
+// NewAAD starts a fake Azure AD on loopback, closed when tb ends. Tokens are
+// issued and expire by now (nil: time.Now).
+func NewAAD(tb testing.TB, now func() time.Time) *AAD {
 	tb.Helper()
 	a := &AAD{
-		clock:    clockOrSystem(clock),
+		now:      nowOrSystem(now),
 		clients:  map[string]*aadClient{},
 		issued:   map[string]IssuedToken{},
 		requests: map[string]int{},
@@ -185,7 +185,7 @@ func (a *AAD) Issue(tenant, clientID, scope, grant string, lifetime time.Duratio
 
 func (a *AAD) issueLocked(tenant, clientID, resource, grant string, lifetime time.Duration) (string, IssuedToken) {
 	tok := randomToken("fakeaad.")
-	it := IssuedToken{Tenant: tenant, ClientID: clientID, Resource: resource, Grant: grant, ExpiresAt: a.clock.Now().Add(lifetime)}
+	it := IssuedToken{Tenant: tenant, ClientID: clientID, Resource: resource, Grant: grant, ExpiresAt: a.now().Add(lifetime)}
 	a.issued[tok] = it
 	return tok, it
 }
@@ -206,7 +206,7 @@ func (a *AAD) Validate(token, scope string) (IssuedToken, error) {
 	switch {
 	case !ok:
 		return IssuedToken{}, ErrUnknownToken
-	case !a.clock.Now().Before(it.ExpiresAt):
+	case !a.now().Before(it.ExpiresAt):
 		return it, ErrTokenExpired
 	case it.Resource != resourceOf(scope):
 		return it, fmt.Errorf("%w: %q, want %q", ErrWrongAudience, it.Resource, resourceOf(scope))

@@ -113,7 +113,7 @@ func (a *AML) add(kind Kind, sub, rg, ws, name string) *Deployment {
 	d := &Deployment{
 		Kind:         kind,
 		Name:         name,
-		clock:        a.aad.clock,
+		now:          a.aad.now,
 		primary:      randomToken("pk-"),
 		secondary:    randomToken("sk-"),
 		lifetime:     DefaultDeploymentTokenLifetime,
@@ -201,7 +201,7 @@ type Deployment struct {
 	Kind Kind
 	Name string
 
-	clock Clock
+	now func() time.Time
 
 	mu           sync.Mutex
 	primary      string
@@ -225,7 +225,7 @@ func (d *Deployment) count(action string) {
 
 func (d *Deployment) serveToken(w http.ResponseWriter) {
 	d.mu.Lock()
-	now := d.clock.Now()
+	now := d.now()
 	tok := randomToken("amltok.")
 	exp := now.Add(d.lifetime)
 	ra := now.Add(d.refreshAfter)
@@ -310,5 +310,5 @@ func (d *Deployment) Accepts(bearer string) bool {
 		return true
 	}
 	exp, ok := d.tokens[bearer]
-	return ok && d.clock.Now().Before(exp)
+	return ok && d.now().Before(exp)
 }

@@ -15,9 +15,10 @@
 //
 // The fakes speak the wire formats in DESIGN.md. Their knobs (outages, fail
 // the next N requests, delays, key regeneration, token revocation) are
-// methods, safe to call while requests are in flight. Token lifetimes use an
-// injectable Clock shared with the code under test (credtest.Clock), so
-// expiry is driven by Advance rather than sleeping.
+// methods, safe to call while requests are in flight. Token lifetimes follow
+// an injectable now function shared with the code under test (a fake
+// clock's Now), so expiry is driven by advancing that clock rather than by
+// sleeping.
 //
 // All HTTPS fakes use httptest's built-in certificate, so the *http.Client
 // of any of them (Client) trusts all of them, and CACertPEM can be written to
@@ -40,21 +41,12 @@ import (
 	"time"
 )
 
-// Clock is the time source the fakes issue and check tokens with.
-// credtest.Clock satisfies it; nil means the system clock.
-type Clock interface {
-	Now() time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-func clockOrSystem(c Clock) Clock {
-	if c == nil {
-		return systemClock{}
+// nowOrSystem returns now, or time.Now when now is nil.
+func nowOrSystem(now func() time.Time) func() time.Time {
+	if now == nil {
+		return time.Now
 	}
-	return c
+	return now
 }
 
 // randomToken returns prefix followed by 32 random hex digits.

@@ -10,10 +10,6 @@ import (
 	"time"
 )
 
-type fixedClock struct{ t time.Time }
-
-func (c *fixedClock) Now() time.Time { return c.t }
-
 func post(t *testing.T, c *http.Client, u, token string) (int, map[string]any) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, u, nil)
@@ -36,8 +32,8 @@ func post(t *testing.T, c *http.Client, u, token string) (int, map[string]any) {
 // TestAMLWireFormats checks the fake's answers field by field against the
 // formats in DESIGN.md, and its token checks.
 func TestAMLWireFormats(t *testing.T) {
-	clock := &fixedClock{t: time.Unix(1_900_000_000, 0)}
-	aad := NewAAD(t, clock)
+	at := time.Unix(1_900_000_000, 0)
+	aad := NewAAD(t, func() time.Time { return at })
 	aml := NewAML(t, aad)
 	svc := aml.AddService("s", "rg", "ws", "svc")
 	ep := aml.AddEndpoint("s", "rg", "ws", "ep")
@@ -48,7 +44,7 @@ func TestAMLWireFormats(t *testing.T) {
 	c := aml.Client()
 
 	st, m := post(t, c, v1+"/token", wsTok)
-	now := clock.t.Unix()
+	now := at.Unix()
 	if st != 200 || m["tokenType"] != "Bearer" || m["accessToken"] == "" ||
 		m["refreshAfter"] != float64(now+600) || m["expiryOn"] != float64(now+1200) {
 		t.Errorf("v1 token: %d %v", st, m)
@@ -112,7 +108,7 @@ func TestAMLWireFormats(t *testing.T) {
 	if nw := svc.RegenerateKey("Primary"); nw == old || svc.Accepts(old) || !svc.Accepts(nw) {
 		t.Error("RegenerateKey did not replace the primary")
 	}
-	clock.t = clock.t.Add(2 * time.Hour)
+	at = at.Add(2 * time.Hour)
 	if st, m := post(t, c, v1+"/token", wsTok); st != 401 || errCode(m) != "ExpiredAuthenticationToken" {
 		t.Errorf("expired ARM token: %d %v", st, m)
 	}
@@ -162,8 +158,8 @@ func TestAADDiscoveryAndToken(t *testing.T) {
 // TestAADExpiresOn: with SetExpiresOn the token answer also carries
 // expires_on, the expiry by the fake's clock in Unix seconds.
 func TestAADExpiresOn(t *testing.T) {
-	clock := &fixedClock{t: time.Unix(1_700_000_000, 0)}
-	aad := NewAAD(t, clock)
+	at := time.Unix(1_700_000_000, 0)
+	aad := NewAAD(t, func() time.Time { return at })
 	aad.AddClientSecret("tid", "cid", "s3cret")
 	aad.SetTokenLifetime(2*time.Minute, 0)
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"cid"}, "client_secret": {"s3cret"}, "scope": {ARMScope}}
