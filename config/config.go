@@ -15,6 +15,8 @@ import (
 	"net/netip"
 	"net/url"
 	"time"
+
+	"github.com/modelgate/modelgate/internal/redact"
 )
 
 // Config is one loaded and validated configuration file.
@@ -363,25 +365,10 @@ type RateLimit struct {
 	MaxIdentities int `yaml:"max_identities"`
 }
 
-// Secret is a string that never prints itself: its String, GoString and
-// MarshalText return "[REDACTED]". Use Reveal to get the value.
-type Secret string
-
-// Reveal returns the secret's value.
-func (s Secret) Reveal() string { return string(s) }
-
-func (s Secret) String() string   { return redacted(s) }
-func (s Secret) GoString() string { return redacted(s) }
-
-// MarshalText keeps secrets out of JSON and YAML output.
-func (s Secret) MarshalText() ([]byte, error) { return []byte(redacted(s)), nil }
-
-func redacted(s Secret) string {
-	if s == "" {
-		return ""
-	}
-	return "[REDACTED]"
-}
+// Secret is a value that never prints itself (see redact.Secret): its
+// String, GoString, Format, LogValue and encodings all give "[REDACTED]".
+// Use Reveal to get the value.
+type Secret = redact.Secret
 
 // Defaults used when a field is left out.
 const (

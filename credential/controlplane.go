@@ -18,6 +18,7 @@ import (
 
 	"github.com/modelgate/modelgate/internal/httpx"
 	"github.com/modelgate/modelgate/internal/problem"
+	"github.com/modelgate/modelgate/internal/redact"
 )
 
 // Azure AD scopes and the ARM API version the sources use by default.
@@ -279,7 +280,7 @@ func (c *controlPlane) newError(op operation, u string, resp *http.Response, bod
 	// Defence in depth: a service echoing the request must not put the
 	// gateway's token into an error that ends up in logs and /readyz.
 	if token != "" {
-		e.Message = strings.ReplaceAll(e.Message, token, redacted)
+		e.Message = strings.ReplaceAll(e.Message, token, redact.Redacted)
 	}
 	if len(e.Message) > 512 {
 		e.Message = e.Message[:512] + "…"

@@ -22,7 +22,12 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/modelgate/modelgate/internal/redact"
 )
+
+// Secret holds a credential value; see redact.Secret.
+type Secret = redact.Secret
 
 // Credential is one upstream credential, as a Source hands it out.
 type Credential struct {

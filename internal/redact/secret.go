@@ -1,4 +1,7 @@
-package credential
+// Package redact holds Secret, the one string type for credential values in
+// modelgate: configuration secrets, upstream keys and tokens. Every printing,
+// logging and encoding path shows "[REDACTED]".
+package redact
 
 import (
 	"crypto/subtle"
@@ -6,9 +9,9 @@ import (
 	"log/slog"
 )
 
-// redacted is what every printing, logging and encoding path shows in place
+// Redacted is what every printing, logging and encoding path shows in place
 // of a Secret.
-const redacted = "[REDACTED]"
+const Redacted = "[REDACTED]"
 
 // Secret holds a credential value: an upstream key or token, or a client
 // secret. Every way of printing it — fmt with any verb (%v, %s, %+v, %#v,
@@ -36,31 +39,31 @@ func (s Secret) Equal(o Secret) bool {
 }
 
 // String returns "[REDACTED]".
-func (s Secret) String() string { return redacted }
+func (s Secret) String() string { return Redacted }
 
 // GoString returns "[REDACTED]", for %#v.
-func (s Secret) GoString() string { return redacted }
+func (s Secret) GoString() string { return Redacted }
 
 // Format writes "[REDACTED]" for every verb, including ones such as %d and
 // %x that fmt would otherwise apply to the underlying string.
 func (s Secret) Format(f fmt.State, verb rune) {
 	if verb == 'q' {
-		_, _ = fmt.Fprintf(f, "%q", redacted)
+		_, _ = fmt.Fprintf(f, "%q", Redacted)
 		return
 	}
-	_, _ = f.Write([]byte(redacted))
+	_, _ = f.Write([]byte(Redacted))
 }
 
 // LogValue implements slog.LogValuer: slog shows "[REDACTED]".
-func (s Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
+func (s Secret) LogValue() slog.Value { return slog.StringValue(Redacted) }
 
 // MarshalJSON encodes "[REDACTED]". A Secret therefore never round-trips
 // through JSON; that is the point.
-func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + Redacted + `"`), nil }
 
 // MarshalText encodes "[REDACTED]" for encoders that use
 // encoding.TextMarshaler (map keys, YAML, XML).
-func (s Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+func (s Secret) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
 
 var (
 	_ fmt.Formatter  = Secret("")
