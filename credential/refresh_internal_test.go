@@ -6,9 +6,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
-
-	"github.com/modelgate/modelgate/credential/credtest"
 )
 
 func TestBackoffGrowsWithJitterWithinBounds(t *testing.T) {
@@ -39,9 +38,8 @@ func TestBackoffGrowsWithJitterWithinBounds(t *testing.T) {
 	}
 }
 
-// fetcher is a scripted fetch function on a fake clock.
+// fetcher is a scripted fetch function.
 type fetcher struct {
-	clock *credtest.Clock
 	mu    sync.Mutex
 	calls int
 	next  func(now time.Time, n int) (Token, error)
@@ -51,7 +49,7 @@ func (f *fetcher) fetch(context.Context) (Token, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
-	return f.next(f.clock.Now(), f.calls)
+	return f.next(time.Now(), f.calls)
 }
 
 func (f *fetcher) n() int {
@@ -60,77 +58,96 @@ func (f *fetcher) n() int {
 	return f.calls
 }
 
-func newScripted(t *testing.T, next func(now time.Time, n int) (Token, error)) (*TokenSource, *fetcher, *credtest.Clock) {
+// newScripted returns a token source over a scripted fetch. Call it in a
+// testing/synctest bubble: the engine's timers run on the bubble's clock.
+func newScripted(t *testing.T, next func(now time.Time, n int) (Token, error)) (*TokenSource, *fetcher) {
 	t.Helper()
-	clock := credtest.NewClock(time.Time{})
-	f := &fetcher{clock: clock, next: next}
-	src, err := NewTokenSource(TokenSourceOptions{Name: "t", Fetch: f.fetch, Clock: clock,
-		Refresh: RefreshPolicy{Rand: credtest.SeqRand(0.5)}})
+	f := &fetcher{next: next}
+	src, err := NewTokenSource(TokenSourceOptions{Name: "t", Fetch: f.fetch,
+		Refresh: RefreshPolicy{Rand: func() float64 { return 0.5 }}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = src.Close() })
-	return src, f, clock
+	return src, f
+}
+
+// sleepUntil lets the bubble's clock reach at and every goroutine due by
+// then finish.
+func sleepUntil(at time.Time) {
+	time.Sleep(time.Until(at))
+	synctest.Wait()
 }
 
 func TestExpiredOnArrivalIsAFailure(t *testing.T) {
-	src, f, clock := newScripted(t, func(now time.Time, n int) (Token, error) {
-		if n == 1 {
-			return Token{Value: "stale", ExpiresAt: now.Add(5 * time.Second)}, nil
+	synctest.Test(t, func(t *testing.T) {
+		src, f := newScripted(t, func(now time.Time, n int) (Token, error) {
+			if n == 1 {
+				return Token{Value: "stale", ExpiresAt: now.Add(5 * time.Second)}, nil
+			}
+			return Token{Value: "fresh", ExpiresAt: now.Add(time.Hour)}, nil
+		})
+		_, err := src.Credential(context.Background())
+		var ue *UnavailableError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), "check the clocks") {
+			t.Fatalf("err = %v, want unavailable because the token expires on arrival", err)
 		}
-		return Token{Value: "fresh", ExpiresAt: now.Add(time.Hour)}, nil
+		sleepUntil(src.Status().NextRefresh)
+		c, err := src.Credential(context.Background())
+		if err != nil || c.Value != "fresh" || f.n() != 2 {
+			t.Fatalf("after retry: %v, %v (calls %d)", c.Label, err, f.n())
+		}
 	})
-	_, err := src.Credential(context.Background())
-	var ue *UnavailableError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "check the clocks") {
-		t.Fatalf("err = %v, want unavailable because the token expires on arrival", err)
-	}
-	clock.Set(src.Status().NextRefresh)
-	c, err := src.Credential(context.Background())
-	if err != nil || c.Value != "fresh" || f.n() != 2 {
-		t.Fatalf("after retry: %v, %v (calls %d)", c.Label, err, f.n())
-	}
 }
 
 func TestRefreshHintInThePastDoesNotSpin(t *testing.T) {
-	src, f, clock := newScripted(t, func(now time.Time, n int) (Token, error) {
-		return Token{Value: Secret("tok-" + string(rune('a'+n))), RefreshAt: now.Add(-time.Minute), ExpiresAt: now.Add(time.Hour)}, nil
+	synctest.Test(t, func(t *testing.T) {
+		src, f := newScripted(t, func(now time.Time, n int) (Token, error) {
+			return Token{Value: Secret("tok-" + string(rune('a'+n))), RefreshAt: now.Add(-time.Minute), ExpiresAt: now.Add(time.Hour)}, nil
+		})
+		if _, err := src.Credential(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		// A hint in the past falls back to refreshing ahead of expiry.
+		if got := time.Until(src.Status().NextRefresh); got != 55*time.Minute {
+			t.Fatalf("next refresh in %v, want 55m", got)
+		}
+		sleepUntil(time.Now().Add(55 * time.Minute))
+		if f.n() != 2 {
+			t.Fatalf("calls = %d, want 2", f.n())
+		}
 	})
-	if _, err := src.Credential(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	// A hint in the past falls back to refreshing ahead of expiry.
-	if got := src.Status().NextRefresh.Sub(clock.Now()); got != 55*time.Minute {
-		t.Fatalf("next refresh in %v, want 55m", got)
-	}
-	clock.Advance(55 * time.Minute)
-	if f.n() != 2 {
-		t.Fatalf("calls = %d, want 2", f.n())
-	}
 }
 
 func TestTokenWithoutExpiryIsFetchedOnce(t *testing.T) {
-	src, f, clock := newScripted(t, func(now time.Time, n int) (Token, error) {
-		return Token{Value: "forever"}, nil
+	synctest.Test(t, func(t *testing.T) {
+		src, f := newScripted(t, func(now time.Time, n int) (Token, error) {
+			return Token{Value: "forever"}, nil
+		})
+		src.Start()
+		if _, err := src.Credential(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if next := src.Status().NextRefresh; !next.IsZero() {
+			t.Fatalf("next refresh at %v; want none", next)
+		}
+		sleepUntil(time.Now().Add(1000 * time.Hour))
+		if f.n() != 1 {
+			t.Fatalf("calls %d; want one fetch", f.n())
+		}
 	})
-	src.Start()
-	if _, err := src.Credential(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	clock.Advance(1000 * time.Hour)
-	if f.n() != 1 || clock.Pending() != 0 {
-		t.Fatalf("calls %d, pending timers %d; want one fetch and no timer", f.n(), clock.Pending())
-	}
 }
 
 func TestEmptyTokenIsAFailure(t *testing.T) {
-	src, _, _ := newScripted(t, func(now time.Time, n int) (Token, error) {
-		return Token{ExpiresAt: now.Add(time.Hour)}, nil
+	synctest.Test(t, func(t *testing.T) {
+		src, _ := newScripted(t, func(now time.Time, n int) (Token, error) {
+			return Token{ExpiresAt: now.Add(time.Hour)}, nil
+		})
+		if _, err := src.Credential(context.Background()); err == nil || !strings.Contains(err.Error(), "empty token") {
+			t.Fatalf("err = %v, want an empty-token failure", err)
+		}
+		if _, err := NewTokenSource(TokenSourceOptions{Name: "x"}); err == nil {
+			t.Fatal("NewTokenSource without Fetch succeeded")
+		}
 	})
-	if _, err := src.Credential(context.Background()); err == nil || !strings.Contains(err.Error(), "empty token") {
-		t.Fatalf("err = %v, want an empty-token failure", err)
-	}
-	if _, err := NewTokenSource(TokenSourceOptions{Name: "x"}); err == nil {
-		t.Fatal("NewTokenSource without Fetch succeeded")
-	}
 }
