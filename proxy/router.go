@@ -46,6 +46,12 @@ func (rt *Router) Match(host, path string) *Route {
 	return nil
 }
 
+// MatchHost is Match for a Host header as sent (any case, maybe a port or
+// a trailing dot), normalized exactly as the gateway does for requests.
+func (rt *Router) MatchHost(hostHeader, path string) *Route {
+	return rt.Match(hostOnly(hostHeader), path)
+}
+
 // longestPrefix tries path, then each shorter prefix ending at a '/', then
 // "/": one map lookup per segment, so /fraud matches /fraud and
 // /fraud/score but never /fraudster.

@@ -8,8 +8,11 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/gateway"
@@ -89,7 +92,7 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer snap.Close()
 
-	route := proxy.NewRouter(snap.Routes).Match(strings.ToLower(*host), *reqPath)
+	route := proxy.NewRouter(snap.Routes).MatchHost(*host, *reqPath)
 	if route == nil {
 		fmt.Fprintf(stdout, "route: none serves host %q path %s: the gateway answers 404 no_route\n", *host, *reqPath)
 		return exitError(1)
@@ -138,13 +141,13 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if s.Admitted {
 			verdict = "ADMITTED"
 		}
-		fmt.Fprintf(stdout, "  %-40s %s (%s): %s\n", s.Rule, verdict, s.Reason, s.Detail)
+		fmt.Fprintf(stdout, "  %-40s %s (%s): %s\n", s.Rule, verdict, s.Reason, printable(s.Detail))
 	}
 	if d.Denial != nil {
-		fmt.Fprintf(stdout, "decision:   REFUSED %d %s, reason %s\n            the caller is told: %s\n", d.Denial.Status, d.Denial.Code, d.Denial.Reason, d.Denial.Message)
+		fmt.Fprintf(stdout, "decision:   REFUSED %d %s, reason %s\n            the caller is told: %s\n", d.Denial.Status, d.Denial.Code, d.Denial.Reason, printable(d.Denial.Message))
 		return exitError(1)
 	}
-	fmt.Fprintf(stdout, "decision:   ADMITTED by %s as %s\n", d.Rule, d.Identity.Key())
+	fmt.Fprintf(stdout, "decision:   ADMITTED by %s as %s\n", d.Rule, printable(d.Identity.Key()))
 	return nil
 }
 
@@ -200,7 +203,7 @@ func describeToken(tok string) string {
 	var sb strings.Builder
 	line := func(k string, v any) {
 		if v != nil {
-			fmt.Fprintf(&sb, "            %-6s %v\n", k, v)
+			fmt.Fprintf(&sb, "            %-6s %s\n", k, printable(fmt.Sprint(v)))
 		}
 	}
 	line("alg", hdr["alg"])
@@ -216,4 +219,22 @@ func describeToken(tok string) string {
 		}
 	}
 	return sb.String()
+}
+
+// printable escapes what came from a token (or a message quoting one) so
+// that it cannot move the cursor, clear the terminal or start a line of its
+// own: control and other non-graphic characters become Go escapes.
+func printable(s string) string {
+	clean := true
+	for _, r := range s {
+		if !unicode.IsGraphic(r) || r == utf8.RuneError {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	q := strconv.QuoteToGraphic(s)
+	return q[1 : len(q)-1]
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"net"
 	"os"
@@ -182,5 +183,82 @@ routes:
 	time.Sleep(100 * time.Millisecond)
 	if n := conns.Load(); n != 0 {
 		t.Errorf("explain -key made %d network connections, want 0", n)
+	}
+}
+
+// TestExplainEscapesTokenFields: explain prints fields of a token it has not
+// verified; a kid that clears the terminal or an issuer with a newline must
+// not reach the terminal raw (issue 10, item 14).
+func TestExplainEscapesTokenFields(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gw.yaml")
+	if err := os.WriteFile(cfg, []byte(`
+identity_providers:
+  corp:
+    type: oidc
+    issuer: https://issuer.example.com/
+    jwks_uri: https://issuer.example.com/keys
+    audiences: [api://scoring]
+upstreams:
+  fraud: { url: "http://127.0.0.1:1", auth: { type: none } }
+routes:
+  - name: fraud
+    path: /fraud
+    upstream: fraud
+    allow:
+      - identity_provider: corp
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	jwks := filepath.Join(dir, "keys.json")
+	if err := fakeaad.New(t).WriteJWKS(jwks); err != nil {
+		t.Fatal(err)
+	}
+	enc := func(v string) string { return base64.RawURLEncoding.EncodeToString([]byte(v)) }
+	tok := enc(`{"alg":"RS256","kid":"\u001b[2J\u001b[H"}`) + "." +
+		enc(`{"iss":"https://evil.example/\ndecision:   ADMITTED by allow[0]","aud":"api://scoring","exp":4102444800,"roles":["a\u0007b"]}`) + "." + enc("sig")
+	var out, errb bytes.Buffer
+	_ = run(context.Background(), []string{"explain", "-config", cfg, "-path", "/fraud/x", "-jwks", jwks, "-token", tok}, &out, &errb)
+	got := out.String() + errb.String()
+	for _, r := range got {
+		if r < 0x20 && r != '\n' || r == 0x7f {
+			t.Fatalf("explain printed control character %q:\n%q", r, got)
+		}
+	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "decision:   ADMITTED") {
+			t.Errorf("a token field forged a line: %q", line)
+		}
+	}
+	if !strings.Contains(got, `\x1b[2J`) || !strings.Contains(got, `\ndecision:`) {
+		t.Errorf("escaped fields should still be readable:\n%s", got)
+	}
+}
+
+// TestExplainHostWithPort: a Host header with a port matches the route as
+// serve matches it (issue 10, item 20).
+func TestExplainHostWithPort(t *testing.T) {
+	key := "mgk_explain-host-key-0123456789abc"
+	t.Setenv("EXPLAIN_HOST_KEY", key)
+	cfg := filepath.Join(t.TempDir(), "gw.yaml")
+	if err := os.WriteFile(cfg, []byte(`
+key_sets:
+  partners: [{ id: acme, key: "${EXPLAIN_HOST_KEY}" }]
+upstreams:
+  fraud: { url: "http://127.0.0.1:1", auth: { type: none } }
+routes:
+  - name: fraud
+    host: models.example.com
+    path: /fraud
+    upstream: fraud
+    allow: [{ key_set: partners }]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"models.example.com", "Models.Example.com:443", "models.example.com."} {
+		var out, errb bytes.Buffer
+		if err := run(context.Background(), []string{"explain", "-config", cfg, "-host", host, "-path", "/fraud/x", "-key", key}, &out, &errb); err != nil {
+			t.Errorf("host %q: %v\n%s%s", host, err, out.String(), errb.String())
+		}
 	}
 }
