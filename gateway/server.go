@@ -203,7 +203,7 @@ func (s *Server) RunListeners(ctx context.Context, ls Listeners) error {
 	case runErr = <-errc:
 	}
 	timeout := s.snap.Load().Config.Server.ShutdownTimeout.D()
-	s.log.Info("shutting down: draining in-flight requests", slog.Duration("timeout", timeout))
+	s.log.Info("shutting down: draining in-flight requests", slog.String("timeout", timeout.String()))
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := pub.Shutdown(sctx); err != nil {

@@ -154,9 +154,17 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cancel()
 	printDemo(stdout, base, "http://"+adm.Addr().String(), "http://"+modelLn.Addr().String(), partnerKey, batchKey)
 	// The configuration, for `gateway explain` against the running demo.
-	cfgFile := filepath.Join(os.TempDir(), "modelgate-demo.yaml")
-	if err := os.WriteFile(cfgFile, []byte(cfgText.String()), 0o600); err != nil {
+	// In a private directory of this run's own (removed at exit), so two
+	// demos, or a test suite, never overwrite each other's.
+	cfgFile := "<not written>"
+	if dir, err := os.MkdirTemp("", "modelgate-demo-"); err != nil {
 		cfgFile = "<not written: " + err.Error() + ">"
+	} else {
+		defer os.RemoveAll(dir)
+		cfgFile = filepath.Join(dir, "gw.yaml")
+		if err := os.WriteFile(cfgFile, []byte(cfgText.String()), 0o600); err != nil {
+			cfgFile = "<not written: " + err.Error() + ">"
+		}
 	}
 	printDemoTokens(stdout, base, scorer, reader, cfgFile, upstreamKey)
 	if *ready != "" {

@@ -137,4 +137,16 @@ func TestDemo(t *testing.T) {
 	if resp.StatusCode != 401 {
 		t.Fatalf("no credential: %d", resp.StatusCode)
 	}
+	// The configuration written for explain is the demo's own, in a private
+	// directory, never a fixed shared path another run overwrites.
+	cm := regexp.MustCompile(`explain -config (\S+)`).FindStringSubmatch(out.String())
+	if cm == nil {
+		t.Fatalf("no explain command in:\n%s", out.String())
+	}
+	if cm[1] == filepath.Join(os.TempDir(), "modelgate-demo.yaml") {
+		t.Errorf("the demo writes its configuration to the fixed path %s", cm[1])
+	}
+	if fi, err := os.Stat(filepath.Dir(cm[1])); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the demo's configuration directory is not private: %v %v", fi.Mode(), err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -141,5 +142,9 @@ func TestServeSignals(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("the gateway did not exit after SIGTERM")
+	}
+	// Durations in logs read as durations, not nanoseconds (issue 10, item 20).
+	if !regexp.MustCompile(`"msg":"shutting down[^\n]*"timeout":"\d+(\.\d+)?(s|ms|m0s)`).MatchString(logs.String()) {
+		t.Errorf("the shutdown line does not give its timeout as a duration:\n%s", logs.String())
 	}
 }
