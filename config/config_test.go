@@ -200,7 +200,7 @@ server:
 upstreams:
   a:
     url: ftp://x
-    auth: { type: key }
+    auth: { type: magic }
 routes:
   - name: r
     path: x
@@ -218,7 +218,7 @@ routes:
 		}
 	}
 	want := map[string]int{
-		"server.colour": 4, "server.listen": 3, "upstreams.a.url": 7, "upstreams.a.auth.key": 8,
+		"server.colour": 4, "server.listen": 3, "upstreams.a.url": 7, "upstreams.a.auth.type": 8,
 		"routes[0].path": 11, "routes[0].upstream": 12, "routes[0].allow": 10,
 	}
 	got := map[string]int{}

@@ -239,8 +239,6 @@ func (v *validator) fromEnv(p string, val Secret) {
 	}
 }
 
-var regionPattern = regexp.MustCompile(`^[a-z0-9]+$`)
-
 // identityProviders checks names only; the settings are validated where
 // they are used (package idp).
 func (v *validator) identityProviders() {
@@ -313,28 +311,13 @@ func (v *validator) auth(p string, a *Auth) {
 			v.errAt(p+"."+field, "is not used by auth type %s: remove it", a.Type)
 		}
 	}
+	// What each type needs (service, endpoint, workspace, credential, key)
+	// is checked where the credential is built (package credential); the
+	// file's own rules are checked here: fields that do not belong to the
+	// type, secrets from the environment, and names that must exist.
 	credential := func() {
-		if a.Credential == "" {
-			v.errAt(p+".credential", "missing: name one of the credentials: entries (the gateway's Azure identity)")
-		} else if _, ok := v.cfg.Credentials[a.Credential]; !ok {
+		if _, ok := v.cfg.Credentials[a.Credential]; a.Credential != "" && !ok {
 			v.errAt(p+".credential", "no credential named %q in credentials: (have: %s)", a.Credential, strings.Join(sortedKeys(v.cfg.Credentials), ", "))
-		}
-	}
-	// The workspace's required fields and hosts are checked where they are
-	// used (package credential); the file's own rules are checked here.
-	workspace := func() {
-		w := a.Workspace
-		if w == nil {
-			return
-		}
-		wp := p + ".workspace"
-		for _, f := range []struct{ field, val string }{{"subscription_id", w.SubscriptionID}, {"resource_group", w.ResourceGroup}, {"name", w.Name}} {
-			if strings.ContainsAny(f.val, "/?#% ") {
-				v.errAt(wp+"."+f.field, "%q contains characters not allowed in an Azure resource name", f.val)
-			}
-		}
-		if w.Region != "" && !regionPattern.MatchString(w.Region) {
-			v.errAt(wp+".region", "%q is not an Azure region name like westeurope", w.Region)
 		}
 	}
 	switch a.Type {
@@ -347,9 +330,6 @@ func (v *validator) auth(p string, a *Auth) {
 		forbid("endpoint", a.Endpoint != "")
 		forbid("scope", a.Scope != "")
 	case AuthKey:
-		if a.Key == "" {
-			v.errAt(p+".key", "missing: the upstream's key, as ${NAME} from the environment")
-		}
 		v.fromEnv(p+".key", a.Key)
 		v.fromEnv(p+".secondary_key", a.SecondaryKey)
 		forbid("credential", a.Credential != "")
@@ -363,26 +343,14 @@ func (v *validator) auth(p string, a *Auth) {
 		credential()
 		switch a.Type {
 		case AuthAMLKeys:
-			if (a.Service == "") == (a.Endpoint == "") {
-				v.errAt(p, "set service (an ACI/AKS web service) or endpoint (an online endpoint), one of them")
-			}
-			workspace()
 			forbid("scope", a.Scope != "")
 			if a.RefreshInterval == 0 {
 				a.RefreshInterval = Duration(DefaultKeysRefresh)
 			}
 		case AuthAMLServiceToken:
-			if a.Service == "" {
-				v.errAt(p+".service", "missing: the AKS web service name")
-			}
-			workspace()
 			forbid("endpoint", a.Endpoint != "")
 			forbid("scope", a.Scope != "")
 		case AuthAMLEndpointToken:
-			if a.Endpoint == "" {
-				v.errAt(p+".endpoint", "missing: the online endpoint name")
-			}
-			workspace()
 			forbid("service", a.Service != "")
 			forbid("scope", a.Scope != "")
 		case AuthAADToken:

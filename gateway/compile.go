@@ -242,6 +242,9 @@ func (c *compiler) upstreamSource(name string, u *config.Upstream) (credential.M
 // it between the upstreams that use it. A problem with it is reported at
 // credentials.NAME (once), and the upstream is skipped.
 func (c *compiler) azureCredential(name string) (azcore.TokenCredential, error) {
+	if name == "" {
+		return nil, nil // the constructor names what is missing
+	}
 	if cred, ok := c.azure[name]; ok {
 		if cred == nil {
 			return nil, errReported
@@ -252,6 +255,9 @@ func (c *compiler) azureCredential(name string) (azcore.TokenCredential, error) 
 		c.azure = map[string]azcore.TokenCredential{}
 	}
 	cr := c.cfg.Credentials[name]
+	if cr == nil {
+		return nil, problem.At("credential", "no credential named %q in credentials:", name)
+	}
 	cred, err := azcred.New(azcred.Options{
 		Name:                name,
 		Type:                azcred.Type(cr.Type),
