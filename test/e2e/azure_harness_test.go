@@ -16,7 +16,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"text/template"
 	"time"
 
 	azpolicy "github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
@@ -32,8 +31,9 @@ import (
 // used as given (the harness only sets its Logger, to the test's log
 // buffer), so a test can give the gateway an HTTP client that trusts the
 // fakes' CA, a fake clock for identity providers (Now) and for upstream
-// credentials (Clock), and a refresh policy.
-func startGatewayWith(t testing.TB, cfgText string, v vars, env map[string]string, deps gateway.Deps) *testGateway {
+// credentials (Clock), and a refresh policy. env resolves ${NAME}; nil
+// means baseEnv.
+func startGatewayWith(t testing.TB, conf *cfgBuilder, env map[string]string, deps gateway.Deps) *testGateway {
 	t.Helper()
 	pub, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -44,25 +44,16 @@ func startGatewayWith(t testing.TB, cfgText string, v vars, env map[string]strin
 		pub.Close()
 		t.Fatalf("listen: %v", err)
 	}
-	data := vars{"Listen": pub.Addr().String(), "Admin": adm.Addr().String()}
-	for k, val := range v {
-		data[k] = val
-	}
-	var text strings.Builder
-	if err := template.Must(template.New("config").Funcs(tmplFuncs).Option("missingkey=error").Parse(cfgText)).Execute(&text, data); err != nil {
-		pub.Close()
-		adm.Close()
-		t.Fatalf("render config: %v", err)
-	}
+	text := conf.YAML(pub.Addr().String(), adm.Addr().String())
 	if env == nil {
 		env = baseEnv
 	}
 	lookup := func(k string) (string, bool) { s, ok := env[k]; return s, ok }
-	cfg, err := config.Parse("e2e.yaml", []byte(text.String()), lookup)
+	cfg, err := config.Parse("e2e.yaml", []byte(text), lookup)
 	if err != nil {
 		pub.Close()
 		adm.Close()
-		t.Fatalf("config:\n%v\n--- config text ---\n%s", err, text.String())
+		t.Fatalf("config:\n%v\n--- config text ---\n%s", err, text)
 	}
 	logs := &logBuffer{}
 	deps.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -75,7 +66,7 @@ func startGatewayWith(t testing.TB, cfgText string, v vars, env map[string]strin
 		t.Fatalf("build: %v", err)
 	}
 	srv := gateway.NewServer(snap, func() (*config.Config, error) {
-		return config.Parse("e2e.yaml", []byte(text.String()), lookup)
+		return config.Parse("e2e.yaml", []byte(text), lookup)
 	}, deps)
 	g := &testGateway{
 		URL: "http://" + pub.Addr().String(), Admin: "http://" + adm.Addr().String(), Addr: pub.Addr().String(),
@@ -323,22 +314,14 @@ func (w *azureWorld) newUpstream(tls bool, accept func(string) bool) *fakeazure.
 	return fakeazure.NewUpstream(w.t, accept)
 }
 
-// config renders the gateway configuration for the world's upstreams, each
-// behind route /name admitting the partner key. extraServer is added to
-// the server section.
-func (w *azureWorld) config(extraServer string) string {
-	var b strings.Builder
-	b.WriteString("server:\n  listen: \"{{.Listen}}\"\n  shutdown_timeout: 2s\n")
-	if extraServer != "" {
-		b.WriteString(extraServer)
-	}
-	b.WriteString("admin:\n  listen: \"{{.Admin}}\"\n")
-	b.WriteString("key_sets:\n  partners:\n    - id: acme\n      key: ${PARTNER_KEY}\n")
-	b.WriteString("credentials:\n  ml-sp: " + w.credYAML + "\n")
-	b.WriteString("upstreams:\n")
+// config is the gateway configuration for the world's upstreams, each
+// behind route /name admitting the partner key; server adds fields to the
+// server section.
+func (w *azureWorld) config(server ...string) *cfgBuilder {
+	b := newConfig().Server("shutdown_timeout: 2s").Server(server...).Partners().Credential("ml-sp", w.credYAML)
+	ws := fmt.Sprintf(`{ subscription_id: %q, resource_group: %q, name: %q, api_host: %q, management_host: %q }`,
+		wsSub, wsRG, wsName, w.aml.URL(), w.aml.URL())
 	for _, u := range w.ups {
-		ws := fmt.Sprintf(`{ subscription_id: %q, resource_group: %q, name: %q, api_host: %q, management_host: %q }`,
-			wsSub, wsRG, wsName, w.aml.URL(), w.aml.URL())
 		var auth string
 		switch u.typ {
 		case config.AuthAMLServiceToken:
@@ -354,21 +337,21 @@ func (w *azureWorld) config(extraServer string) string {
 		case config.AuthAADToken:
 			auth = `{ type: aad_token, credential: ml-sp }`
 		case config.AuthKey:
-			auth = `{ type: key, key: "${UPSTREAM_KEY}" }`
+			auth = upstreamKeyAuth
 		}
-		fmt.Fprintf(&b, "  %s:\n    url: %q\n    auth: %s\n", u.name, u.up.URL()+"/score", auth)
+		b.Upstream(u.name, u.up.URL()+"/score", auth)
 	}
-	b.WriteString("routes:\n")
 	for _, u := range w.ups {
-		fmt.Fprintf(&b, "  - name: %s\n    path: /%s\n    upstream: %s\n    allow: [{ key_set: partners }]\n", u.name, u.name, u.name)
+		b.Route(u.name, "/"+u.name, u.name, allowPartners)
 	}
-	return b.String()
+	return b
 }
 
-// start runs a gateway for the world's upstreams on the fake clock.
-func (w *azureWorld) start(extraServer string) *testGateway {
+// start runs a gateway for the world's upstreams on the fake clock; server
+// adds fields to the server section.
+func (w *azureWorld) start(server ...string) *testGateway {
 	w.t.Helper()
-	return startGatewayWith(w.t, w.config(extraServer), nil, azureEnv, gateway.Deps{
+	return startGatewayWith(w.t, w.config(server...), azureEnv, gateway.Deps{
 		HTTPClient: w.http,
 		Transport:  w.transport,
 		Clock:      w.clock,

@@ -37,7 +37,7 @@ func TestCredentialRefreshThroughGateway(t *testing.T) {
 		w.add(config.AuthAMLKeys, "scorer", false),
 		w.add(config.AuthKey, "fraud", false),
 	}
-	g := w.start("")
+	g := w.start()
 	w.waitReady(g)
 	start := map[string]int{}
 	for _, u := range ups {
@@ -154,7 +154,7 @@ func TestCredentialOneFetchAtExpiry(t *testing.T) {
 			w.refresh.MinBackoff, w.refresh.MaxBackoff = 2*time.Minute, 2*time.Minute
 			w.plainUpstreams = true
 			u := w.add(typ, "model", false)
-			g := w.start("")
+			g := w.start()
 			w.waitReady(g)
 			if resp := w.call(g, u, []byte("warm-up")); resp.status != http.StatusOK {
 				t.Fatalf("warm-up: %d %s", resp.status, resp.body)
@@ -252,7 +252,7 @@ func TestCredentialOutage(t *testing.T) {
 			t.Parallel()
 			w := newAzureWorld(t)
 			u := w.add(tt.typ, "model", false)
-			g := w.start("")
+			g := w.start()
 			w.waitReady(g)
 			// The first token was fetched at start: "at" is its age.
 			// The whole region's control plane is down for service tokens,
@@ -359,7 +359,7 @@ func TestCredentialKeyRegeneration(t *testing.T) {
 			t.Parallel()
 			w := newAzureWorld(t)
 			u := w.add(config.AuthAMLKeys, "scorer", tt.endpoint)
-			g := w.start("")
+			g := w.start()
 			w.waitReady(g)
 			if resp := w.call(g, u, []byte("warm-up")); resp.status != http.StatusOK {
 				t.Fatalf("warm-up: %d %s", resp.status, resp.body)
@@ -423,7 +423,6 @@ func TestCredentialKeyRegeneration(t *testing.T) {
 // request uses the refreshed token.
 func TestCredentialRejectedTokenReplay(t *testing.T) {
 	t.Parallel()
-	const limits = "  max_body_bytes: 64KiB\n  buffer_body_bytes: 1KiB\n"
 	for _, typ := range []string{config.AuthAMLServiceToken, config.AuthAMLEndpointToken, config.AuthAADToken} {
 		t.Run(typ, func(t *testing.T) {
 			t.Parallel()
@@ -436,7 +435,7 @@ func TestCredentialRejectedTokenReplay(t *testing.T) {
 					w.aad.RevokeAll()
 				}
 			}
-			g := w.start(limits)
+			g := w.start("max_body_bytes: 64KiB", "buffer_body_bytes: 1KiB")
 			w.waitReady(g)
 			if resp := w.call(g, u, []byte("warm-up")); resp.status != http.StatusOK {
 				t.Fatalf("warm-up: %d %s", resp.status, resp.body)
@@ -519,7 +518,7 @@ func TestCredentialReadiness(t *testing.T) {
 	}
 	w.aml.SetOutage(true)
 	w.aad.SetOutage(true)
-	g := w.start("")
+	g := w.start()
 	// The first fetches run in the background at start and fail.
 	waitFor(t, 5*time.Second, "every first fetch to fail", func() bool {
 		_, rep, _ := readyz(t, g)
@@ -611,7 +610,7 @@ func TestCredentialManagedIdentity(t *testing.T) {
 	mi.Setenv(t)
 	w.credYAML = `{ type: managed_identity }`
 	u := w.add(config.AuthAMLEndpointToken, "summarizer", true)
-	g := w.start("")
+	g := w.start()
 	w.waitReady(g)
 	for i := range 4 {
 		resp := w.call(g, u, []byte("x"))
@@ -656,7 +655,7 @@ func TestCredentialRejectedConcurrently(t *testing.T) {
 			w := newAzureWorld(t)
 			w.plainUpstreams = true
 			u := w.add(tt.typ, "model", false)
-			g := w.start("")
+			g := w.start()
 			w.waitReady(g)
 			if resp := w.call(g, u, []byte("warm-up")); resp.status != http.StatusOK {
 				t.Fatalf("warm-up: %d %s", resp.status, resp.body)

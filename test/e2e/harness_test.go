@@ -7,8 +7,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -17,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/modelgate/modelgate/gateway"
@@ -67,21 +64,12 @@ type testGateway struct {
 	runErr error
 }
 
-// vars are the template values of a configuration text. The harness adds
-// Listen and Admin (the listeners' addresses).
-type vars map[string]any
-
-var tmplFuncs = template.FuncMap{
-	// sha renders a key's hex SHA-256, for sha256: entries.
-	"sha": func(k string) string { s := sha256.Sum256([]byte(k)); return hex.EncodeToString(s[:]) },
-}
-
-// startGateway renders cfgText (a text/template) with v, loads it with the
-// real config loader (env resolves ${NAME}; nil means baseEnv), builds the
-// gateway and runs it on two loopback listeners until the test ends.
-func startGateway(t testing.TB, cfgText string, v vars, env map[string]string) *testGateway {
+// startGateway renders cfg, loads it with the real config loader (${NAME}
+// resolves from baseEnv), builds the gateway and runs it on two loopback
+// listeners until the test ends.
+func startGateway(t testing.TB, cfg *cfgBuilder) *testGateway {
 	t.Helper()
-	return startGatewayWith(t, cfgText, v, env, gateway.Deps{})
+	return startGatewayWith(t, cfg, nil, gateway.Deps{})
 }
 
 // Stop cancels Run's context and waits (at most 10s) for Run to return. It

@@ -12,37 +12,19 @@ import (
 
 // headersConfig fronts one recording upstream that pins a deployment and
 // wants the caller's key id in X-Caller-Id.
-const headersConfig = `
-server:
-  listen: "{{.Listen}}"
-{{- if .Trusted}}
-  trusted_proxies: ["127.0.0.1/32"]
-{{- end}}
-admin:
-  listen: "{{.Admin}}"
-key_sets:
-  partners:
-    - id: acme
-      key: ${PARTNER_KEY}
-upstreams:
-  model:
-    url: "{{.Model}}/api/v1/service/fraud"
-    headers: { azureml-model-deployment: blue }
-    identity_headers: { key_id: X-Caller-Id }
-    auth: { type: key, key: "${UPSTREAM_KEY}" }
-routes:
-  - name: fraud
-    path: /fraud
-    upstream: model
-    allow: [{ key_set: partners }]
-`
+func headersConfig(model string) *cfgBuilder {
+	return newConfig().Partners().
+		Upstream("model", model+"/api/v1/service/fraud", upstreamKeyAuth,
+			"headers: { azureml-model-deployment: blue }", "identity_headers: { key_id: X-Caller-Id }").
+		Route("fraud", "/fraud", "model", allowPartners)
+}
 
 // TestUpstreamGetsOnlyItsOwnKey proves the credential swap: the upstream
 // receives exactly "Bearer <upstream key>" and the client's key nowhere —
 // not in any header, however the client sent it, nor in the URL.
 func TestUpstreamGetsOnlyItsOwnKey(t *testing.T) {
 	model := upstream.New(t, upstreamKey)
-	g := startGateway(t, headersConfig, vars{"Model": model.URL, "Trusted": false}, nil)
+	g := startGateway(t, headersConfig(model.URL))
 	tests := []struct {
 		name   string
 		header http.Header
@@ -100,7 +82,7 @@ func TestUpstreamGetsOnlyItsOwnKey(t *testing.T) {
 // given.
 func TestHeaderHygiene(t *testing.T) {
 	model := upstream.New(t, upstreamKey)
-	g := startGateway(t, headersConfig, vars{"Model": model.URL, "Trusted": false}, nil)
+	g := startGateway(t, headersConfig(model.URL))
 	with := func(h http.Header) http.Header {
 		h.Set("Authorization", "Bearer "+partnerKey)
 		return h
@@ -277,7 +259,11 @@ func TestForwardingHeaders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			model := upstream.New(t, upstreamKey)
-			g := startGateway(t, headersConfig, vars{"Model": model.URL, "Trusted": tt.trusted}, nil)
+			cfg := headersConfig(model.URL)
+			if tt.trusted {
+				cfg.Server(`trusted_proxies: ["127.0.0.1/32"]`)
+			}
+			g := startGateway(t, cfg)
 			resp := rawRequest(t, g.Addr, "GET /fraud/x HTTP/1.1", tt.header)
 			if resp.status != 200 {
 				t.Fatalf("status = %d: %s", resp.status, resp.body)
@@ -297,7 +283,7 @@ func TestForwardingHeaders(t *testing.T) {
 // and logged — exactly once, even though the upstream echoes it.
 func TestRequestID(t *testing.T) {
 	model := upstream.New(t, upstreamKey)
-	g := startGateway(t, headersConfig, vars{"Model": model.URL, "Trusted": false}, nil)
+	g := startGateway(t, headersConfig(model.URL))
 	tests := []struct {
 		name   string
 		sent   []string
@@ -359,23 +345,8 @@ func TestRequestID(t *testing.T) {
 // an upstream with auth none: whatever credential the client sends, the
 // upstream receives no Authorization at all.
 func TestPublicRouteNeverForwardsClientCredentials(t *testing.T) {
-	const cfg = `
-server:
-  listen: "{{.Listen}}"
-admin:
-  listen: "{{.Admin}}"
-upstreams:
-  open:
-    url: "{{.Model}}/docs"
-    auth: { type: none }
-routes:
-  - name: docs
-    path: /docs
-    upstream: open
-    public: true
-`
 	model := upstream.New(t) // accepts anything
-	g := startGateway(t, cfg, vars{"Model": model.URL}, nil)
+	g := startGateway(t, newConfig().Upstream("open", model.URL+"/docs", "{ type: none }").PublicRoute("docs", "/docs", "open"))
 	tests := []struct {
 		name   string
 		header http.Header

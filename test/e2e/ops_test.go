@@ -13,26 +13,13 @@ import (
 	"github.com/modelgate/modelgate/test/upstream"
 )
 
-const opsConfig = `
-server:
-  listen: "{{.Listen}}"
-  shutdown_timeout: 5s
-admin:
-  listen: "{{.Admin}}"
-key_sets:
-  partners:
-    - id: acme
-      key: ${PARTNER_KEY}
-upstreams:
-  model:
-    url: "{{.Model}}/score"
-    auth: { type: key, key: "${UPSTREAM_KEY}", secondary_key: "${UPSTREAM_KEY_2}" }
-routes:
-  - name: fraud
-    path: /fraud
-    upstream: model
-    allow: [{ key_set: partners }]
-`
+// opsConfig fronts model with route fraud, which admits the partners key
+// set; the upstream has a secondary key.
+func opsConfig(model string) *cfgBuilder {
+	return newConfig().Server("shutdown_timeout: 5s").Partners().
+		Upstream("model", model+"/score", upstreamKeysAuth).
+		Route("fraud", "/fraud", "model", allowPartners)
+}
 
 // TestGracefulDrain cancels Run's context while a request to a slow
 // upstream is in flight: the request still completes with 200, the public
@@ -41,7 +28,7 @@ routes:
 func TestGracefulDrain(t *testing.T) {
 	model := upstream.New(t, upstreamKey)
 	model.SetDelay(500 * time.Millisecond)
-	g := startGateway(t, opsConfig, vars{"Model": model.URL}, nil)
+	g := startGateway(t, opsConfig(model.URL))
 
 	type result struct {
 		resp response
@@ -117,7 +104,7 @@ func TestGracefulDrain(t *testing.T) {
 // and that neither is served on the public one.
 func TestAdminEndpoints(t *testing.T) {
 	model := upstream.New(t, upstreamKey)
-	g := startGateway(t, opsConfig, vars{"Model": model.URL}, nil)
+	g := startGateway(t, opsConfig(model.URL))
 	c := client()
 	tests := []struct {
 		name   string
@@ -172,7 +159,7 @@ func TestAdminEndpoints(t *testing.T) {
 // anywhere in the log.
 func TestLogCanary(t *testing.T) {
 	model := upstream.New(t, upstreamKey)
-	g := startGateway(t, opsConfig, vars{"Model": model.URL}, nil)
+	g := startGateway(t, opsConfig(model.URL))
 	c := client()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -286,7 +273,7 @@ func TestLogCanary(t *testing.T) {
 // (200ms), without answering and without calling the upstream.
 func TestReadHeaderTimeout(t *testing.T) {
 	model := upstream.New(t, upstreamKey)
-	g := startGateway(t, streamTimeoutsConfig, vars{"Model": model.URL}, nil)
+	g := startGateway(t, streamTimeoutsConfig(model.URL))
 	conn, err := net.DialTimeout("tcp", g.Addr, time.Second)
 	if err != nil {
 		t.Fatal(err)

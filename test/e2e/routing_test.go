@@ -9,55 +9,19 @@ import (
 
 // routingConfig sends every route to one recording upstream, each under its
 // own upstream path, so the path the upstream sees names the route taken.
-const routingConfig = `
-server:
-  listen: "{{.Listen}}"
-admin:
-  listen: "{{.Admin}}"
-key_sets:
-  partners:
-    - id: acme
-      key: ${PARTNER_KEY}
-upstreams:
-  fraud:
-    url: "{{.Model}}/up/fraud"
-    auth: { type: key, key: "${UPSTREAM_KEY}" }
-  fraud2:
-    url: "{{.Model}}/up/fraud2"
-    auth: { type: key, key: "${UPSTREAM_KEY}" }
-  host-fraud:
-    url: "{{.Model}}/up/host-fraud/"
-    auth: { type: key, key: "${UPSTREAM_KEY}" }
-  host-root:
-    url: "{{.Model}}/api"
-    auth: { type: key, key: "${UPSTREAM_KEY}" }
-  bare:
-    url: "{{.Model}}"
-    auth: { type: key, key: "${UPSTREAM_KEY}" }
-routes:
-  - name: fraud
-    path: /fraud
-    upstream: fraud
-    allow: [{ key_set: partners }]
-  - name: fraud-v2
-    path: /fraud/v2
-    upstream: fraud2
-    allow: [{ key_set: partners }]
-  - name: host-fraud
-    host: models.example.com
-    path: /fraud
-    upstream: host-fraud
-    allow: [{ key_set: partners }]
-  - name: host-root
-    host: root.example.com
-    path: /
-    upstream: host-root
-    allow: [{ key_set: partners }]
-  - name: bare
-    path: /bare
-    upstream: bare
-    allow: [{ key_set: partners }]
-`
+func routingConfig(model string) *cfgBuilder {
+	b := newConfig().Partners()
+	for _, up := range []struct{ name, path string }{
+		{"fraud", "/up/fraud"}, {"fraud2", "/up/fraud2"}, {"host-fraud", "/up/host-fraud/"}, {"host-root", "/api"}, {"bare", ""},
+	} {
+		b.Upstream(up.name, model+up.path, upstreamKeyAuth)
+	}
+	return b.Route("fraud", "/fraud", "fraud", allowPartners).
+		Route("fraud-v2", "/fraud/v2", "fraud2", allowPartners).
+		HostRoute("models.example.com", "host-fraud", "/fraud", "host-fraud", allowPartners).
+		HostRoute("root.example.com", "host-root", "/", "host-root", allowPartners).
+		Route("bare", "/bare", "bare", allowPartners)
+}
 
 // TestRouting covers prefix boundaries, longest prefix, host-specific
 // routes, and the path rewrite: the matched prefix is replaced by the
@@ -66,7 +30,7 @@ routes:
 // the upstream received (or that it received nothing).
 func TestRouting(t *testing.T) {
 	model := upstream.New(t, upstreamKey)
-	g := startGateway(t, routingConfig, vars{"Model": model.URL}, nil)
+	g := startGateway(t, routingConfig(model.URL))
 	tests := []struct {
 		name string
 		host string // "" = the gateway's address
@@ -151,7 +115,7 @@ func TestRouting(t *testing.T) {
 // reach the upstream, whatever the credential.
 func TestTraversalRefused(t *testing.T) {
 	model := upstream.New(t, upstreamKey)
-	g := startGateway(t, routingConfig, vars{"Model": model.URL}, nil)
+	g := startGateway(t, routingConfig(model.URL))
 	uris := []string{
 		"/fraud/../admin",
 		"/fraud/..",

@@ -9,28 +9,6 @@ import (
 	"github.com/modelgate/modelgate/test/upstream"
 )
 
-const secondaryConfig = `
-server:
-  listen: "{{.Listen}}"
-  max_body_bytes: 64KiB
-  buffer_body_bytes: 8KiB
-admin:
-  listen: "{{.Admin}}"
-key_sets:
-  partners:
-    - id: acme
-      key: ${PARTNER_KEY}
-upstreams:
-  model:
-    url: "{{.Model}}/score"
-    auth: { type: key, key: "${UPSTREAM_KEY}", secondary_key: "${UPSTREAM_KEY_2}" }
-routes:
-  - name: fraud
-    path: /fraud
-    upstream: model
-    allow: [{ key_set: partners }]
-`
-
 // TestSecondaryKey regenerates the upstream's keys under a running gateway
 // and checks "retry once with the other key and keep using whichever
 // works": the first request after a change succeeds through one replay
@@ -38,7 +16,9 @@ routes:
 // working key.
 func TestSecondaryKey(t *testing.T) {
 	model := upstream.New(t, upstreamKey2) // only the secondary works
-	g := startGateway(t, secondaryConfig, vars{"Model": model.URL}, nil)
+	g := startGateway(t, newConfig().Server("max_body_bytes: 64KiB", "buffer_body_bytes: 8KiB").Partners().
+		Upstream("model", model.URL+"/score", upstreamKeysAuth).
+		Route("fraud", "/fraud", "model", allowPartners))
 	c := client()
 
 	body := make([]byte, 4<<10) // binary, under buffer_body_bytes: replayable

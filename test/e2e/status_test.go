@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,69 +13,25 @@ import (
 )
 
 // statusConfig has one route per failure mode worth a status.
-const statusConfig = `
-server:
-  listen: "{{.Listen}}"
-  max_body_bytes: 4KiB
-  buffer_body_bytes: 1KiB
-  shutdown_timeout: 5s
-  upstream:
-    dial_timeout: 2s
-    response_header_timeout: 300ms
-admin:
-  listen: "{{.Admin}}"
-key_sets:
-  partners:
-    - id: acme
-      key: ${PARTNER_KEY}
-    - id: old-acme
-      key: ${EXPIRED_KEY}
-      not_after: 2020-01-01T00:00:00Z
-  batch:
-    - id: batch-job
-      sha256: "{{sha .BatchKey}}"
-upstreams:
-  model:
-    url: "{{.Model}}/api/v1/service/fraud"
-    auth: { type: key, key: "${UPSTREAM_KEY}", secondary_key: "${UPSTREAM_KEY_2}" }
-  slow:
-    url: "{{.Slow}}/score"
-    auth: { type: key, key: "${UPSTREAM_KEY}" }
-  down:
-    url: "{{.Down}}/score"
-    auth: { type: key, key: "${UPSTREAM_KEY}" }
-  locked:
-    url: "{{.Locked}}/score"
-    auth: { type: key, key: "${UPSTREAM_KEY}", secondary_key: "${UPSTREAM_KEY_2}" }
-  locked-single:
-    url: "{{.LockedSingle}}/score"
-    auth: { type: key, key: "${UPSTREAM_KEY}" }
-routes:
-  - name: fraud
-    path: /fraud
-    upstream: model
-    allow: [{ key_set: partners }]
-  - name: batch
-    path: /batch
-    upstream: model
-    allow: [{ key_set: batch }]
-  - name: slow
-    path: /slow
-    upstream: slow
-    allow: [{ key_set: partners }]
-  - name: down
-    path: /down
-    upstream: down
-    allow: [{ key_set: partners }]
-  - name: locked
-    path: /locked
-    upstream: locked
-    allow: [{ key_set: partners }]
-  - name: locked-single
-    path: /locked-single
-    upstream: locked-single
-    allow: [{ key_set: partners }]
-`
+func statusConfig(model, slow, down, locked, lockedSingle string) *cfgBuilder {
+	return newConfig().
+		Server("max_body_bytes: 4KiB", "buffer_body_bytes: 1KiB", "shutdown_timeout: 5s",
+			"upstream: { dial_timeout: 2s, response_header_timeout: 300ms }").
+		Partners().
+		KeySet("partners", "old-acme", "key: ${EXPIRED_KEY}", "not_after: 2020-01-01T00:00:00Z").
+		KeySet("batch", "batch-job", "sha256: "+strconv.Quote(sha256Hex(batchKey))).
+		Upstream("model", model+"/api/v1/service/fraud", upstreamKeysAuth).
+		Upstream("slow", slow+"/score", upstreamKeyAuth).
+		Upstream("down", down+"/score", upstreamKeyAuth).
+		Upstream("locked", locked+"/score", upstreamKeysAuth).
+		Upstream("locked-single", lockedSingle+"/score", upstreamKeyAuth).
+		Route("fraud", "/fraud", "model", allowPartners).
+		Route("batch", "/batch", "model", "key_set: batch").
+		Route("slow", "/slow", "slow", allowPartners).
+		Route("down", "/down", "down", allowPartners).
+		Route("locked", "/locked", "locked", allowPartners).
+		Route("locked-single", "/locked-single", "locked-single", allowPartners)
+}
 
 // TestStatusPaths walks every status the gateway itself answers with (and
 // the admitted 200), checking status, the exact JSON error shape, the
@@ -86,10 +43,7 @@ func TestStatusPaths(t *testing.T) {
 	slow.SetDelay(3 * time.Second)
 	locked := upstream.New(t, "regenerated-elsewhere-key-1")
 	lockedSingle := upstream.New(t, "regenerated-elsewhere-key-2")
-	g := startGateway(t, statusConfig, vars{
-		"BatchKey": batchKey, "Model": model.URL, "Slow": slow.URL, "Down": upstream.ClosedURL(t),
-		"Locked": locked.URL, "LockedSingle": lockedSingle.URL,
-	}, nil)
+	g := startGateway(t, statusConfig(model.URL, slow.URL, upstream.ClosedURL(t), locked.URL, lockedSingle.URL))
 
 	big := strings.Repeat("x", 5<<10) // over max_body_bytes (4KiB)
 	tests := []struct {
@@ -233,31 +187,12 @@ func TestStatusPaths(t *testing.T) {
 // (buffer_body_bytes = max_body_bytes) and bodies that stream (buffer
 // smaller than max), with and without Content-Length.
 func TestBodyLimits(t *testing.T) {
-	const cfg = `
-server:
-  listen: "{{.Listen}}"
-  max_body_bytes: 4KiB
-  buffer_body_bytes: {{.Buffer}}
-admin:
-  listen: "{{.Admin}}"
-key_sets:
-  partners:
-    - id: acme
-      key: ${PARTNER_KEY}
-upstreams:
-  model:
-    url: "{{.Model}}"
-    auth: { type: key, key: "${UPSTREAM_KEY}" }
-routes:
-  - name: fraud
-    path: /fraud
-    upstream: model
-    allow: [{ key_set: partners }]
-`
 	for _, buffer := range []string{"4KiB", "1KiB"} {
 		t.Run("buffer "+buffer, func(t *testing.T) {
 			model := upstream.New(t, upstreamKey)
-			g := startGateway(t, cfg, vars{"Model": model.URL, "Buffer": buffer}, nil)
+			g := startGateway(t, newConfig().Server("max_body_bytes: 4KiB", "buffer_body_bytes: "+buffer).Partners().
+				Upstream("model", model.URL, upstreamKeyAuth).
+				Route("fraud", "/fraud", "model", allowPartners))
 			c := client()
 			tests := []struct {
 				name    string

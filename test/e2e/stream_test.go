@@ -14,26 +14,13 @@ import (
 	"github.com/modelgate/modelgate/test/upstream"
 )
 
-const streamConfig = `
-server:
-  listen: "{{.Listen}}"
-  buffer_body_bytes: {{.Buffer}}
-admin:
-  listen: "{{.Admin}}"
-key_sets:
-  partners:
-    - id: acme
-      key: ${PARTNER_KEY}
-upstreams:
-  llm:
-    url: "{{.Model}}/score"
-    auth: { type: key, key: "${UPSTREAM_KEY}" }
-routes:
-  - name: llm
-    path: /llm
-    upstream: llm
-    allow: [{ key_set: partners }]
-`
+// streamConfig fronts model with route llm, admitting the partners key set,
+// buffering request bodies up to buffer.
+func streamConfig(model, buffer string) *cfgBuilder {
+	return newConfig().Server("buffer_body_bytes: "+buffer).Partners().
+		Upstream("llm", model+"/score", upstreamKeyAuth).
+		Route("llm", "/llm", "llm", allowPartners)
+}
 
 // sseResult is what one streamed answer delivered.
 type sseResult struct {
@@ -93,7 +80,7 @@ func readSSE(ctx context.Context, c *http.Client, method, url string, h http.Hea
 func TestSSETimeToFirstEvent(t *testing.T) {
 	model := upstream.New(t, upstreamKey)
 	model.SetSSE(10, 50*time.Millisecond)
-	g := startGateway(t, streamConfig, vars{"Model": model.URL, "Buffer": "1MiB"}, nil)
+	g := startGateway(t, streamConfig(model.URL, "1MiB"))
 	c := client()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -156,7 +143,7 @@ func TestShortStreamsNotTruncated(t *testing.T) {
 			const streams, workers = 500, 8
 			model := upstream.New(t, upstreamKey)
 			model.SetSSE(3, 5*time.Millisecond)
-			g := startGateway(t, streamConfig, vars{"Model": model.URL, "Buffer": tt.buffer}, nil)
+			g := startGateway(t, streamConfig(model.URL, tt.buffer))
 			c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: workers}}
 			defer c.CloseIdleConnections()
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -203,29 +190,11 @@ func TestShortStreamsNotTruncated(t *testing.T) {
 
 // streamTimeoutsConfig sets every server-protecting timeout far below the
 // length of the streams the tests send through it.
-const streamTimeoutsConfig = `
-server:
-  listen: "{{.Listen}}"
-  read_header_timeout: 200ms
-  idle_timeout: 200ms
-  upstream:
-    response_header_timeout: 200ms
-admin:
-  listen: "{{.Admin}}"
-key_sets:
-  partners:
-    - id: acme
-      key: ${PARTNER_KEY}
-upstreams:
-  llm:
-    url: "{{.Model}}/score"
-    auth: { type: key, key: "${UPSTREAM_KEY}" }
-routes:
-  - name: llm
-    path: /llm
-    upstream: llm
-    allow: [{ key_set: partners }]
-`
+func streamTimeoutsConfig(model string) *cfgBuilder {
+	return newConfig().Server("read_header_timeout: 200ms", "idle_timeout: 200ms", "upstream: { response_header_timeout: 200ms }").Partners().
+		Upstream("llm", model+"/score", upstreamKeyAuth).
+		Route("llm", "/llm", "llm", allowPartners)
+}
 
 // TestLongStreamOutlivesTimeouts streams for four times the read-header,
 // idle and upstream response-header timeouts: those protect the server
@@ -233,7 +202,7 @@ routes:
 func TestLongStreamOutlivesTimeouts(t *testing.T) {
 	model := upstream.New(t, upstreamKey)
 	model.SetSSE(8, 100*time.Millisecond)
-	g := startGateway(t, streamTimeoutsConfig, vars{"Model": model.URL}, nil)
+	g := startGateway(t, streamTimeoutsConfig(model.URL))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r := readSSE(ctx, client(), http.MethodPost, g.URL+"/llm/chat", bearer(partnerKey), `{}`, false)
@@ -252,7 +221,7 @@ func TestLongStreamOutlivesTimeouts(t *testing.T) {
 func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	model := upstream.New(t, upstreamKey)
 	model.SetSSE(100, 50*time.Millisecond)
-	g := startGateway(t, streamConfig, vars{"Model": model.URL, "Buffer": "1MiB"}, nil)
+	g := startGateway(t, streamConfig(model.URL, "1MiB"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 

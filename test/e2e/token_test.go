@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +21,7 @@ import (
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/credential/credtest"
 	"github.com/modelgate/modelgate/gateway"
-	"github.com/modelgate/modelgate/policy/idp"
+	"github.com/modelgate/modelgate/idp"
 	"github.com/modelgate/modelgate/test/fakeaad"
 	"github.com/modelgate/modelgate/test/upstream"
 )
@@ -43,71 +44,26 @@ const (
 // ID URI as aud, v2 tokens the client id); contoso-v2 accepts only the
 // client id, which only v2 tokens carry. partner-orgs is multi-tenant
 // (organizations) and admits only the other tenant.
-const tokenConfig = `
-server:
-  listen: "{{.Listen}}"
-  shutdown_timeout: 2s
-admin:
-  listen: "{{.Admin}}"
-key_sets:
-  partners:
-    - id: acme
-      key: ${PARTNER_KEY}
-identity_providers:
-  contoso:
-    type: azure_ad
-    tenant_id: "{{.Tenant}}"
-    authority_host: "{{.Authority}}"
-    audiences: ["api://modelgate", "{{.APIClientID}}"]
-  contoso-v2:
-    type: azure_ad
-    tenant_id: "{{.Tenant}}"
-    authority_host: "{{.Authority}}"
-    audiences: ["{{.APIClientID}}"]
-  partner-orgs:
-    type: azure_ad
-    tenant_id: organizations
-    allowed_tenants: ["{{.OtherTenant}}"]
-    authority_host: "{{.Authority}}"
-    audiences: ["api://modelgate", "{{.APIClientID}}"]
-upstreams:
-  model:
-    url: "{{.Model}}/score"
-    identity_headers: { oid: X-Caller-Oid, tid: X-Caller-Tid, appid: X-Caller-App, key_id: X-Caller-Key }
-    auth: { type: key, key: "${UPSTREAM_KEY}" }
-routes:
-  - name: tokens
-    path: /tokens
-    upstream: model
-    allow: [{ identity_provider: contoso }]
-  - name: v2only
-    path: /v2only
-    upstream: model
-    allow: [{ identity_provider: contoso-v2 }]
-  - name: admins
-    path: /admins
-    upstream: model
-    allow: [{ identity_provider: contoso, roles: [Score.Admin] }]
-  - name: groups
-    path: /groups
-    upstream: model
-    allow: [{ identity_provider: contoso, groups: ["{{.Group}}"] }]
-  - name: alice
-    path: /alice
-    upstream: model
-    allow: [{ identity_provider: contoso, users: ["{{.User}}"] }]
-  - name: multi
-    path: /multi
-    upstream: model
-    allow: [{ identity_provider: partner-orgs }]
-  - name: mixed
-    path: /mixed
-    upstream: model
-    allow:
-      - key_set: partners
-      - identity_provider: contoso
-        scopes: [Score.Invoke]
-`
+func tokenConfig(authority, model string) *cfgBuilder {
+	azureAD := func(tenant string, audiences ...string) []string {
+		return []string{"type: azure_ad", "tenant_id: " + strconv.Quote(tenant), "authority_host: " + strconv.Quote(authority), "audiences: " + yamlList(audiences...)}
+	}
+	contoso := "identity_provider: contoso"
+	return newConfig().Server("shutdown_timeout: 2s").Partners().
+		IdentityProvider("contoso", azureAD(fakeaad.TenantID, "api://modelgate", fakeaad.APIClientID)...).
+		IdentityProvider("contoso-v2", azureAD(fakeaad.TenantID, fakeaad.APIClientID)...).
+		IdentityProvider("partner-orgs", append(azureAD("organizations", "api://modelgate", fakeaad.APIClientID),
+			"allowed_tenants: "+yamlList(fakeaad.OtherTenantID))...).
+		Upstream("model", model+"/score", upstreamKeyAuth,
+			"identity_headers: { oid: X-Caller-Oid, tid: X-Caller-Tid, appid: X-Caller-App, key_id: X-Caller-Key }").
+		Route("tokens", "/tokens", "model", contoso).
+		Route("v2only", "/v2only", "model", "identity_provider: contoso-v2").
+		Route("admins", "/admins", "model", contoso+", roles: [Score.Admin]").
+		Route("groups", "/groups", "model", contoso+", groups: "+yamlList(adminsGroup)).
+		Route("alice", "/alice", "model", contoso+", users: "+yamlList(allowedUser)).
+		Route("multi", "/multi", "model", "identity_provider: partner-orgs").
+		Route("mixed", "/mixed", "model", allowPartners, contoso+", scopes: [Score.Invoke]")
+}
 
 // tokenWorld is a gateway in front of one recording upstream, validating
 // tokens from a fake Azure AD, with a fake clock for token times (the
@@ -136,10 +92,7 @@ func newTokenWorld(t *testing.T, setup func(*fakeaad.Server)) *tokenWorld {
 	}
 	model := upstream.New(t, upstreamKey)
 	hc, _ := trustingClient(t, aad.CACertPEM())
-	g := startGatewayWith(t, tokenConfig, vars{
-		"Tenant": fakeaad.TenantID, "Authority": aad.URL(), "APIClientID": fakeaad.APIClientID,
-		"Model": model.URL, "Group": adminsGroup, "User": allowedUser, "OtherTenant": fakeaad.OtherTenantID,
-	}, nil, gateway.Deps{HTTPClient: hc, Now: clock.Now})
+	g := startGatewayWith(t, tokenConfig(aad.URL(), model.URL), nil, gateway.Deps{HTTPClient: hc, Now: clock.Now})
 	w := &tokenWorld{t: t, aad: aad, clock: clock, model: model, g: g}
 	t.Cleanup(w.assertNoLeaks)
 	return w
