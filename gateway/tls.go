@@ -99,7 +99,7 @@ func (s *Server) tlsConfig() *tls.Config {
 func (s *Server) httpRedirect() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := s.tls.Load()
-		next := tlsserve.RedirectHandler(port(s.snap.Load().Config.Server.Listen))
+		next := tlsserve.RedirectHandler(port(s.snap.Load().Config.Server.Listen), st.mgr.Serves)
 		st.mgr.HTTPHandler(next).ServeHTTP(w, r)
 	})
 }

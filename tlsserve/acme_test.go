@@ -198,14 +198,24 @@ func TestACMEPebble(t *testing.T) {
 
 			// Plain HTTP redirects to https, keeping host, path and query.
 			plain := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-			resp, err = plain.Get("http://" + g.httpLn.Addr().String() + "/score/v1?a=b&c=%2F")
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			wantLoc := "https://127.0.0.1/score/v1?a=b&c=%2F"
-			if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != wantLoc {
-				t.Errorf("plain HTTP: %s Location %q, want 308 %q", resp.Status, resp.Header.Get("Location"), wantLoc)
+			for _, c := range []struct{ host, loc string }{
+				{domain, "https://" + domain + "/score/v1?a=b&c=%2F"},
+				{"evil.example", ""}, // not a domain of ours: never redirected (421)
+			} {
+				req, _ := http.NewRequest(http.MethodGet, "http://"+g.httpLn.Addr().String()+"/score/v1?a=b&c=%2F", nil)
+				req.Host = c.host
+				resp, err = plain.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				want := http.StatusPermanentRedirect
+				if c.loc == "" {
+					want = http.StatusMisdirectedRequest
+				}
+				if resp.StatusCode != want || resp.Header.Get("Location") != c.loc {
+					t.Errorf("plain HTTP for %s: %s Location %q, want %d %q", c.host, resp.Status, resp.Header.Get("Location"), want, c.loc)
+				}
 			}
 
 			// A restart with the same storage serves the stored certificate
@@ -355,12 +365,32 @@ func TestRedirectHandler(t *testing.T) {
 		{0, "10.0.0.4", "//evil.example/x", 308, "https://10.0.0.4//evil.example/x"},
 		{0, "", "/x", 400, ""},
 	}
+	serves := func(h string) bool { return h != "evil.example" }
+	tests = append(tests,
+		// Only names the gateway has a certificate for are redirected
+		// (issue 10, item 13): any other Host would make the gateway send
+		// clients wherever the request said.
+		struct {
+			port   int
+			host   string
+			target string
+			code   int
+			loc    string
+		}{0, "evil.example", "/x", 421, ""},
+		struct {
+			port   int
+			host   string
+			target string
+			code   int
+			loc    string
+		}{0, "EVIL.example.:80", "/x", 421, ""},
+	)
 	for i, tt := range tests {
 		t.Run(strconv.Itoa(i), func(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, tt.target, nil)
 			r.Host = tt.host
 			w := httptest.NewRecorder()
-			RedirectHandler(tt.port).ServeHTTP(w, r)
+			RedirectHandler(tt.port, serves).ServeHTTP(w, r)
 			if w.Code != tt.code || w.Header().Get("Location") != tt.loc {
 				t.Errorf("Host %q %s: %d Location %q, want %d %q", tt.host, tt.target, w.Code, w.Header().Get("Location"), tt.code, tt.loc)
 			}

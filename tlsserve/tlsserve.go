@@ -23,6 +23,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/modelgate/modelgate/internal/problem"
@@ -317,7 +318,7 @@ func (m *Manager) TLSConfig() *tls.Config {
 // listener should do: the gateway never serves API traffic in clear text.
 func (m *Manager) HTTPHandler(next http.Handler) http.Handler {
 	if next == nil {
-		next = RedirectHandler(0)
+		next = RedirectHandler(0, m.Serves)
 	}
 	if m.issuer == nil || m.issuer.DisableHTTPChallenge {
 		return next
@@ -329,7 +330,7 @@ func (m *Manager) HTTPHandler(next http.Handler) http.Handler {
 // over https, with 308 Permanent Redirect (RFC 9110 §15.4.9) so clients keep
 // the method and body. httpsPort is the port to put in the URL; 0 or 443
 // leaves it out. A request with no usable Host gets 400.
-func RedirectHandler(httpsPort int) http.Handler {
+func RedirectHandler(httpsPort int, serves func(host string) bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := r.Host
 		if h, _, err := net.SplitHostPort(host); err == nil {
@@ -337,7 +338,14 @@ func RedirectHandler(httpsPort int) http.Handler {
 		}
 		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 		if host == "" || strings.ContainsAny(host, "/\\@?#% ") {
-			http.Error(w, "a Host header is required to redirect to https", http.StatusBadRequest)
+			writeError(w, http.StatusBadRequest, "missing_host", "a Host header naming this gateway is required to redirect to https")
+			return
+		}
+		host = strings.ToLower(strings.TrimSuffix(host, "."))
+		if serves != nil && !serves(host) {
+			// Never send a client to a host the request named but this
+			// gateway has no certificate for.
+			writeError(w, http.StatusMisdirectedRequest, "unknown_host", "this gateway does not serve that host name over https")
 			return
 		}
 		if strings.Contains(host, ":") { // IPv6 literal
@@ -350,6 +358,26 @@ func RedirectHandler(httpsPort int) http.Handler {
 		w.Header().Set("Connection", "close")
 		http.Redirect(w, r, u.String(), http.StatusPermanentRedirect)
 	})
+}
+
+// writeError answers in the gateway's JSON error shape.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Connection", "close")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(map[string]map[string]string{"error": {"code": code, "message": msg}})
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// Serves reports whether host (lower case, no port) is a name this
+// manager has, or is obtaining, a certificate for: one of the ACME domains,
+// or a name the current certificate file covers.
+func (m *Manager) Serves(host string) bool {
+	if m.files != nil {
+		c := m.files.cur.Load()
+		return c != nil && c.Leaf != nil && c.Leaf.VerifyHostname(host) == nil
+	}
+	return slices.Contains(m.domains, host)
 }
 
 // Ready returns nil when a certificate is available for every name: in
