@@ -135,6 +135,12 @@ type Admin struct {
 	// Default false: profiles can reveal request data in memory, so turn it
 	// on only while investigating, on an admin address nobody else reaches.
 	Pprof bool `yaml:"pprof"`
+	// Readiness is how /readyz judges the gateway. "routes" (default): ready
+	// once every identity provider and credential source has made its first
+	// attempt and at least one route can serve; one broken upstream never
+	// takes the healthy routes out of service. "strict": ready only when
+	// every identity provider has keys and every credential is valid.
+	Readiness string `yaml:"readiness"`
 }
 
 // Log configures logging.
@@ -369,6 +375,12 @@ type RateLimit struct {
 // String, GoString, Format, LogValue and encodings all give "[REDACTED]".
 // Use Reveal to get the value.
 type Secret = redact.Secret
+
+// Readiness modes (admin.readiness).
+const (
+	ReadinessRoutes = "routes"
+	ReadinessStrict = "strict"
+)
 
 // Defaults used when a field is left out.
 const (

@@ -127,6 +127,13 @@ func (v *validator) admin() {
 	} else if err := httpx.HostPort(a.Listen); err != nil {
 		v.errAt("admin.listen", "%v", err)
 	}
+	switch a.Readiness {
+	case "":
+		a.Readiness = ReadinessRoutes
+	case ReadinessRoutes, ReadinessStrict:
+	default:
+		v.errAt("admin.readiness", "%q is not a readiness mode: write routes (the default) or strict", a.Readiness)
+	}
 	if a.Listen == v.cfg.Server.Listen && !strings.HasSuffix(a.Listen, ":0") { // port 0: each picks a free port
 		v.errAt("admin.listen", "is the same address as server.listen: the admin endpoints must never be on the public listener")
 	}
