@@ -121,8 +121,8 @@ func TestCheckAgreesWithServe(t *testing.T) {
 			if err := os.WriteFile(file, []byte(row.yaml), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			checkErr, checkOut := runVerdict(t, "check", file)
-			serveErr, serveOut := runVerdict(t, "serve", file)
+			checkOut, checkErr := runVerdict(t, "check", file)
+			serveOut, serveErr := runVerdict(t, "serve", file)
 			checkProblems, serveProblems := problemLines(checkOut, file), problemLines(serveOut, file)
 			if (checkErr == nil) != (serveErr == nil) {
 				t.Fatalf("check and serve disagree: check %v, serve %v\ncheck said:\n%s\nserve said:\n%s", checkErr, serveErr, checkOut, serveOut)
@@ -157,7 +157,7 @@ func TestCheckAgreesWithServe(t *testing.T) {
 // runVerdict runs one command on file. serve gets a second to start; a
 // serve that is still running then has accepted the configuration, and is
 // stopped.
-func runVerdict(t *testing.T, cmd, file string) (error, string) {
+func runVerdict(t *testing.T, cmd, file string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
@@ -166,7 +166,7 @@ func runVerdict(t *testing.T, cmd, file string) (error, string) {
 	if cmd == "serve" && err == nil && ctx.Err() == nil {
 		t.Fatalf("serve returned early without an error:\n%s", errb.String())
 	}
-	return err, errb.String()
+	return errb.String(), err
 }
 
 var problemLine = regexp.MustCompile(`^(\S+\.yaml)(:\d+)?: `)
