@@ -95,6 +95,11 @@ func (h *Handler) rewrite(u *Upstream, pr *httputil.ProxyRequest) {
 	for _, k := range spoofable {
 		delete(hdr, k)
 	}
+	// Client trailers are dropped whole: they arrive after the gateway's
+	// own headers, so a trailer named Authorization or X-Forwarded-For
+	// would override them at any upstream that merges trailers into the
+	// header (RFC 9110 §6.5.1 lets it), and no scoring API needs them.
+	out.Trailer = nil
 	// ReverseProxy puts back Connection: Upgrade and Upgrade after removing
 	// hop-by-hop headers, to tunnel WebSocket and h2c. The gateway does not
 	// switch protocols: a tunnel would hand the client a raw connection to

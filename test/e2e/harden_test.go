@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Tests for the edge hardening: what a hostile client writes on the wire
+// (raw sockets, so no Go client normalises the attack away) and what the
+// upstream then receives.
+
+// rawExchange writes raw (a whole request: line, headers, blank line and
+// any body, exactly as given) to addr and reads one response.
+func rawExchange(t testing.TB, addr, raw string) response {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read response to %q: %v", firstLine(raw), err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read body: %v", err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: body, close: resp.Close}
+}
+
+func firstLine(s string) string {
+	if i := strings.Index(s, "\r\n"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// wireUpstream is a fake scoring endpoint that records, for each request,
+// its headers and the trailers that arrived after its body (which
+// package upstream does not keep). It admits everything.
+type wireUpstream struct {
+	URL string
+	mu  sync.Mutex
+	got []wireRequest
+}
+
+type wireRequest struct {
+	Method, RequestURI string
+	Header, Trailer    http.Header
+	BodyLen            int64
+}
+
+func newWireUpstream(t testing.TB) *wireUpstream {
+	t.Helper()
+	u := &wireUpstream{}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		declared := make([]string, 0, len(r.Trailer))
+		for k := range r.Trailer {
+			declared = append(declared, k)
+		}
+		n, _ := io.Copy(io.Discard, r.Body)
+		rec := wireRequest{Method: r.Method, RequestURI: r.RequestURI, Header: r.Header.Clone(), Trailer: r.Trailer.Clone(), BodyLen: n}
+		for _, k := range declared {
+			if _, ok := rec.Trailer[k]; !ok {
+				rec.Trailer[k] = nil // declared, no value
+			}
+		}
+		u.mu.Lock()
+		u.got = append(u.got, rec)
+		u.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{}`)
+	}))
+	t.Cleanup(ts.Close)
+	u.URL = ts.URL
+	return u
+}
+
+func (u *wireUpstream) Requests() []wireRequest {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]wireRequest(nil), u.got...)
+}
+
+// chunked encodes body as one chunk followed by the trailer block.
+func chunked(body, trailer string) string {
+	return strings.ToUpper(strconvHex(len(body))) + "\r\n" + body + "\r\n0\r\n" + trailer + "\r\n"
+}
+
+func strconvHex(n int) string {
+	const digits = "0123456789abcdef"
+	if n == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; n > 0; n /= 16 {
+		b = append([]byte{digits[n%16]}, b...)
+	}
+	return string(b)
+}
+
+// TestClientTrailersNeverReachUpstream sends a chunked body (streamed, and
+// buffered) that declares and then sends trailers carrying a credential,
+// a forwarding address and an identity claim. Trailers arrive after the
+// gateway's own headers, so any that passed would override them at an
+// upstream that merges trailers into headers.
+func TestClientTrailersNeverReachUpstream(t *testing.T) {
+	model := newWireUpstream(t)
+	g := startGateway(t, newConfig().Partners().Server("buffer_body_bytes: 1KiB").
+		Upstream("model", model.URL+"/score", upstreamKeyAuth).
+		Route("fraud", "/fraud", "model", allowPartners))
+	trailer := "Authorization: Bearer " + partnerKey + "\r\n" +
+		"X-Forwarded-For: 203.0.113.9\r\n" +
+		"X-Ms-Client-Principal-Id: spoofed-admin\r\n" +
+		"Api-Key: " + partnerKey + "\r\n"
+	for _, tt := range []struct {
+		name string
+		size int
+	}{
+		{"streamed body", 4 << 10},
+		{"buffered body", 100},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(model.Requests())
+			raw := "POST /fraud/x HTTP/1.1\r\nHost: " + g.Addr + "\r\nConnection: close\r\n" +
+				"Authorization: Bearer " + partnerKey + "\r\n" +
+				"Transfer-Encoding: chunked\r\n" +
+				"Trailer: Authorization, X-Forwarded-For, X-Ms-Client-Principal-Id, Api-Key\r\n\r\n" +
+				chunked(strings.Repeat("a", tt.size), trailer)
+			resp := rawExchange(t, g.Addr, raw)
+			if resp.status != 200 {
+				t.Fatalf("status = %d: %s", resp.status, resp.body)
+			}
+			reqs := model.Requests()
+			if len(reqs) != before+1 {
+				t.Fatalf("upstream got %d requests, want 1", len(reqs)-before)
+			}
+			got := reqs[len(reqs)-1]
+			if got.BodyLen != int64(tt.size) {
+				t.Errorf("upstream body = %d bytes, want %d", got.BodyLen, tt.size)
+			}
+			if len(got.Trailer) != 0 {
+				t.Errorf("upstream received client trailers %q", got.Trailer)
+			}
+			if v := got.Header.Values("Trailer"); len(v) != 0 {
+				t.Errorf("upstream received Trailer: %q", v)
+			}
+			if a := got.Header.Values("Authorization"); len(a) != 1 || a[0] != "Bearer "+upstreamKey {
+				t.Errorf("upstream Authorization = %q, want only the upstream key", a)
+			}
+		})
+	}
+}
