@@ -47,9 +47,15 @@ func compileUpstream(u *Upstream) *Upstream {
 // spoofable lists client-sent headers that claim an identity or carry a
 // credential. They never reach an upstream; the gateway sets identity
 // headers only where an upstream asks for them (identity_headers).
+//
+// Every header a caller's credential may arrive in (server.credential_headers:
+// Authorization, api-key as the Azure OpenAI and AI Foundry clients send it,
+// Ocp-Apim-Subscription-Key as API Management clients do) is here whatever
+// the configuration says, so a key sent in a header the route does not read
+// is still never forwarded.
 var spoofable = []string{
 	"Authorization", "Cookie",
-	"X-Api-Key", "Ocp-Apim-Subscription-Key",
+	"Api-Key", "X-Api-Key", "Ocp-Apim-Subscription-Key",
 	"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Preferred-Username", "X-Forwarded-Groups", "X-Forwarded-Access-Token",
 	"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups", "X-Auth-Request-Access-Token", "X-Auth-Request-Preferred-Username",
 	"X-Ms-Client-Principal", "X-Ms-Client-Principal-Id", "X-Ms-Client-Principal-Name", "X-Ms-Client-Principal-Idp",

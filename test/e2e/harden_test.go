@@ -164,3 +164,40 @@ func TestClientTrailersNeverReachUpstream(t *testing.T) {
 		})
 	}
 }
+
+// rawGet writes a raw request with the given header lines (each "Name:
+// value", sent exactly as written) and returns the answer.
+func rawSend(t testing.TB, addr, method, target string, lines ...string) response {
+	t.Helper()
+	raw := method + " " + target + " HTTP/1.1\r\nHost: " + addr + "\r\nConnection: close\r\n"
+	for _, l := range lines {
+		raw += l + "\r\n"
+	}
+	return rawExchange(t, addr, raw+"\r\n")
+}
+
+// TestCredentialHeadersNeverReachUpstream sends the client's key, besides
+// Authorization, in every header Azure clients put credentials in, in the
+// spellings they use on the wire.
+func TestCredentialHeadersNeverReachUpstream(t *testing.T) {
+	model := newWireUpstream(t)
+	g := startGateway(t, newConfig().Partners().
+		Upstream("model", model.URL+"/score", upstreamKeyAuth).
+		Route("fraud", "/fraud", "model", allowPartners))
+	for _, h := range []string{"api-key", "Api-Key", "API-KEY", "Ocp-Apim-Subscription-Key", "ocp-apim-subscription-key", "X-Api-Key"} {
+		t.Run(h, func(t *testing.T) {
+			resp := rawSend(t, g.Addr, "GET", "/fraud/x", "Authorization: Bearer "+partnerKey, h+": "+partnerKey)
+			if resp.status != 200 {
+				t.Fatalf("status = %d: %s", resp.status, resp.body)
+			}
+			got := model.Requests()[len(model.Requests())-1]
+			for k, vs := range got.Header {
+				for _, v := range vs {
+					if strings.Contains(v, partnerKey) {
+						t.Errorf("client key reached the upstream in %s: %q", k, v)
+					}
+				}
+			}
+		})
+	}
+}
