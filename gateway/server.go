@@ -102,9 +102,9 @@ func (s *Server) ReloadCounts() (ok, failed uint64) {
 	return s.reload.ok.Load(), s.reload.failed.Load()
 }
 
-// AdminHandler serves /healthz (the process is up) and /readyz (every
-// identity provider has keys and every upstream credential is valid). It
-// must only be exposed on the admin listener.
+// AdminHandler serves /healthz (the process is up) and /readyz (see
+// Snapshot.Readiness; ?route=NAME for one route). It must only be exposed
+// on the admin listener.
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -119,7 +119,7 @@ func (s *Server) AdminHandler() http.Handler {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		rep := s.snap.Load().Readiness()
 		if st := s.tls.Load(); st != nil {
 			if err := st.mgr.Ready(); err != nil {
@@ -131,6 +131,19 @@ func (s *Server) AdminHandler() http.Handler {
 		status := http.StatusOK
 		if !rep.Ready {
 			status = http.StatusServiceUnavailable
+		}
+		// ?route=NAME follows one route, for probes that steer traffic per
+		// model (Traffic Manager, Front Door): 503 while it is down.
+		if name := r.URL.Query().Get("route"); name != "" {
+			rs, ok := rep.Routes[name]
+			switch {
+			case !ok:
+				status = http.StatusNotFound
+			case rs.State == RouteDown || len(rep.Starting) > 0:
+				status = http.StatusServiceUnavailable
+			default:
+				status = http.StatusOK
+			}
 		}
 		writeJSON(w, status, rep)
 	})

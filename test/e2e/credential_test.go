@@ -11,6 +11,7 @@ import (
 
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/credential"
+	"github.com/modelgate/modelgate/gateway"
 	"github.com/modelgate/modelgate/test/fakeazure"
 )
 
@@ -529,9 +530,26 @@ func TestCredentialReadiness(t *testing.T) {
 		}
 		return true
 	})
+	// The static key route still serves, so the gateway is ready (one broken
+	// upstream must not take every route out of service); the four routes
+	// whose credential cannot be had are down, with the reason, and a probe
+	// that follows one of them gets 503.
 	st, rep, raw := readyz(t, g)
-	if st != http.StatusServiceUnavailable || rep.Ready {
-		t.Fatalf("/readyz = %d ready=%v before any credential was obtained, want 503", st, rep.Ready)
+	if st != http.StatusOK || !rep.Ready {
+		t.Fatalf("/readyz = %d ready=%v while the static key route can serve, want 200:\n%s", st, rep.Ready, raw)
+	}
+	for _, u := range ups {
+		want := gateway.RouteDown
+		if u.typ == config.AuthKey {
+			want = gateway.RouteOK
+		}
+		if rs := rep.Routes[u.name]; rs.State != want || (want == gateway.RouteDown && !strings.Contains(strings.Join(rs.Reasons, " "), "credential unavailable")) {
+			t.Errorf("route %s: %+v, want %s", u.name, rs, want)
+		}
+		code := do(t, client(), g.Admin, request{path: "/readyz?route=" + u.name}).status
+		if (want == gateway.RouteDown) != (code == http.StatusServiceUnavailable) {
+			t.Errorf("/readyz?route=%s = %d with the route %s", u.name, code, want)
+		}
 	}
 	if len(rep.Credentials) != len(ups) {
 		t.Errorf("/readyz lists %d sources, want %d", len(rep.Credentials), len(ups))

@@ -606,9 +606,20 @@ func TestTokenProviderUnavailableAtStart(t *testing.T) {
 	if resp := w.send("/mixed", "Bearer "+partnerKey, nil); resp.status != http.StatusOK {
 		t.Errorf("key on a route that also takes tokens: %d while the provider is down, want 200", resp.status)
 	}
+	// Routes that take keys still serve: /readyz stays 200; the token-only
+	// routes are down and the mixed one degraded, each with the reason.
 	st, rep, raw := readyz(t, w.g)
-	if st != http.StatusServiceUnavailable || rep.Ready {
-		t.Fatalf("/readyz = %d while the provider has no keys, want 503", st)
+	if st != http.StatusOK || !rep.Ready {
+		t.Fatalf("/readyz = %d while key routes can serve, want 200:\n%s", st, raw)
+	}
+	if rs := rep.Routes["tokens"]; rs.State != gateway.RouteDown || !strings.Contains(strings.Join(rs.Reasons, " "), "identity provider contoso") {
+		t.Errorf("route tokens: %+v, want down naming the provider", rs)
+	}
+	if rs := rep.Routes["mixed"]; rs.State != gateway.RouteDegraded {
+		t.Errorf("route mixed: %+v, want degraded", rs)
+	}
+	if code := do(t, client(), w.g.Admin, request{path: "/readyz?route=tokens"}).status; code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz?route=tokens = %d while its provider has no keys, want 503", code)
 	}
 	named := false
 	for _, p := range rep.IdentityProviders {
@@ -625,9 +636,8 @@ func TestTokenProviderUnavailableAtStart(t *testing.T) {
 
 	w.aad.SetDown(false)
 	// The provider retries on its own schedule (1s, then doubling).
-	waitFor(t, 10*time.Second, "/readyz to recover", func() bool {
-		st, _, _ := readyz(t, w.g)
-		return st == http.StatusOK
+	waitFor(t, 10*time.Second, "/readyz?route=tokens to recover", func() bool {
+		return do(t, client(), w.g.Admin, request{path: "/readyz?route=tokens"}).status == http.StatusOK
 	})
 	if resp := w.send("/tokens", "Bearer "+tok, nil); resp.status != http.StatusOK {
 		t.Fatalf("after recovery: %d %s, want 200", resp.status, resp.body)
