@@ -3,8 +3,10 @@ package config
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // errEnv is the environment for TestErrorSites. Every value starts with
@@ -287,7 +289,51 @@ func errorRows() []errRow {
 		{name: "rule names neither", yaml: edit(minimal, "- key_set: partners", "- roles: [Score.Invoke]"), want: "gw.yaml:15: routes[0].allow[0]: a rule must name key_set or identity_provider"},
 	}
 	rows = append(rows, forbidRows()...)
-	return append(rows, leakRows()...)
+	rows = append(rows, leakRows()...)
+	return append(rows, newlineRows()...)
+}
+
+// newlineBug is the defect newlineRows demonstrate.
+const newlineBug = "field paths built from YAML keys, and values printed with %s, keep a raw newline, so an error line can start with anything (a forged \"gw.yaml:1: ...\" too)"
+
+// newlineRows put a newline where an error prints text from the file
+// without quoting it.
+func newlineRows() []errRow {
+	return []errRow{
+		{name: "newline: field name", yaml: "\"a\\nb\": 1\n" + minimal[1:], want: "gw.yaml:1: ", bug: newlineBug},
+		{name: "newline: identity header", yaml: edit(minimal, authLine, "    headers: {\"a\\nb\": x}\n    identity_headers: {oid: \"a\\nb\"}\n"+authLine), want: "gw.yaml:10: upstreams.fraud.identity_headers.oid: ", more: true, bug: newlineBug},
+		{name: "newline: route path", yaml: minimal + "  - {name: a, path: \"/a\\nb\", upstream: fraud, public: true}\n  - {name: b, path: \"/a\\nb\", upstream: fraud, public: true}\n", want: "gw.yaml:17: routes[2].path: ", bug: newlineBug},
+	}
+}
+
+// laughs is a small file whose aliases expand to n*n*n claim values: routes
+// lists n aliases of a route, whose allow lists n aliases of a rule, whose
+// roles list n values.
+func laughs(n int) string {
+	rep := func(s string) string { return strings.TrimSuffix(strings.Repeat(s+", ", n), ", ") }
+	return "x:\n" +
+		"  - &L [" + rep("Score.Invoke") + "]\n" +
+		"  - &R {identity_provider: aad, roles: *L}\n" +
+		"  - &A [" + rep("*R") + "]\n" +
+		"  - &T {name: a, path: /a, upstream: u, allow: *A}\n" +
+		"routes: [" + rep("*T") + "]\n"
+}
+
+// TestAliasExpansionBounded: the decoder follows every alias, so a few KB of
+// anchors and aliases cost cubic time and memory (laughs(100), 2.3KB: about
+// 6s and a 0.9MB error; a 10KB file does not finish). yaml.v3 bounds alias
+// expansion in its own decoder, not in a yaml.Node walk like ours.
+func TestAliasExpansionBounded(t *testing.T) {
+	t.Skip("bug: decoder.decode expands aliases without a budget (billion laughs); refuse anchors and aliases, or count expansions as yaml.v3 does")
+	y := laughs(100)
+	start := time.Now()
+	_, err := Parse("gw.yaml", []byte(y), lookup(errEnv))
+	if err == nil {
+		t.Fatal("Parse accepted the file")
+	}
+	if d := time.Since(start); d > time.Second || len(flatten(err)) > 10 {
+		t.Errorf("Parse of %d bytes took %v and reported %d errors", len(y), d, len(flatten(err)))
+	}
 }
 
 // leakBug is the defect leakRows demonstrate.
@@ -353,6 +399,11 @@ func checkError(err error, tt errRow) []string {
 	}
 	if n := len(flatten(err)); n != 1 && !tt.more {
 		problems = append(problems, "want exactly one error, got "+strings.Join(lines, "\n\t"))
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "gw.yaml") {
+			problems = append(problems, "error line does not start with the file name: "+strconv.Quote(l))
+		}
 	}
 	if strings.Contains(text, envMarker) {
 		problems = append(problems, "error quotes a value from the environment:\n\t"+strings.Join(lines, "\n\t"))
