@@ -45,8 +45,11 @@ func compileUpstream(u *Upstream) *Upstream {
 }
 
 // spoofable lists client-sent headers that claim an identity or carry a
-// credential. They never reach an upstream; the gateway sets identity
-// headers only where an upstream asks for them (identity_headers).
+// credential, or that some server or framework behind the gateway reads as
+// the real URL, method, path prefix, scheme, port or client address. They
+// never reach an upstream: the gateway sets identity headers only where an
+// upstream asks for them (identity_headers), and forwarding headers itself
+// (setForwarded).
 //
 // Every header a caller's credential may arrive in (server.credential_headers:
 // Authorization, api-key as the Azure OpenAI and AI Foundry clients send it,
@@ -54,14 +57,59 @@ func compileUpstream(u *Upstream) *Upstream {
 // the configuration says, so a key sent in a header the route does not read
 // is still never forwarded.
 var spoofable = []string{
+	// Credentials.
 	"Authorization", "Cookie",
 	"Api-Key", "X-Api-Key", "Ocp-Apim-Subscription-Key",
+	// Identity claims of authenticating proxies (oauth2-proxy, App Service
+	// Easy Auth, Apache/nginx auth modules) and of the gateway itself.
 	"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Preferred-Username", "X-Forwarded-Groups", "X-Forwarded-Access-Token",
 	"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups", "X-Auth-Request-Access-Token", "X-Auth-Request-Preferred-Username",
 	"X-Ms-Client-Principal", "X-Ms-Client-Principal-Id", "X-Ms-Client-Principal-Name", "X-Ms-Client-Principal-Idp",
 	"X-Ms-Token-Aad-Access-Token", "X-Ms-Token-Aad-Id-Token",
 	"X-Remote-User", "X-Remote-Group", "Remote-User",
 	"X-Modelgate-Identity",
+	// URL and method rewrites (IIS URL Rewrite, Symfony, Laravel, Spring
+	// HiddenHttpMethodFilter and the like): they would let a caller reach a
+	// path or method other than the one the route and policy saw.
+	"X-Original-Url", "X-Rewrite-Url", "X-Original-Uri", "X-Original-Method",
+	"X-Http-Method-Override", "X-Http-Method", "X-Method-Override",
+	// Client addresses and hosts that servers prefer over the connection's.
+	"X-Real-Ip", "X-Client-Ip", "True-Client-Ip", "X-Cluster-Client-Ip",
+	"Cf-Connecting-Ip", "Fastly-Client-Ip", "X-Host", "Front-End-Https", "X-Url-Scheme",
+}
+
+// spoofablePrefixes extend spoofable to whole families: every X-Forwarded-*
+// (Prefix, Port, Server, Ssl, Scheme, Uri, ... — ReverseProxy itself removes
+// only For, Host and Proto, which setForwarded then sets), every X-Original-*,
+// and every App Service Easy Auth X-Ms-Client-Principal* / X-Ms-Token-*.
+var spoofablePrefixes = []string{"X-Forwarded-", "X-Original-", "X-Ms-Client-Principal", "X-Ms-Token-", "X-Auth-Request-"}
+
+var spoofableSet = func() map[string]struct{} {
+	m := make(map[string]struct{}, len(spoofable))
+	for _, k := range spoofable {
+		m[http.CanonicalHeaderKey(k)] = struct{}{}
+	}
+	return m
+}()
+
+// isSpoofable reports whether the client-sent header k (as Go's server
+// keys it) must not reach an upstream. A name with '_' is judged as if it
+// had '-' there: CGI, WSGI and Rack servers map X_Forwarded_For and
+// X-Forwarded-For to the same HTTP_X_FORWARDED_FOR, so the underscore
+// spelling would slip past a by-name filter.
+func isSpoofable(k string) bool {
+	if strings.IndexByte(k, '_') >= 0 {
+		k = http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-"))
+	}
+	if _, ok := spoofableSet[k]; ok {
+		return true
+	}
+	for _, p := range spoofablePrefixes {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // rewrite builds the outbound request. ReverseProxy has already removed
@@ -98,8 +146,10 @@ func (h *Handler) rewrite(u *Upstream, pr *httputil.ProxyRequest) {
 	}
 	out.URL.RawQuery = pr.In.URL.RawQuery
 
-	for _, k := range spoofable {
-		delete(hdr, k)
+	for k := range hdr {
+		if isSpoofable(k) {
+			delete(hdr, k)
+		}
 	}
 	// Client trailers are dropped whole: they arrive after the gateway's
 	// own headers, so a trailer named Authorization or X-Forwarded-For

@@ -201,3 +201,51 @@ func TestCredentialHeadersNeverReachUpstream(t *testing.T) {
 		})
 	}
 }
+
+// rewriteHeaders are client-sent headers that some upstream server or
+// framework reads as the real URL, method, prefix, port or client address.
+var rewriteHeaders = []string{
+	"X-Original-URL", "X-Rewrite-URL", "X-Original-URI", "X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override",
+	"X-Forwarded-Prefix", "X-Forwarded-Port", "X-Forwarded-Server", "X-Forwarded-Ssl", "X-Forwarded-Scheme", "X-Forwarded-Uri",
+	"X-Real-IP", "X-Client-IP", "True-Client-IP", "X-Cluster-Client-IP", "CF-Connecting-IP", "Fastly-Client-IP", "X-Original-Forwarded-For",
+	"X-Host", "X-Original-Host", "X-Forwarded-Host-Override",
+	// CGI, WSGI and Rack read these as HTTP_X_FORWARDED_FOR and HTTP_X_REAL_IP.
+	"X_Forwarded_For", "X_Real_IP", "x_forwarded_prefix",
+}
+
+// TestClientRewriteHeadersNeverReachUpstream sends every rewrite and
+// address header, from an untrusted peer and from a trusted proxy (whose
+// X-Forwarded-For chain is extended, but which is no more believed about
+// anything else), and checks that none reaches the upstream.
+func TestClientRewriteHeadersNeverReachUpstream(t *testing.T) {
+	for _, trusted := range []bool{false, true} {
+		name := "untrusted peer"
+		cfg := newConfig().Partners()
+		if trusted {
+			name = "trusted proxy"
+			cfg.Server("trusted_proxies: [127.0.0.1]")
+		}
+		t.Run(name, func(t *testing.T) {
+			model := newWireUpstream(t)
+			g := startGateway(t, cfg.Upstream("model", model.URL+"/score", upstreamKeyAuth).
+				Route("fraud", "/fraud", "model", allowPartners))
+			lines := []string{"Authorization: Bearer " + partnerKey}
+			for _, h := range rewriteHeaders {
+				lines = append(lines, h+": /admin?spoofed")
+			}
+			resp := rawSend(t, g.Addr, "POST", "/fraud/x", lines...)
+			if resp.status != 200 {
+				t.Fatalf("status = %d: %s", resp.status, resp.body)
+			}
+			got := model.Requests()[0]
+			for _, h := range rewriteHeaders {
+				if v := got.Header.Values(h); len(v) != 0 {
+					t.Errorf("upstream received %s: %q", h, v)
+				}
+			}
+			if got.Method != "POST" || got.RequestURI != "/score/x" {
+				t.Errorf("upstream got %s %s, want POST /score/x", got.Method, got.RequestURI)
+			}
+		})
+	}
+}
