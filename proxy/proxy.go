@@ -244,6 +244,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
+	if refusedMethod(r.Method) {
+		st.errCode = CodeMethodNotAllowed
+		w.Header().Set("Allow", allowedMethods)
+		WriteError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed,
+			"the gateway does not forward "+r.Method+" requests: use "+allowedMethods)
+		return
+	}
 	if msg := badPath(r.URL.Path); msg != "" {
 		st.errCode = CodeBadPath
 		WriteError(w, http.StatusBadRequest, CodeBadPath, msg)

@@ -249,3 +249,42 @@ func TestClientRewriteHeadersNeverReachUpstream(t *testing.T) {
 		})
 	}
 }
+
+// TestTraceAndConnectRefused: an upstream that echoes TRACE would reflect
+// the credential the gateway injected, and CONNECT asks for a tunnel. Both
+// (and IIS's TRACK) are refused before routing, with the JSON error and an
+// Allow header, and never reach the upstream.
+func TestTraceAndConnectRefused(t *testing.T) {
+	model := newWireUpstream(t)
+	g := startGateway(t, newConfig().Partners().
+		Upstream("model", model.URL+"/score", upstreamKeyAuth).
+		Route("fraud", "/fraud", "model", allowPartners).
+		PublicRoute("open", "/open", "model"))
+	for _, tt := range []struct{ method, target string }{
+		{"TRACE", "/fraud/x"},
+		{"TRACE", "/open/x"},
+		{"TRACE", "*"},
+		{"TRACK", "/fraud/x"},
+		{"trace", "/open/x"},
+		{"CONNECT", "/fraud/x"},
+		{"CONNECT", "/open/x"},
+		{"CONNECT", g.Addr},
+	} {
+		t.Run(tt.method+" "+tt.target, func(t *testing.T) {
+			resp := rawSend(t, g.Addr, tt.method, tt.target, "Authorization: Bearer "+partnerKey)
+			if resp.status != http.StatusMethodNotAllowed {
+				t.Fatalf("status = %d, want 405: %s", resp.status, resp.body)
+			}
+			if e := decodeError(t, resp.body); e.Error.Code != "method_not_allowed" {
+				t.Errorf("code = %q, want method_not_allowed", e.Error.Code)
+			}
+			if a := resp.header.Get("Allow"); a == "" || strings.Contains(a, "TRACE") || strings.Contains(a, "CONNECT") {
+				t.Errorf("Allow = %q", a)
+			}
+			assertNoSecrets(t, "response", string(resp.body))
+		})
+	}
+	if n := len(model.Requests()); n != 0 {
+		t.Errorf("upstream received %d requests, want 0", n)
+	}
+}
