@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -125,20 +126,67 @@ type KeyOptions struct {
 	Secondary Secret
 	// Logger receives a line when the source switches keys; nil discards.
 	Logger *slog.Logger
+	// RetryInterval is how often, at most, the source goes back to a key
+	// that the upstream refused right after refusing the key in use (see
+	// KeySource). Default: DefaultKeyRetry.
+	RetryInterval time.Duration
+	// Clock defaults to SystemClock(); only Now is used.
+	Clock Clock
 }
+
+// DefaultKeyRetry is the default KeyOptions.RetryInterval.
+const DefaultKeyRetry = 30 * time.Second
 
 // KeySource is the key source: a static primary key and optional secondary
 // key from the configuration. Rejected(primary) switches to the secondary,
 // which then stays in use (sticky) until it is rejected in turn, which
 // switches back. It never touches the network and is always ready. It is safe
 // for concurrent use.
+//
+// Flapping (issue "Harden the edge", item 8): an upstream path may answer
+// 401 for reasons of its own, to both keys. Rejected cannot see paths, so the
+// source learns it from the order of events. The key switched to after a 401
+// is on trial until the upstream accepts it (Accepted). If it is refused
+// while on trial, both keys were refused one after the other (typically one
+// request and its replay): the source switches back to the key it left and
+// from then on keeps it when the upstream refuses it once after accepting it
+// (so other paths go on using it; the caller gets no replay). It goes back to
+// the other key only when the key in use is refused twice with no success in
+// between, which is what a revoked key looks like, and then at most once per
+// RetryInterval. The bound: a path that 401s for both keys causes at most 4
+// switches at once (the first episode and one retry) and at most 2 per
+// RetryInterval after that, however many calls it gets. The cost: once the
+// source has seen both keys refused, a real revocation of the key in use
+// fails one request before the source moves on, or, right after such a
+// retry, up to RetryInterval of requests. Without Accepted calls every trial
+// lasts until the next 401, and the bound still holds.
+//
+// Every switch logs one WARN line naming the keys by label, never by value;
+// 401s that switch nothing log at debug level.
 type KeySource struct {
-	name string
-	log  *slog.Logger
+	name  string
+	log   *slog.Logger
+	clock Clock
+	retry time.Duration
 
 	mu       sync.Mutex
 	sel      keySelector
 	switches uint64
+	// refused says, per slot, that the key was refused since it was last
+	// accepted.
+	refused [2]bool
+	// trial says the key in use replaced one that was refused, and has
+	// been neither accepted nor refused since.
+	trial bool
+	// suspect says the other key was refused on trial (both keys were
+	// refused one after the other) and has not been accepted since.
+	suspect bool
+	// lastRetry is when the source last went back to a suspect key.
+	lastRetry time.Time
+
+	// okGen is the generation last reported accepted, so that Accepted
+	// takes the lock once per generation, not once per request.
+	okGen atomic.Uint64
 }
 
 var _ ManagedSource = (*KeySource)(nil)
@@ -151,7 +199,18 @@ func NewKey(o KeyOptions) (*KeySource, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &KeySource{name: o.Name, log: o.Logger.With(slog.String("source", o.Name), slog.String("type", "key"))}
+	if o.Clock == nil {
+		o.Clock = SystemClock()
+	}
+	if o.RetryInterval <= 0 {
+		o.RetryInterval = DefaultKeyRetry
+	}
+	s := &KeySource{
+		name:  o.Name,
+		log:   o.Logger.With(slog.String("source", o.Name), slog.String("type", "key")),
+		clock: o.Clock,
+		retry: o.RetryInterval,
+	}
 	s.sel.apply(keyPair{o.Primary, o.Secondary}, 1)
 	return s, nil
 }
@@ -163,26 +222,86 @@ func (s *KeySource) Credential(context.Context) (Credential, error) {
 	return s.sel.credential(), nil
 }
 
-// Rejected switches to the other key, once for any number of callers
-// reporting the same generation, and reports whether the key changed.
+// Rejected reports a 401 to c. It switches to the other key, once for any
+// number of callers reporting the same generation, unless the other key was
+// refused too (see KeySource), and reports whether the key changed.
 func (s *KeySource) Rejected(ctx context.Context, c Credential) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sel.stale(c) {
 		return !s.sel.served.Equal(c.Value)
 	}
-	s.sel.reject(c.Value)
-	s.sel.choose()
-	changed := !s.sel.served.Equal(c.Value)
-	if changed {
-		s.switches++
-		s.log.LogAttrs(ctx, slog.LevelWarn, "upstream rejected key; switched",
-			slog.String("rejected", c.Label), slog.String("now", s.sel.label))
-	} else {
-		s.log.LogAttrs(ctx, slog.LevelWarn, "upstream rejected key; no other key configured",
+	cur := s.sel.slot
+	other := 1 - cur
+	wasRefused := s.refused[cur]
+	s.refused[cur] = true
+	s.okGen.Store(0)
+	if s.sel.pair.get(other).IsZero() {
+		level := slog.LevelWarn
+		if wasRefused {
+			level = slog.LevelDebug // logged when this run of 401s began
+		}
+		s.log.LogAttrs(ctx, level, "upstream rejected key; no other key configured",
 			slog.String("rejected", c.Label))
+		return false
 	}
-	return changed
+	msg := "upstream rejected key; switched"
+	switch now := s.clock.Now(); {
+	case s.trial:
+		// Both keys refused one after the other: go back to the key we
+		// left, and hold on to it from now on.
+		s.trial, s.suspect = false, true
+		s.use(ctx, other, "upstream rejected both keys; switched back and keeps this key while it works", c.Label)
+		return true
+	case s.suspect && !wasRefused:
+		// Accepted since its last 401: this one is about the request
+		// (both keys got it before), not the key.
+		s.log.LogAttrs(ctx, slog.LevelDebug, "upstream rejected key; kept: the other key was refused too",
+			slog.String("rejected", c.Label))
+		return false
+	case s.suspect && now.Sub(s.lastRetry) < s.retry:
+		s.log.LogAttrs(ctx, slog.LevelDebug, "upstream rejected key again; kept: the other key was retried recently",
+			slog.String("rejected", c.Label), slog.Time("next_retry", s.lastRetry.Add(s.retry)))
+		return false
+	case s.suspect:
+		s.lastRetry = now
+		msg = "upstream rejected key twice in a row; switched back to retry the other key"
+	}
+	s.trial = true
+	s.use(ctx, other, msg, c.Label)
+	return true
+}
+
+// use switches to the key in slot and logs msg once. Callers hold s.mu.
+func (s *KeySource) use(ctx context.Context, slot int, msg, rejected string) {
+	s.sel.slot = slot
+	s.sel.rejected = s.sel.rejected[:0]
+	s.sel.choose()
+	s.switches++
+	s.log.LogAttrs(ctx, slog.LevelWarn, msg, slog.String("rejected", rejected), slog.String("now", s.sel.label))
+}
+
+// Accepted reports that the upstream took c (answered anything but 401).
+// The proxy calls it after every such answer; it takes the lock only for
+// the first report of a generation after a 401, so it is cheap. It ends a
+// trial and lets the source tell a path's own 401s from a revoked key (see
+// KeySource).
+func (s *KeySource) Accepted(c Credential) {
+	if s.okGen.Load() == c.Generation {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sel.stale(c) {
+		return
+	}
+	s.refused[s.sel.slot] = false
+	if s.trial {
+		// The key switched to works: the one left behind is an ordinary
+		// refused key again, not one refused together with this one.
+		s.trial, s.suspect = false, false
+	}
+	s.okGen.Store(c.Generation)
 }
 
 // Status reports the key in use (by label, never by value). Refreshes

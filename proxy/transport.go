@@ -55,6 +55,9 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if st != nil && resp != nil {
 			st.upStatus = resp.StatusCode
 		}
+		if err == nil {
+			t.accepted(cred)
+		}
 		return resp, err
 	}
 	drain(resp)
@@ -96,7 +99,23 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.auth.Rejected(ctx, cred)
 		return nil, &errUpstreamRejected{replayed: true}
 	}
+	t.accepted(cred)
 	return resp, nil
+}
+
+// acceptedReporter is implemented by sources that need to hear that a
+// credential worked (credential.KeySource): it tells a path's own 401s from
+// a revoked key, so that such a path cannot make the gateway flip between
+// keys (issue "Harden the edge", item 8).
+type acceptedReporter interface {
+	Accepted(c credential.Credential)
+}
+
+// accepted tells the source, if it wants to know, that the upstream took c.
+func (t *authTransport) accepted(c credential.Credential) {
+	if a, ok := t.auth.(acceptedReporter); ok {
+		a.Accepted(c)
+	}
 }
 
 // drain reads a little of an unwanted response so its connection can be
