@@ -203,7 +203,13 @@ func (s *source) log(ctx context.Context, st *keyState, changed bool, dropped []
 		if have != nil {
 			n = have.keys
 		}
-		l.LogAttrs(ctx, slog.LevelWarn, "identity provider key refresh failed; keeping the last good keys",
+		// Say what is true (issue item 20): with no keys there is nothing to
+		// keep, and tokens this source should verify are refused with 503.
+		msg := "identity provider key refresh failed; keeping the last good keys"
+		if n == 0 {
+			msg = "identity provider key refresh failed; no keys yet: requests for its rules get 503 until a fetch succeeds"
+		}
+		l.LogAttrs(ctx, slog.LevelWarn, msg,
 			append(attrs, slog.String("outcome", "failed"), slog.Int("keys", n), slog.Any("error", err))...)
 		return
 	}

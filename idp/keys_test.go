@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -582,4 +583,65 @@ func TestPeriodicRefresh(t *testing.T) {
 		_, err := p.Verify(context.Background(), old)
 		wantReason(t, err, idp.ReasonUnknownKey, http.StatusUnauthorized, old)
 	})
+}
+
+// lockedBuffer is a strings.Builder safe for concurrent log writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestRefreshFailureLog is issue item 20: a failed key refresh says what is
+// true, "keeping the last good keys" only when there are some, and
+// otherwise that requests get 503 until a fetch succeeds.
+func TestRefreshFailureLog(t *testing.T) {
+	const (
+		kept  = "identity provider key refresh failed; keeping the last good keys"
+		never = "identity provider key refresh failed; no keys yet: requests for its rules get 503 until a fetch succeeds"
+	)
+	for _, tc := range []struct {
+		name       string
+		hadKeys    bool
+		want, bans string
+	}{
+		{name: "never had keys", want: never, bans: kept},
+		{name: "had keys", hadKeys: true, want: kept, bans: never},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			logs := &lockedBuffer{}
+			o := e.options(t)
+			o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+			p := newUnstarted(t, o)
+			ctx := context.Background()
+			if tc.hadKeys {
+				if err := p.Refresh(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.aad.SetDown(true)
+			if err := p.Refresh(ctx); err == nil {
+				t.Fatal("Refresh succeeded with the identity provider down")
+			}
+			got := logs.String()
+			if !strings.Contains(got, `"msg":"`+tc.want+`"`) {
+				t.Errorf("log lacks %q:\n%s", tc.want, got)
+			}
+			if strings.Contains(got, tc.bans) {
+				t.Errorf("log says %q:\n%s", tc.bans, got)
+			}
+		})
+	}
 }
