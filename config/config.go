@@ -43,6 +43,9 @@ type Config struct {
 
 	lines map[string]int    // field path → line, for Locate
 	unset map[string]string // field path → unset variable (LoadOptions.AllowUnset)
+
+	secretFiles  []string // files read by ${file:...}
+	secretValues []string // values from the environment or files, scrubbed from errors
 }
 
 // Server configures the public listener.
@@ -61,6 +64,14 @@ type Server struct {
 	BufferBodyBytes Size `yaml:"buffer_body_bytes"`
 	// ReadHeaderTimeout bounds reading a request's headers. Default 10s.
 	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// ReadBodyTimeout is the longest the gateway waits for the next piece
+	// of a request body: each read of the body must bring data within it
+	// (an idle timeout, restarted whenever data arrives, for bodies with a
+	// Content-Length and chunked ones alike), so a body that stalls is
+	// answered 408 and its connection closed instead of being waited on
+	// forever. A body that keeps arriving is never cut, however long it
+	// takes in total; max_body_bytes bounds its size. Default 30s.
+	ReadBodyTimeout Duration `yaml:"read_body_timeout"`
 	// IdleTimeout closes idle client keep-alive connections. Default 120s.
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// ShutdownTimeout is how long SIGTERM waits for in-flight requests.
@@ -390,6 +401,7 @@ const (
 	DefaultMaxBodyBytes      = 10 << 20
 	DefaultBufferBodyBytes   = 1 << 20
 	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadBodyTimeout   = 30 * time.Second
 	DefaultIdleTimeout       = 120 * time.Second
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultDialTimeout       = 10 * time.Second

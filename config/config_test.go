@@ -146,7 +146,7 @@ server:
 		{"short key from env", strings.Replace(minimal, `sha256: "`+hashHex(testKey)+`"`, `key: "${SHORT_KEY}"`, 1),
 			[]string{"key_sets.partners[0].key: the key from the environment is shorter than 16"}},
 		{"secret not echoed", strings.Replace(minimal, "path: /fraud", "path: ${SP_SECRET}", 1),
-			[]string{"routes[0].path: \"sp-secret-value\" must start with /"}}, // path is not a secret field but came from env: see TestSecretsNotEchoed
+			[]string{"routes[0].path: \"(value from the environment)\" must start with /"}}, // path is not a secret field but came from env: see TestSecretsNotEchoed
 		{"auth type later", strings.Replace(minimal, "type: key, key: \"${UPSTREAM_KEY}\"", "type: magic", 1),
 			[]string{`upstreams.fraud.auth.type: "magic" is not an auth type`}},
 		{"listen port out of range", "server: { listen: \"127.0.0.1:99999\" }\n" + minimal[1:],
@@ -324,7 +324,7 @@ func TestExpandEnv(t *testing.T) {
 		{"${A-B}", "", false, "not a variable name"},
 	}
 	for _, tt := range tests {
-		got, fromEnv, err := expandEnv(tt.in, env)
+		got, fromEnv, err := expandEnv(tt.in, env, func(string) (string, error) { return "", errors.New("no files here") })
 		if tt.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("expandEnv(%q) err = %v, want %q", tt.in, err, tt.wantErr)
@@ -364,6 +364,8 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("a: &x [*x]\n"))
 	f.Add([]byte("routes:\n  - allow: [{roles: {all_of: [a]}}]\n"))
 	f.Add([]byte("key_sets: {a: [{id: x, key: '${CLIENT_KEY}'}]}"))
+	f.Add([]byte("server: {listen: '${UPSTREAM_KEY}'}\n\"a\\nb\": 1\n"))
+	f.Add([]byte("routes: [{name: a, path: '${SP_SECRET}x', upstream: u, public: true}]\n"))
 	if b, err := os.ReadFile("../config.example.yaml"); err == nil {
 		f.Add(b)
 	}
@@ -372,8 +374,18 @@ func FuzzParse(f *testing.F) {
 		if err == nil && cfg == nil {
 			t.Fatal("nil config without error")
 		}
-		if err != nil && !strings.HasPrefix(err.Error(), "fuzz.yaml") {
-			t.Fatalf("error does not name the file: %v", err)
+		if err == nil {
+			return
+		}
+		for _, line := range strings.Split(err.Error(), "\n") {
+			if !strings.HasPrefix(line, "fuzz.yaml") {
+				t.Fatalf("an error line does not name the file (one error, one line): %q", line)
+			}
+		}
+		for _, v := range testEnv {
+			if len(v) >= 8 && strings.Contains(err.Error(), v) {
+				t.Fatalf("an error quotes a value from the environment: %v", err)
+			}
 		}
 	})
 }
@@ -419,5 +431,54 @@ func TestAllowUnset(t *testing.T) {
 	}
 	if got := cfg.Unset(); len(got) != 1 || got["upstreams.fraud.auth.key"] != "UPSTREAM_KEY" {
 		t.Errorf("Unset = %v", got)
+	}
+}
+
+// TestFileSecrets: ${file:/path} reads a secret from a file (a Kubernetes
+// Secret or a Key Vault CSI mount), trimmed, treated like a value from the
+// environment (never echoed), and the file is listed for -watch (issue 10,
+// item 17).
+func TestFileSecrets(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "upstream-key")
+	if err := os.WriteFile(keyFile, []byte("file-upstream-key-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	y := strings.Replace(minimal, "${UPSTREAM_KEY}", "${file:"+keyFile+"}", 1)
+	cfg, err := Parse(filepath.Join(dir, "gw.yaml"), []byte(y), lookup(testEnv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Upstreams["fraud"].Auth.Key.Reveal(); got != "file-upstream-key-0123456789" {
+		t.Errorf("key = %q, want the file's content trimmed", got)
+	}
+	if got := cfg.SecretFiles(); len(got) != 1 || got[0] != keyFile {
+		t.Errorf("SecretFiles = %q, want [%s]", got, keyFile)
+	}
+	// A relative path is relative to the configuration file's directory.
+	rel := strings.Replace(minimal, "${UPSTREAM_KEY}", "${file:upstream-key}", 1)
+	if cfg, err := Parse(filepath.Join(dir, "gw.yaml"), []byte(rel), lookup(testEnv)); err != nil || cfg.Upstreams["fraud"].Auth.Key.Reveal() != "file-upstream-key-0123456789" {
+		t.Errorf("relative path: %v", err)
+	}
+	for _, tt := range []struct{ name, ref, want string }{
+		{"missing file", "${file:" + filepath.Join(dir, "nope") + "}", "upstreams.fraud.auth.key: secret file"},
+		{"empty name", "${file:}", "upstreams.fraud.auth.key: ${file:} needs a path"},
+		{"a directory", "${file:" + dir + "}", "is a directory"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(filepath.Join(dir, "gw.yaml"), []byte(strings.Replace(minimal, "${UPSTREAM_KEY}", tt.ref, 1)), lookup(testEnv))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want it to contain %q", err, tt.want)
+			}
+		})
+	}
+	// A value from a file is a secret: never quoted back in an error.
+	pathFile := filepath.Join(dir, "path")
+	if err := os.WriteFile(pathFile, []byte("s3cr3t-from-file"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Parse("gw.yaml", []byte(strings.Replace(minimal, "path: /fraud", "path: ${file:"+pathFile+"}", 1)), lookup(testEnv))
+	if err == nil || strings.Contains(err.Error(), "s3cr3t-from-file") {
+		t.Errorf("error %v must refuse the path without quoting the file's content", err)
 	}
 }

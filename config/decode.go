@@ -3,11 +3,16 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"gopkg.in/yaml.v3"
 )
@@ -31,10 +36,29 @@ func (e *FieldError) Error() string {
 	}
 	b.WriteString(": ")
 	if e.Path != "" {
-		b.WriteString(e.Path)
+		b.WriteString(oneLine(e.Path))
 		b.WriteString(": ")
 	}
-	b.WriteString(e.Msg)
+	b.WriteString(oneLine(e.Msg))
+	return b.String()
+}
+
+// oneLine escapes control characters, so that a key or value written in
+// the file can neither break an error into lines nor forge a line of its
+// own ("gw.yaml:1: ..."): each error is one line.
+func oneLine(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
 	return b.String()
 }
 
@@ -63,14 +87,39 @@ type decoder struct {
 
 	allowUnset bool              // LoadOptions.AllowUnset
 	unset      map[string]string // path → variable that was not set
+	files      []string          // files read by ${file:...}
+	aliases    int               // alias expansions so far
+
+	// secretValues are the values that came from the environment or a
+	// file; scrub removes them from every message.
+	secretValues []string
 }
+
+// maxAliasExpansions bounds how many aliases (*name) one file may expand.
+const maxAliasExpansions = 1000
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 	line := 0
 	if n != nil {
 		line = n.Line
 	}
-	d.errs = append(d.errs, &FieldError{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+	d.errs = append(d.errs, &FieldError{File: d.file, Line: line, Path: path, Msg: scrub(d.secretValues, fmt.Sprintf(format, args...))})
+}
+
+// scrub replaces every secret value in msg, as written or quoted, with a
+// note of its origin: a value from the environment or a file is never
+// quoted back, whatever message quotes the field (a listen address, a URL,
+// a path that holds one).
+func scrub(secrets []string, msg string) string {
+	for _, v := range secrets {
+		if q := strconv.Quote(v); strings.Contains(msg, q[1:len(q)-1]) {
+			msg = strings.ReplaceAll(msg, q[1:len(q)-1], "(value from the environment)")
+		}
+		if strings.Contains(msg, v) {
+			msg = strings.ReplaceAll(msg, v, "(value from the environment)")
+		}
+	}
+	return msg
 }
 
 // scalar returns the node's value with ${NAME} references expanded.
@@ -80,24 +129,29 @@ func (d *decoder) scalar(n *yaml.Node, path string) (string, bool) {
 		return "", false
 	}
 	// Quoted or plain, the value is expanded; a tag like !!binary is not ours.
-	env := d.env
-	if d.allowUnset {
-		env = func(name string) (string, bool) {
-			if v, ok := d.env(name); ok {
-				return v, true
-			}
-			d.unset[path] = name
-			// Long enough for every length rule, and no real secret.
-			return "unset-" + name + "-0000000000000000", true
+	env := func(name string) (string, bool) {
+		if v, ok := d.env(name); ok {
+			return v, true
 		}
+		if !d.allowUnset {
+			return "", false
+		}
+		d.unset[path] = name
+		// Long enough for every length rule, and no real secret.
+		return "unset-" + name + "-0000000000000000", true
 	}
-	s, fromEnv, err := expandEnv(n.Value, env)
+	s, fromEnv, err := expandEnv(n.Value, env, d.readSecretFile)
 	if err != nil {
 		d.errorf(n, path, "%v", err)
 		return "", false
 	}
 	if fromEnv {
 		d.secret[path] = true
+		// Values shorter than 8 bytes are not scrubbed: they would eat
+		// ordinary words, and no secret that short is accepted anyway.
+		if len(s) >= 8 && !slices.Contains(d.secretValues, s) {
+			d.secretValues = append(d.secretValues, s)
+		}
 	}
 	return s, true
 }
@@ -140,6 +194,14 @@ var (
 // decode fills v (addressable) from n.
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind == yaml.AliasNode {
+		// Each alias walks its anchor's tree again; nested aliases would
+		// make a small file take exponential time ("billion laughs").
+		if d.aliases++; d.aliases > maxAliasExpansions {
+			if d.aliases == maxAliasExpansions+1 {
+				d.errorf(n, path, "more than %d alias expansions: write the values out instead of nesting aliases", maxAliasExpansions)
+			}
+			return
+		}
 		n = n.Alias
 	}
 	d.lines[path] = n.Line
@@ -365,10 +427,45 @@ func (d *decoder) decodeSlice(n *yaml.Node, v reflect.Value, path string) {
 // errInvalidEnvRef is wrapped by expansion errors.
 var errInvalidEnvRef = errors.New("invalid environment reference")
 
-// expandEnv replaces ${NAME} with the variable's value. "$$" stands for a
+// MaxSecretFileBytes bounds a file read by ${file:/path}.
+const MaxSecretFileBytes = 64 << 10
+
+// readSecretFile reads a ${file:path} reference: the file's content with
+// surrounding white space trimmed. A relative path is relative to the
+// configuration file's directory. Errors name the path, never the content.
+func (d *decoder) readSecretFile(path string) (string, error) {
+	if path == "" {
+		return "", fmt.Errorf("${file:} needs a path, like ${file:/var/run/secrets/modelgate/upstream-key}")
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(filepath.Dir(d.file), path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("secret file %s cannot be read: %w (check the path and the mount)", path, errors.Unwrap(err))
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		return "", fmt.Errorf("secret file %s is a directory: name the file inside it", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxSecretFileBytes+1))
+	if err != nil {
+		return "", fmt.Errorf("secret file %s cannot be read: %w", path, err)
+	}
+	if len(b) > MaxSecretFileBytes {
+		return "", fmt.Errorf("secret file %s is larger than %d bytes: is it the right file?", path, MaxSecretFileBytes)
+	}
+	if !slices.Contains(d.files, path) {
+		d.files = append(d.files, path)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// expandEnv replaces ${NAME} with the variable's value and ${file:path}
+// with the file's content (see readSecretFile). "$$" stands for a
 // literal "$". A variable that is not set is an error, never an empty string:
 // a forgotten secret must stop the load, not open a route.
-func expandEnv(s string, lookup func(string) (string, bool)) (out string, fromEnv bool, err error) {
+func expandEnv(s string, lookup func(string) (string, bool), readFile func(string) (string, error)) (out string, fromEnv bool, err error) {
 	if !strings.Contains(s, "$") {
 		return s, false, nil
 	}
@@ -393,6 +490,16 @@ func expandEnv(s string, lookup func(string) (string, bool)) (out string, fromEn
 			return "", false, fmt.Errorf("%w: unclosed ${ (write ${NAME}, or $$ for a literal $)", errInvalidEnvRef)
 		}
 		name := s[i+2 : i+2+end]
+		if file, ok := strings.CutPrefix(name, "file:"); ok {
+			val, err := readFile(file)
+			if err != nil {
+				return "", false, err
+			}
+			b.WriteString(val)
+			fromEnv = true
+			i += 2 + end
+			continue
+		}
 		if !validEnvName(name) {
 			return "", false, fmt.Errorf("%w: %q is not a variable name (letters, digits and _; not starting with a digit)", errInvalidEnvRef, name)
 		}

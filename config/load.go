@@ -75,11 +75,16 @@ func parse(name string, data []byte, o LoadOptions) (*Config, error) {
 		return nil, &FieldError{File: name, Line: extra.Line, Msg: "the file holds more than one YAML document: keep one"}
 	}
 	cfg := &Config{File: name, lines: d.lines, unset: d.unset}
+	defer func() { cfg.secretFiles, cfg.secretValues = d.files, d.secretValues }()
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
 	d.decode(root, reflectValueOf(cfg), "")
+	if d.aliases > maxAliasExpansions {
+		// What was decoded is cut short; validating it would only add noise.
+		return nil, errors.Join(d.errs...)
+	}
 	v := &validator{d: d, cfg: cfg}
 	v.validate()
 	if len(d.errs) > 0 {
@@ -88,12 +93,18 @@ func parse(name string, data []byte, o LoadOptions) (*Config, error) {
 	return cfg, nil
 }
 
-// yaml.v3 reports syntax errors as "yaml: line N: message".
+// yaml.v3 reports syntax errors as "yaml: line N: message". Scanner errors
+// count lines from 1; parser errors ("did not find expected ...") give the
+// 0-based line where the unfinished list or mapping began (go-yaml/yaml#205),
+// so those are moved to the line people count.
 func yamlErrLine(err error) int {
 	var line int
 	s := err.Error()
 	if i := strings.Index(s, "line "); i >= 0 {
 		fmt.Sscanf(s[i:], "line %d", &line)
+		if strings.Contains(s[i:], ": did not find expected ") && !strings.HasSuffix(s, "node content") {
+			line++
+		}
 	}
 	return line
 }
@@ -105,6 +116,10 @@ func yamlErrMsg(err error) string {
 	}
 	return s
 }
+
+// SecretFiles lists the files ${file:...} references read, so that a
+// watcher can reload when a mounted secret rotates.
+func (c *Config) SecretFiles() []string { return c.secretFiles }
 
 // Unset lists the fields whose ${NAME} variable was not set when the
 // configuration was loaded with AllowUnset, as field path → variable name.
@@ -124,10 +139,10 @@ func (c *Config) Locate(err error) error {
 	for _, e := range problem.Flatten(err) {
 		var pe *problem.Error
 		if errors.As(e, &pe) {
-			out = append(out, &FieldError{File: c.File, Line: lineOf(c.lines, pe.Path), Path: pe.Path, Msg: pe.Msg})
+			out = append(out, &FieldError{File: c.File, Line: lineOf(c.lines, pe.Path), Path: pe.Path, Msg: scrub(c.secretValues, pe.Msg)})
 			continue
 		}
-		out = append(out, &FieldError{File: c.File, Msg: e.Error()})
+		out = append(out, &FieldError{File: c.File, Msg: scrub(c.secretValues, e.Error())})
 	}
 	return errors.Join(out...)
 }

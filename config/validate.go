@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -26,7 +27,7 @@ type validator struct {
 // errAt records a problem at a field path, using the line of the nearest
 // field that was written in the file.
 func (v *validator) errAt(p, format string, args ...any) {
-	v.d.errs = append(v.d.errs, &FieldError{File: v.d.file, Line: lineOf(v.d.lines, p), Path: p, Msg: fmt.Sprintf(format, args...)})
+	v.d.errs = append(v.d.errs, &FieldError{File: v.d.file, Line: lineOf(v.d.lines, p), Path: p, Msg: scrub(v.d.secretValues, fmt.Sprintf(format, args...))})
 }
 
 // lineOf returns the line of the field at path p, or of its nearest
@@ -92,6 +93,10 @@ func (v *validator) server() {
 		v.errAt("server.buffer_body_bytes", "is larger than max_body_bytes (%d): make it at most that", s.MaxBodyBytes)
 	}
 	setDefault(&s.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	setDefault(&s.ReadBodyTimeout, DefaultReadBodyTimeout)
+	if s.ReadBodyTimeout < 0 {
+		v.errAt("server.read_body_timeout", "must be positive: a duration such as 30s")
+	}
 	setDefault(&s.IdleTimeout, DefaultIdleTimeout)
 	setDefault(&s.ShutdownTimeout, DefaultShutdownTimeout)
 	setDefault(&s.Upstream.DialTimeout, DefaultDialTimeout)
@@ -304,7 +309,7 @@ func (v *validator) upstreams() {
 				v.errAt(hp, "header %s is used twice", h)
 			}
 			seen[http.CanonicalHeaderKey(h)] = true
-			if _, clash := u.Headers[h]; clash {
+			if slices.ContainsFunc(sortedKeys(u.Headers), func(k string) bool { return strings.EqualFold(k, h) }) {
 				v.errAt(hp, "header %s is also in headers: pick one", h)
 			}
 		}
