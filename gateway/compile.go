@@ -198,6 +198,7 @@ func (c *compiler) upstreamSource(name string, u *config.Upstream) (credential.M
 			Name:      name,
 			Primary:   credential.Secret(a.Key.Reveal()),
 			Secondary: credential.Secret(a.SecondaryKey.Reveal()),
+			Clock:     deps.Clock,
 			Logger:    deps.Logger,
 		})
 	}
