@@ -100,7 +100,25 @@ func TestBadPath(t *testing.T) {
 		{"/fraud/.well-known", false},
 		{"/fraud/..x", false},
 		{"/fraud/x.", false},
-		{"/fraud/...", false},
+		{"/fraud/a;b=c", false},
+		{"/fraud/caf\u00e9", false},
+		{"/fraud/a%b", false},
+		{"/fraud/a%2541", false},
+		{"/fraud/...", true}, // Windows trims trailing dots: ".." for IIS
+		{"/fraud/.. ", true},
+		{"/fraud/..;/admin", true},
+		{"/fraud/.;x/admin", true},
+		{"/fraud/%2e%2e/admin", true},   // decoded once more by the upstream
+		{"/fraud/%2E%2e%2fadmin", true}, // mixed case
+		{"/fraud/%u002e%u002e/admin", true},
+		{"/fraud/%252e%252e/admin", true},
+		{"/fraud/%25252e%25252e/admin", true},
+		{"/fraud/%5c..%5cadmin", true},
+		{"/fraud/%00", true},
+		{"/fraud/\xc0\xae\xc0\xae/admin", true}, // overlong '.'
+		{"/fraud/\uff0e\uff0e/admin", true},     // NFKC '.'
+		{"/fraud/..\uff0fadmin", true},          // NFKC '/'
+		{"/fraud/%2525252e", true},              // encoded too many times
 		{"", true},
 		{"fraud", true},
 		{"*", true},

@@ -16,9 +16,9 @@ import (
 // (raw sockets, so no Go client normalises the attack away) and what the
 // upstream then receives.
 
-// rawExchange writes raw (a whole request: line, headers, blank line and
+// rawWire writes raw (a whole request: line, headers, blank line and
 // any body, exactly as given) to addr and reads one response.
-func rawExchange(t testing.TB, addr, raw string) response {
+func rawWire(t testing.TB, addr, raw string) response {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -140,7 +140,7 @@ func TestClientTrailersNeverReachUpstream(t *testing.T) {
 				"Transfer-Encoding: chunked\r\n" +
 				"Trailer: Authorization, X-Forwarded-For, X-Ms-Client-Principal-Id, Api-Key\r\n\r\n" +
 				chunked(strings.Repeat("a", tt.size), trailer)
-			resp := rawExchange(t, g.Addr, raw)
+			resp := rawWire(t, g.Addr, raw)
 			if resp.status != 200 {
 				t.Fatalf("status = %d: %s", resp.status, resp.body)
 			}
@@ -173,7 +173,7 @@ func rawSend(t testing.TB, addr, method, target string, lines ...string) respons
 	for _, l := range lines {
 		raw += l + "\r\n"
 	}
-	return rawExchange(t, addr, raw+"\r\n")
+	return rawWire(t, addr, raw+"\r\n")
 }
 
 // TestCredentialHeadersNeverReachUpstream sends the client's key, besides
@@ -286,5 +286,72 @@ func TestTraceAndConnectRefused(t *testing.T) {
 	}
 	if n := len(model.Requests()); n != 0 {
 		t.Errorf("upstream received %d requests, want 0", n)
+	}
+}
+
+// TestParentSegmentsRefused sends paths that some common server (Tomcat,
+// Jetty and Spring read "..;" as "..", IIS decodes %u002e and twice-encoded
+// escapes, Windows trims trailing dots and spaces, old UTF-8 decoders accept
+// overlong forms, NFKC turns U+FF0E into '.') resolves to a parent of the
+// route's prefix. Each must be refused with 400 bad_path and never reach the
+// upstream; look-alikes that are ordinary names must still pass.
+func TestParentSegmentsRefused(t *testing.T) {
+	model := newWireUpstream(t)
+	g := startGateway(t, newConfig().Partners().
+		Upstream("model", model.URL+"/score", upstreamKeyAuth).
+		Route("key", "/key", "model", allowPartners).
+		PublicRoute("public", "/public", "model"))
+	bad := []string{
+		"/public/..;/key/x",
+		"/public/.;/x",
+		"/public/..;jsessionid=1/key/x",
+		"/public/%2e%2e;/key/x",
+		"/public/%2E%2e/key/x",
+		"/public/%2e%2E%2fkey/x",
+		"/public/%252e%252e/key/x",
+		"/public/%252E%252E%252Fkey/x",
+		"/public/%25252e%25252e/key/x",
+		"/public/%c0%ae%c0%ae/key/x",
+		"/public/%c0%2e%c0%2e/key/x",
+		"/public/%e0%80%ae%e0%80%ae/key/x",
+		"/public/%u002e%u002e/key/x",
+		"/public/%U002E%U002E/key/x",
+		"/public/%25u002e%25u002e/key/x",
+		"/public/..%5ckey/x",
+		"/public/..%255ckey/x",
+		"/public/%u005c..%u005ckey",
+		"/public/%ef%bc%8e%ef%bc%8e/key/x",
+		"/public/..%ef%bc%8fkey/x",
+		"/public/...",
+		"/public/..%20/key/x",
+		"/public/.. ./key/x",
+		"/public/%2e%2e%2500/key",
+		"/public/x%2500",
+	}
+	for _, p := range bad {
+		t.Run(p, func(t *testing.T) {
+			resp := rawSend(t, g.Addr, "GET", p)
+			if resp.status != http.StatusBadRequest {
+				t.Fatalf("status = %d, want 400: %s", resp.status, resp.body)
+			}
+			if !strings.HasPrefix(resp.header.Get("Content-Type"), "application/json") {
+				return // refused by net/http itself (%u escapes, a space in the request line)
+			}
+			if e := decodeError(t, resp.body); e.Error.Code != "bad_path" {
+				t.Errorf("code = %q, want bad_path", e.Error.Code)
+			}
+		})
+	}
+	if reqs := model.Requests(); len(reqs) != 0 {
+		for _, r := range reqs {
+			t.Errorf("upstream received %s", r.RequestURI)
+		}
+	}
+	for _, p := range []string{"/public/a.b", "/public/..a", "/public/a..", "/public/v1.0/score", "/public/.well-known/x", "/public/%7Euser", "/public/a%20b", "/public/a;b=c", "/public/caf%c3%a9", "/public/a%25b"} {
+		t.Run("ok "+p, func(t *testing.T) {
+			if resp := rawSend(t, g.Addr, "GET", p); resp.status != 200 {
+				t.Errorf("status = %d, want 200: %s", resp.status, resp.body)
+			}
+		})
 	}
 }
