@@ -57,7 +57,7 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("serve", stderr)
 	path := configFlag(fs)
-	watch := fs.Duration("watch", 0, "also reload when the config file changes, checking every `interval` (e.g. 5s; 0 = only on SIGHUP)")
+	watch := fs.Duration("watch", 0, "also reload when the config file or a ${file:...} secret changes, checking every `interval` (e.g. 5s; 0 = only on SIGHUP)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -139,7 +139,10 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}()
 	if *watch > 0 {
-		go watchFile(ctx, *path, *watch, func() { _ = srv.Reload(ctx) })
+		// The configuration file and the secret files it reads (${file:...})
+		// of the configuration being served.
+		files := func() []string { return append([]string{*path}, srv.Snapshot().Config.SecretFiles()...) }
+		go watchFiles(ctx, files, *watch, func() { _ = srv.Reload(ctx) })
 	}
 	return srv.RunListeners(ctx, gateway.Listeners{Public: pub, Admin: adm, HTTP: httpLn})
 }
@@ -160,18 +163,28 @@ func auditOutput(dest string, stdout, stderr io.Writer) (io.Writer, func(), erro
 	return f, func() { _ = f.Close() }, nil
 }
 
-// watchFile calls reload when the file's contents change. It compares
-// digests rather than modification times, because Kubernetes updates a
-// mounted ConfigMap by swapping a symlink.
-func watchFile(ctx context.Context, path string, every time.Duration, reload func()) {
-	digest := func() [32]byte {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return [32]byte{}
+// watchFiles calls reload when the contents of any of files() change. It
+// compares digests rather than modification times, because Kubernetes
+// updates a mounted ConfigMap or Secret by swapping a symlink. A file that
+// cannot be read (mid-swap) is skipped until it can.
+func watchFiles(ctx context.Context, files func() []string, every time.Duration, reload func()) {
+	digest := func() ([32]byte, bool) {
+		h := sha256.New()
+		for _, f := range files() {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return [32]byte{}, false
+			}
+			h.Write([]byte(f))
+			h.Write([]byte{0})
+			sum := sha256.Sum256(b)
+			h.Write(sum[:])
 		}
-		return sha256.Sum256(b)
+		var d [32]byte
+		copy(d[:], h.Sum(nil))
+		return d, true
 	}
-	last := digest()
+	last, _ := digest()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -179,9 +192,10 @@ func watchFile(ctx context.Context, path string, every time.Duration, reload fun
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if d := digest(); d != last && d != ([32]byte{}) {
-				last = d
+			if d, ok := digest(); ok && d != last {
 				reload()
+				// The reload may have changed which files are read.
+				last, _ = digest()
 			}
 		}
 	}
