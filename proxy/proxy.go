@@ -8,12 +8,9 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
-	"io"
 	"log"
 	"log/slog"
 	"net/http"
@@ -92,7 +89,13 @@ type Options struct {
 	MaxBodyBytes int64
 	// BufferBodyBytes: bodies up to this size are read before forwarding
 	// (replayable, and immune to golang/go#40747); larger ones stream.
+	// The buffer grows as the body arrives; it is never allocated up front.
 	BufferBodyBytes int64
+	// ReadBodyTimeout is the longest a request body may pause: each read
+	// must bring data within it (an idle timeout, restarted by every piece
+	// that arrives). A body that stalls is answered 408 request_timeout,
+	// or cut upstream when it was already streaming. 0 means no limit.
+	ReadBodyTimeout time.Duration
 	// TrustedProxies are peers whose forwarding headers are extended.
 	TrustedProxies []netip.Prefix
 	// Logger receives proxy errors; nil discards them.
@@ -108,27 +111,30 @@ type Options struct {
 // Handler is the gateway's public http.Handler. It is immutable once built;
 // a reload builds a new one.
 type Handler struct {
-	router    *Router
-	maxBody   int64
-	bufBody   int64
-	trusted   []netip.Prefix
-	log       *slog.Logger
-	audit     *jsonline.Logger
-	now       func() time.Time
-	idPrefix  string
-	idCounter atomic.Uint64
+	router      *Router
+	maxBody     int64
+	bufBody     int64
+	bodyTimeout time.Duration
+	pool        *bufferPool
+	trusted     []netip.Prefix
+	log         *slog.Logger
+	audit       *jsonline.Logger
+	now         func() time.Time
+	idPrefix    string
+	idCounter   atomic.Uint64
 }
 
 // New compiles the routes into a Handler. It does not modify o or anything
 // o points to: the Handler works on copies of the Routes and Upstreams.
 func New(o Options) *Handler {
 	h := &Handler{
-		maxBody: o.MaxBodyBytes,
-		bufBody: o.BufferBodyBytes,
-		trusted: slices.Clone(o.TrustedProxies),
-		log:     o.Logger,
-		audit:   o.Audit,
-		now:     o.Now,
+		maxBody:     o.MaxBodyBytes,
+		bufBody:     o.BufferBodyBytes,
+		bodyTimeout: o.ReadBodyTimeout,
+		trusted:     slices.Clone(o.TrustedProxies),
+		log:         o.Logger,
+		audit:       o.Audit,
+		now:         o.Now,
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -143,6 +149,7 @@ func New(o Options) *Handler {
 	_, _ = rand.Read(rnd[:])
 	h.idPrefix = hex.EncodeToString(rnd[:]) + "-"
 	pool := newBufferPool()
+	h.pool = pool
 	errLog := slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)
 	compiled := map[*Upstream]*Upstream{}
 	routes := make([]*Route, 0, len(o.Routes))
@@ -203,6 +210,7 @@ type reqState struct {
 	upDur    time.Duration
 	upStatus int
 	replayed bool
+	body     bodyReader // the client's body, under the read timeout
 }
 
 type stateKey struct{}
@@ -256,6 +264,7 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 		WriteError(w, http.StatusBadRequest, CodeBadPath, msg)
 		return
 	}
+	h.setPeer(r, st)
 	route := h.router.Match(hostOnly(r.Host), r.URL.Path)
 	if route == nil {
 		st.errCode = CodeNoRoute
@@ -278,8 +287,9 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 	if route.Limiter != nil {
 		who := d.Identity.Key()
 		if d.Identity.Method == policy.MethodPublic {
-			// No credential: each client address gets its own bucket.
-			who = "ip:" + remoteHost(r.RemoteAddr)
+			// No credential: each client address gets its own bucket; behind
+			// a trusted load balancer, the address it reports.
+			who = h.clientBucket(r, st)
 		}
 		if ok, wait := route.Limiter.Allow(who, h.now()); !ok {
 			st.errCode = CodeRateLimited
@@ -294,87 +304,28 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 	if r.ContentLength > h.maxBody {
 		st.errCode = CodeBodyTooLarge
 		w.Header().Set("Connection", "close")
-		WriteError(w, http.StatusRequestEntityTooLarge, CodeBodyTooLarge,
-			"the request body is larger than this gateway accepts: send at most "+strconv.FormatInt(h.maxBody, 10)+" bytes")
+		WriteError(w, http.StatusRequestEntityTooLarge, CodeBodyTooLarge, tooLargeMessage(h.maxBody))
+		h.discardRefused(w, r, st)
 		return
 	}
-	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
-		st.peer = ap.Addr().Unmap()
-		for _, p := range h.trusted {
-			if p.Contains(st.peer) {
-				st.trusted = true
-				break
-			}
-		}
-	}
 	out := r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
-	if err := h.prepareBody(w, out); err != nil {
-		status, code, msg := classifyBodyError(err)
+	if err := h.prepareBody(w, out, st); err != nil {
+		status, code, msg := classifyBody(r.Context(), err)
 		st.errCode = code
-		if status != StatusClientClosedRequest {
-			// The rest of the body stays unread: the connection cannot
-			// carry another request.
-			w.Header().Set("Connection", "close")
-			WriteError(w, status, code, msg)
-		} else {
+		if status == StatusClientClosedRequest {
 			w.status = status
+			return
+		}
+		// The rest of the body stays unread: the connection cannot
+		// carry another request.
+		w.Header().Set("Connection", "close")
+		WriteError(w, status, code, msg)
+		if status == http.StatusRequestEntityTooLarge {
+			h.discardRefused(w, r, st)
 		}
 		return
 	}
 	route.Upstream.rp.ServeHTTP(w, out)
-}
-
-// prepareBody reads bodies up to the buffer bound into memory (so they can be
-// replayed, and so the inbound connection is never read while the answer
-// streams: golang/go#40747), and bounds larger ones by MaxBodyBytes.
-func (h *Handler) prepareBody(w http.ResponseWriter, r *http.Request) error {
-	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
-		r.Body, r.ContentLength = http.NoBody, 0
-		return nil
-	}
-	if r.ContentLength > h.bufBody {
-		fullDuplex(w)
-		return nil // known length, streams; the server enforces Content-Length
-	}
-	var buf []byte
-	if r.ContentLength > 0 {
-		buf = make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, buf); err != nil {
-			return err
-		}
-	} else {
-		body := http.MaxBytesReader(w, r.Body, h.maxBody)
-		var bb bytes.Buffer
-		n, err := bb.ReadFrom(io.LimitReader(body, h.bufBody+1))
-		if err != nil {
-			return err
-		}
-		if n > h.bufBody {
-			// Too large to buffer: stream what was read, then the rest.
-			fullDuplex(w)
-			r.Body = struct {
-				io.Reader
-				io.Closer
-			}{io.MultiReader(bytes.NewReader(bb.Bytes()), body), body}
-			r.ContentLength = -1
-			return nil
-		}
-		buf = bb.Bytes()
-	}
-	r.ContentLength = int64(len(buf))
-	r.Body = io.NopCloser(bytes.NewReader(buf))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
-	return nil
-}
-
-// fullDuplex lets a request body that is forwarded as it arrives go on
-// being read while the answer streams back. Otherwise, when the answer's
-// header is flushed, the server drains and closes the unread request body
-// under the Transport that is still sending it upstream, and the Transport
-// tears the upstream connection down mid-answer (golang/go#40747). HTTP/2
-// is always full duplex (the call then fails harmlessly).
-func fullDuplex(w http.ResponseWriter) {
-	_ = http.NewResponseController(w).EnableFullDuplex()
 }
 
 func remoteHost(addr string) string {
@@ -382,17 +333,6 @@ func remoteHost(addr string) string {
 		return addr[:i]
 	}
 	return addr
-}
-
-func classifyBodyError(err error) (int, string, string) {
-	var mbe *http.MaxBytesError
-	switch {
-	case errors.As(err, &mbe):
-		return classify(err)
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return http.StatusBadRequest, CodeBadRequest, "the request body ended before its Content-Length: send the whole body"
-	}
-	return StatusClientClosedRequest, CodeClientClosedRequest, ""
 }
 
 // bufferPool shares ReverseProxy's 32 KiB copy buffers across requests.

@@ -355,3 +355,69 @@ func TestParentSegmentsRefused(t *testing.T) {
 		})
 	}
 }
+
+// routeWith adds a route like cfgBuilder.Route or PublicRoute (allow empty)
+// with extra YAML lines (each "key: value", flow mappings for nested
+// values).
+func routeWith(b *cfgBuilder, name, path, upstream string, allow []string, extra ...string) *cfgBuilder {
+	if len(allow) == 0 {
+		b.PublicRoute(name, path, upstream)
+	} else {
+		b.Route(name, path, upstream, allow...)
+	}
+	last := &b.routes[len(b.routes)-1]
+	for _, l := range extra {
+		*last += "    " + l + "\n"
+	}
+	return b
+}
+
+// TestPublicRateLimitKeysOnClientBehindTrustedProxy: behind a trusted load
+// balancer every connection comes from the balancer, so a public route's
+// per-identity limit must key on the client address the balancer reports
+// (the rightmost X-Forwarded-For entry that is not itself a trusted
+// proxy), not on the balancer's. From an untrusted peer, X-Forwarded-For
+// must not buy a fresh bucket.
+func TestPublicRateLimitKeysOnClientBehindTrustedProxy(t *testing.T) {
+	model := newWireUpstream(t)
+	limit := `rate_limit: { per_identity: "1/m", burst: 1 }`
+	start := func(server ...string) *testGateway {
+		return startGateway(t, routeWith(newConfig().Server(server...).Upstream("model", model.URL+"/score", upstreamKeyAuth),
+			"open", "/open", "model", nil, limit))
+	}
+	send := func(g *testGateway, xff string) int {
+		t.Helper()
+		var lines []string
+		if xff != "" {
+			lines = append(lines, "X-Forwarded-For: "+xff)
+		}
+		return rawSend(t, g.Addr, "GET", "/open/x", lines...).status
+	}
+	t.Run("trusted proxy", func(t *testing.T) {
+		g := start("trusted_proxies: [127.0.0.1, 10.0.0.0/8]")
+		for _, step := range []struct {
+			xff  string
+			want int
+		}{
+			{"198.51.100.1", 200},
+			{"198.51.100.2", 200},              // another client: its own bucket
+			{"198.51.100.1", 429},              // the first client again
+			{"203.0.113.7, 10.1.2.3", 200},     // a second trusted hop is skipped
+			{"203.0.113.7", 429},               // ... so this is the same client
+			{"198.51.100.1, 203.0.113.8", 200}, // the client may prepend anything; the nearest untrusted entry counts
+		} {
+			if got := send(g, step.xff); got != step.want {
+				t.Errorf("X-Forwarded-For %q: status %d, want %d", step.xff, got, step.want)
+			}
+		}
+	})
+	t.Run("untrusted peer", func(t *testing.T) {
+		g := start()
+		if got := send(g, "198.51.100.1"); got != 200 {
+			t.Fatalf("first request: %d", got)
+		}
+		if got := send(g, "198.51.100.2"); got != 429 {
+			t.Errorf("spoofed X-Forwarded-For from an untrusted peer: status %d, want 429 (one bucket per peer)", got)
+		}
+	})
+}
