@@ -305,7 +305,9 @@ func (c *credential) judge(ctx context.Context, r rule) outcome {
 	switch {
 	case r.token != nil:
 		return outcome{verdict: wrongKind, reason: ReasonTokenRuleNeedJWT, detail: "the credential is an API key, not a token"}
-	case c.keyIsExpired && c.key.set == r.keySet:
+	case c.keyIsExpired:
+		// Whatever set the rule names, the key itself is the reason: the
+		// trace says what the decision says.
 		return outcome{verdict: keyExpired, reason: ReasonKeyExpired}
 	case !c.keyOK:
 		return outcome{verdict: keyUnknown, reason: ReasonUnknownKey, detail: "no key set holds this key"}
