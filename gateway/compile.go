@@ -5,8 +5,10 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"reflect"
+	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/modelgate/modelgate/config"
@@ -58,11 +60,16 @@ func Compile(cfg *config.Config, deps Deps, o CompileOptions) (*Snapshot, error)
 	if err := errors.Join(c.errs...); err != nil {
 		return nil, cfg.Locate(err)
 	}
+	c.warnings()
+	if len(c.warns) > 0 {
+		c.snap.Warnings = problem.Flatten(cfg.Locate(errors.Join(c.warns...)))
+	}
 	c.snap.Handler = proxy.New(proxy.Options{
 		Routes:          c.snap.Routes,
 		Transport:       deps.Transport,
 		MaxBodyBytes:    int64(cfg.Server.MaxBodyBytes),
 		BufferBodyBytes: int64(cfg.Server.BufferBodyBytes),
+		ReadBodyTimeout: cfg.Server.ReadBodyTimeout.D(),
 		TrustedProxies:  cfg.Server.TrustedPrefixes,
 		Logger:          deps.Logger,
 		Audit:           deps.Audit,
@@ -73,11 +80,12 @@ func Compile(cfg *config.Config, deps Deps, o CompileOptions) (*Snapshot, error)
 
 // compiler holds one Compile call's state.
 type compiler struct {
-	cfg  *config.Config
-	deps Deps
-	prev *Snapshot
-	snap *Snapshot
-	errs []error
+	cfg   *config.Config
+	deps  Deps
+	prev  *Snapshot
+	snap  *Snapshot
+	errs  []error
+	warns []error
 	// azure holds the gateway's Azure identities built so far, shared
 	// between the upstreams that name them (azidentity caches tokens per
 	// credential).
@@ -417,4 +425,51 @@ func (c *compiler) reuse(key string, settings any) *part {
 // later snapshot takes it over, stops it.
 func (c *compiler) own(key string, settings, value any, start func(context.Context), stop func()) {
 	c.snap.parts[key] = &part{settings: settings, value: value, start: start, stop: stop, owner: c.snap}
+}
+
+// warnings notes settings that are valid but likely not what was meant:
+// `gateway check` prints them and serve logs them; neither fails.
+func (c *compiler) warnings() {
+	for i, r := range c.cfg.Routes {
+		for j, a := range r.Allow {
+			if a.IdentityProvider == "" {
+				continue
+			}
+			if !a.Roles.IsSet() && !a.Scopes.IsSet() && !a.Groups.IsSet() && !a.Users.IsSet() && !a.Apps.IsSet() && !a.Tenants.IsSet() {
+				c.warns = append(c.warns, problem.At(fmt.Sprintf("routes[%d].allow[%d]", i, j),
+					"warning: admits every caller the identity provider %s vouches for (the whole tenant), with no role, scope, group, user or app condition", a.IdentityProvider))
+			}
+		}
+	}
+	for _, name := range sortedNames(c.cfg.Upstreams) {
+		u := c.cfg.Upstreams[name]
+		if u.Parsed == nil || u.Parsed.Scheme != "http" || u.Auth.Type == config.AuthNone || privateHost(u.Parsed.Hostname()) {
+			continue
+		}
+		what := "token"
+		if u.Auth.Type == config.AuthKey || u.Auth.Type == config.AuthAMLKeys {
+			what = "key"
+		}
+		c.warns = append(c.warns, problem.At("upstreams."+name+".url",
+			"warning: the upstream's %s is sent over plain http to %s, which is not a private address: anyone on the path can read it; use https", what, u.Parsed.Hostname()))
+	}
+}
+
+// privateHost reports whether host is loopback, a private or link-local
+// address, or a name that only resolves inside a cluster or network
+// (a single label, .svc, .cluster.local, .internal, .local).
+func privateHost(host string) bool {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast()
+	}
+	h := strings.ToLower(strings.TrimSuffix(host, "."))
+	if h == "localhost" || !strings.Contains(h, ".") {
+		return true
+	}
+	for _, suffix := range []string{".svc", ".cluster.local", ".internal", ".local", ".localdomain"} {
+		if strings.HasSuffix(h, suffix) {
+			return true
+		}
+	}
+	return false
 }

@@ -75,6 +75,10 @@ type Snapshot struct {
 	Config  *config.Config
 	Handler *proxy.Handler
 	Routes  []*proxy.Route
+	// Warnings are settings that are valid but likely not meant (a rule
+	// that admits a whole tenant, a key sent in clear text), located at
+	// file:line like errors. check prints them; serve logs them.
+	Warnings []error
 
 	providers map[string]*idp.Provider            // by provider name
 	sources   map[string]credential.ManagedSource // by upstream name

@@ -42,6 +42,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 		return exitError(1)
 	}
 	defer snap.Close()
+	for _, w := range snap.Warnings {
+		fmt.Fprintln(stderr, w)
+	}
 	fmt.Fprintf(stdout, "%s: OK (listen %s, admin %s)\n\n", *path, cfg.Server.Listen, cfg.Admin.Listen)
 	printRoutes(stdout, cfg)
 	return nil

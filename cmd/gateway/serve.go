@@ -24,11 +24,33 @@ import (
 var version = ""
 
 func versionString() string {
-	v := version
-	if v == "" {
-		v = "devel"
-		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v = bi.Main.Version
+	mainVersion, settings := "", map[string]string{}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		mainVersion = bi.Main.Version
+		for _, s := range bi.Settings {
+			settings[s.Key] = s.Value
+		}
+	}
+	return versionFrom(version, mainVersion, settings)
+}
+
+// versionFrom picks the version to report: the one stamped with -ldflags
+// "-X main.version=...", else the module version (go install ...@v1.2.3),
+// else "devel+" the git commit the binary was built from (go build
+// -buildvcs, on by default in a checkout), "-dirty" when it had local
+// changes.
+func versionFrom(stamped, mainVersion string, vcs map[string]string) string {
+	switch {
+	case stamped != "":
+		return "modelgate " + stamped
+	case mainVersion != "" && mainVersion != "(devel)":
+		return "modelgate " + mainVersion
+	}
+	v := "devel"
+	if rev := vcs["vcs.revision"]; rev != "" {
+		v += "+" + rev[:min(12, len(rev))]
+		if vcs["vcs.modified"] == "true" {
+			v += "-dirty"
 		}
 	}
 	return "modelgate " + v
@@ -92,6 +114,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		fmt.Fprintf(stderr, "gateway: the configuration has errors:\n%v\n", err)
 		return exitError(1)
+	}
+	for _, w := range snap.Warnings {
+		log.Warn("configuration warning", slog.String("warning", w.Error()))
 	}
 	snap.Start(ctx)
 	srv := gateway.NewServer(snap, load, deps)

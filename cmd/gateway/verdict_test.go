@@ -183,3 +183,51 @@ func problemLines(out, file string) []string {
 	slices.Sort(lines)
 	return lines
 }
+
+// TestCheckWarns: check warns, without failing, about a rule that admits a
+// whole tenant with no condition and about an upstream credential sent over
+// plain http to a host that is not private (issue 10, item 18); serve logs
+// the same warnings.
+func TestCheckWarns(t *testing.T) {
+	t.Setenv("VERDICT_KEY", "verdict-upstream-key-0123456789")
+	y := strings.Replace(verdictBase, "url: http://127.0.0.1:1/score", "url: http://fraud-1234.westeurope.azurecontainer.io/score", 1)
+	y = strings.Replace(y, "upstreams:\n", `identity_providers:
+  corp:
+    type: azure_ad
+    tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+    audiences: [api://scoring]
+upstreams:
+  private:
+    url: http://10.0.0.4/score
+    auth: { type: key, key: "${VERDICT_KEY}" }
+  cluster:
+    url: http://churn.models.svc.cluster.local/score
+    auth: { type: key, key: "${VERDICT_KEY}" }
+`, 1)
+	y = strings.Replace(y, "      - key_set: partners\n", "      - key_set: partners\n      - identity_provider: corp\n      - identity_provider: corp\n        roles: [Score.Invoke]\n", 1)
+	file := filepath.Join(t.TempDir(), "warn.yaml")
+	if err := os.WriteFile(file, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runVerdict(t, "check", file)
+	if err != nil {
+		t.Fatalf("check failed on warnings only: %v\n%s", err, out)
+	}
+	want := []string{
+		`routes[0].allow[1]: warning: admits every caller the identity provider corp vouches for (the whole tenant), with no role, scope, group, user or app condition`,
+		`upstreams.fraud.url: warning: the upstream's key is sent over plain http to fraud-1234.westeurope.azurecontainer.io, which is not a private address`,
+	}
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("check output lacks %q:\n%s", w, out)
+		}
+	}
+	for _, not := range []string{"allow[2]", "upstreams.private", "upstreams.cluster"} {
+		if strings.Contains(out, not) {
+			t.Errorf("check warns about %s, which is fine:\n%s", not, out)
+		}
+	}
+	if n := strings.Count(out, "warning:"); n != len(want) {
+		t.Errorf("%d warnings, want %d:\n%s", n, len(want), out)
+	}
+}
