@@ -125,10 +125,11 @@ func TestReadinessPerRoute(t *testing.T) {
 	}
 	t.Cleanup(strict.Close)
 	ssrv := NewServer(strict, nil, deps)
-	time.Sleep(200 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && len(strict.Readiness().Starting) > 0; time.Sleep(20 * time.Millisecond) {
+	}
 	rec := httptest.NewRecorder()
 	ssrv.AdminHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))
-	if rec.Code != http.StatusServiceUnavailable {
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), `"ready": false`) {
 		t.Errorf("strict /readyz = %d, want 503 while a component is not ready: %s", rec.Code, rec.Body)
 	}
 }
