@@ -83,6 +83,15 @@ type Server struct {
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// Upstream holds the shared upstream transport's settings.
 	Upstream UpstreamTransport `yaml:"upstream"`
+	// CredentialHeaders are the request headers a caller's credential may
+	// arrive in, tried in this order; the first one present is the one
+	// checked. Allowed: Authorization ("Bearer <key or token>"), api-key
+	// (the raw key or token, as the Azure OpenAI and AI Foundry SDKs send
+	// it; "Bearer x" there is refused as malformed) and
+	// Ocp-Apim-Subscription-Key (raw, as API Management clients send it).
+	// Default [Authorization]. Whatever is listed, all three are removed
+	// from every request before it goes upstream.
+	CredentialHeaders []string `yaml:"credential_headers"`
 
 	// TrustedPrefixes is TrustedProxies parsed.
 	TrustedPrefixes []netip.Prefix `yaml:"-"`
@@ -197,8 +206,93 @@ type Upstream struct {
 	// Auth is the credential the upstream expects.
 	Auth Auth `yaml:"auth"`
 
+	// Backends, instead of url and auth, make the upstream a pool: several
+	// deployments of the same model (two regions, an ACI service beside its
+	// managed online endpoint), each with its own url, headers, credential,
+	// priority and weight. See README, "Several backends behind one route".
+	Backends []*Backend `yaml:"backends"`
+	// Retry says when a request is tried again on another backend.
+	Retry *Retry `yaml:"retry"`
+	// CircuitBreaker says when a failing backend is skipped, and for how long.
+	CircuitBreaker *CircuitBreaker `yaml:"circuit_breaker"`
+	// HealthCheck, when set, probes each backend actively; without it the
+	// breaker is passive only.
+	HealthCheck *HealthCheck `yaml:"health_check"`
+	// Mirror sends a copy of some requests to another backend (shadow
+	// traffic); its answers are read and dropped.
+	Mirror *Mirror `yaml:"mirror"`
+
 	// Parsed is URL parsed.
 	Parsed *url.URL `yaml:"-"`
+}
+
+// Backend is one deployment in an upstream's pool.
+type Backend struct {
+	// Name identifies the backend in logs, audit lines and metrics.
+	Name string `yaml:"name"`
+	// URL, Headers, IdentityHeaders and Auth are as for a single upstream.
+	URL             string            `yaml:"url"`
+	Headers         map[string]string `yaml:"headers"`
+	IdentityHeaders map[string]string `yaml:"identity_headers"`
+	Auth            Auth              `yaml:"auth"`
+	// Priority: lower is preferred; a priority is used only while every
+	// backend of a lower number is unavailable. Default 1.
+	Priority *int `yaml:"priority"`
+	// Weight is the backend's share inside its priority (smooth weighted
+	// round robin). 0 takes no normal traffic (a mirror target, a cold
+	// standby). Default 1.
+	Weight *int `yaml:"weight"`
+
+	// Parsed is URL parsed.
+	Parsed *url.URL `yaml:"-"`
+}
+
+// Retry configures tries on another backend. A request is retried only
+// before any byte of the answer reached the client, and only when its body
+// was buffered (buffer_body_bytes).
+type Retry struct {
+	// Attempts is the number of tries in total. Default 2 with more than
+	// one backend, 1 otherwise.
+	Attempts int `yaml:"attempts"`
+	// On lists what is retried: connect_error, credential_unavailable,
+	// timeout, 429, 500, 502, 503, 504 (numbers or strings). Default
+	// [connect_error, credential_unavailable, 429, 503].
+	On []string `yaml:"on"`
+	// PerTryTimeout bounds one try; 0 (default) means none (a model may
+	// think for minutes).
+	PerTryTimeout Duration `yaml:"per_try_timeout"`
+}
+
+// CircuitBreaker configures when a backend is skipped.
+type CircuitBreaker struct {
+	// ConsecutiveFailures (of the retry.on conditions) open a backend.
+	// Default 5.
+	ConsecutiveFailures int `yaml:"consecutive_failures"`
+	// OpenFor is how long an open backend is skipped. Default 30s.
+	OpenFor Duration `yaml:"open_for"`
+	// MaxOpenFor caps a backend's Retry-After. Default 10m.
+	MaxOpenFor Duration `yaml:"max_open_for"`
+}
+
+// HealthCheck configures active probes.
+type HealthCheck struct {
+	// Path is appended to each backend's url for a GET with its credential.
+	Path string `yaml:"path"`
+	// Interval between probes. Default 10s.
+	Interval Duration `yaml:"interval"`
+	// Timeout of one probe. Default 2s.
+	Timeout Duration `yaml:"timeout"`
+	// HealthyStatus lists the statuses that mean up. Default [200].
+	HealthyStatus []int `yaml:"healthy_status"`
+}
+
+// Mirror configures shadow traffic.
+type Mirror struct {
+	// Backend is a backend of this pool (usually with weight 0), or the name
+	// of another upstream.
+	Backend string `yaml:"backend"`
+	// Percent of requests copied, 0-100.
+	Percent float64 `yaml:"percent"`
 }
 
 // Auth types for upstreams.
@@ -337,6 +431,40 @@ type Route struct {
 	Allow []*AllowRule `yaml:"allow"`
 	// RateLimit bounds request rates on this route.
 	RateLimit *RateLimit `yaml:"rate_limit"`
+	// CORS lets browser apps on other origins call this route. Without it,
+	// a preflight OPTIONS is treated like any other request (it needs a
+	// credential, and is forwarded once admitted).
+	CORS *CORS `yaml:"cors"`
+}
+
+// CORS answers a route's CORS preflights at the gateway and labels its
+// answers for the allowed origins (the Fetch standard's CORS protocol).
+//
+// A preflight (OPTIONS with Origin and Access-Control-Request-Method) is
+// answered by the gateway, 204 for an allowed origin and 403 otherwise,
+// without a credential and without reaching the upstream; the actual
+// request still needs its credential. The gateway never sends
+// Access-Control-Allow-Credentials: a credential travels only in the
+// credential headers, which a page's script sets itself, never in a cookie
+// (Cookie is removed before forwarding), so no route admits cookies and
+// browsers attach none.
+type CORS struct {
+	// AllowOrigins are exact origins ("https://app.contoso.com", scheme,
+	// host and port only, no path), or "*" alone for any origin. "*" is
+	// safe here only because no route admits cookies (see above): any
+	// page may call the route, but it must hold a key or token to pass.
+	AllowOrigins []string `yaml:"allow_origins"`
+	// AllowHeaders are the request headers a page may send besides the
+	// credential headers (server.credential_headers, always allowed).
+	// Default [Content-Type].
+	AllowHeaders []string `yaml:"allow_headers"`
+	// ExposeHeaders are answer headers a page's script may read besides the
+	// CORS-safelisted ones. Default [X-Request-Id, Retry-After].
+	ExposeHeaders []string `yaml:"expose_headers"`
+	// MaxAge is how long a browser may cache a preflight's answer.
+	// Default 0: not sent (browsers then cache it for 5 s); browsers cap it
+	// (Chromium at 2h).
+	MaxAge Duration `yaml:"max_age"`
 }
 
 // AllowRule admits a caller by key set or by identity provider and claims.

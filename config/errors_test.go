@@ -173,7 +173,7 @@ func errorRows() []errRow {
 		{name: "list for a struct", yaml: top("server: [listen]\n"), want: "gw.yaml:1: server: expected a mapping of fields, got a list"},
 		{name: "merge key in a struct", yaml: top("server: &s\n  idle_timeout: 5s\nadmin:\n  <<: *s\n"), want: "gw.yaml:4: admin: YAML merge keys (<<) are not supported: write the fields out"},
 		{name: "field twice", yaml: top("server:\n  listen: \":1\"\n  listen: \":2\"\n"), want: "gw.yaml:3: server.listen: field appears twice: keep one"},
-		{name: "unknown field with suggestion", yaml: top("server:\n  lisen: \":80\"\n"), want: `gw.yaml:2: server.lisen: unknown field "lisen"; did you mean "listen"? (known fields: buffer_body_bytes, idle_timeout, listen,`},
+		{name: "unknown field with suggestion", yaml: top("server:\n  lisen: \":80\"\n"), want: `gw.yaml:2: server.lisen: unknown field "lisen"; did you mean "listen"? (known fields: buffer_body_bytes, credential_headers, idle_timeout, listen,`},
 		{name: "unknown top-level field", yaml: top("colour: blue\n"), want: `gw.yaml:1: colour: unknown field "colour" (known fields: admin, credentials, identity_providers, key_sets, log, routes, server, upstreams)`},
 
 		// decode.go: decodeMap.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"path"
 	"regexp"
 	"slices"
@@ -107,6 +108,7 @@ func (v *validator) server() {
 	} else if s.Upstream.MaxIdleConnsPerHost < 0 {
 		v.errAt("server.upstream.max_idle_conns_per_host", "must be positive")
 	}
+	v.credentialHeaders()
 	for i, raw := range s.TrustedProxies {
 		p := fmt.Sprintf("server.trusted_proxies[%d]", i)
 		if pfx, err := netip.ParsePrefix(raw); err == nil {
@@ -274,47 +276,99 @@ func (v *validator) upstreams() {
 			v.errAt(p, "empty upstream: set url and auth")
 			continue
 		}
-		if u.URL == "" {
-			v.errAt(p+".url", "missing: the scoring URI (for example http://fraud-1234.westeurope.azurecontainer.io)")
-		} else if pu, err := httpx.UpstreamURL(u.URL); err != nil {
-			v.errAt(p+".url", "%v", err)
-		} else {
-			u.Parsed = pu
+		if len(u.Backends) > 0 {
+			v.pool(p, u)
+			continue
 		}
-		for _, h := range sortedKeys(u.Headers) {
-			hp := p + ".headers." + h
-			switch {
-			case !httpx.ValidHeaderName(h):
-				v.errAt(hp, "%q is not a valid header name", h)
-			case httpx.IsHopByHop(h):
-				v.errAt(hp, "%s is a hop-by-hop header and cannot be forwarded", http.CanonicalHeaderKey(h))
-			case strings.EqualFold(h, "Authorization"):
-				v.errAt(hp, "the upstream's Authorization comes from auth: configure the credential there")
-			case strings.EqualFold(h, "Host"):
-				v.errAt(hp, "Host is set from the upstream url")
-			case !httpx.ValidHeaderValue(u.Headers[h]):
-				v.errAt(hp, "value contains control characters")
+		u.Parsed = v.endpoint(p, u.URL, u.Headers, u.IdentityHeaders, &u.Auth)
+		for _, f := range []struct {
+			field string
+			set   bool
+		}{{"retry", u.Retry != nil}, {"circuit_breaker", u.CircuitBreaker != nil}, {"health_check", u.HealthCheck != nil}, {"mirror", u.Mirror != nil}} {
+			if f.set {
+				v.errAt(p+"."+f.field, "applies to a pool: list backends instead of url and auth, or remove it")
 			}
 		}
-		seen := map[string]bool{}
-		for _, k := range sortedKeys(u.IdentityHeaders) {
-			hp := p + ".identity_headers." + k
-			h := u.IdentityHeaders[k]
-			switch {
-			case !identityHeaderKeys[k]:
-				v.errAt(hp, "%q is not an identity field: use key_id, oid, tid, appid, sub, provider or method", k)
-			case !httpx.ValidHeaderName(h) || httpx.IsHopByHop(h) || strings.EqualFold(h, "Authorization") || strings.EqualFold(h, "Host"):
-				v.errAt(hp, "%q cannot be used as an identity header name", h)
-			case seen[http.CanonicalHeaderKey(h)]:
-				v.errAt(hp, "header %s is used twice", h)
-			}
-			seen[http.CanonicalHeaderKey(h)] = true
-			if slices.ContainsFunc(sortedKeys(u.Headers), func(k string) bool { return strings.EqualFold(k, h) }) {
-				v.errAt(hp, "header %s is also in headers: pick one", h)
-			}
-		}
-		v.auth(p+".auth", &u.Auth)
 	}
+}
+
+// pool checks an upstream with backends: each backend as an upstream of
+// its own, names, and the mirror's reference. Priorities, weights and the
+// retry, breaker and health-check settings are validated where they are
+// used (package pool).
+func (v *validator) pool(p string, u *Upstream) {
+	if u.URL != "" || u.Headers != nil || u.IdentityHeaders != nil || u.Auth.Type != "" {
+		v.errAt(p, "an upstream has url and auth, or backends (each with its own url and auth), not both")
+	}
+	names := map[string]bool{}
+	for i, b := range u.Backends {
+		bp := fmt.Sprintf("%s.backends[%d]", p, i)
+		if b == nil {
+			v.errAt(bp, "empty backend: give it a name, url and auth")
+			continue
+		}
+		if b.Name == "" {
+			v.errAt(bp+".name", "missing: every backend needs a name (it appears in logs and metrics)")
+		} else {
+			v.name(bp+".name", "backend", b.Name)
+			if names[b.Name] {
+				v.errAt(bp+".name", "backend name %q is used twice in this upstream", b.Name)
+			}
+			names[b.Name] = true
+		}
+		b.Parsed = v.endpoint(bp, b.URL, b.Headers, b.IdentityHeaders, &b.Auth)
+	}
+	if m := u.Mirror; m != nil && m.Backend != "" && !names[m.Backend] {
+		if _, ok := v.cfg.Upstreams[m.Backend]; !ok {
+			v.errAt(p+".mirror.backend", "%q is neither a backend of this upstream nor another upstream", m.Backend)
+		}
+	}
+}
+
+// endpoint checks one place requests go: url, headers, identity headers and
+// auth, at path p; it returns the parsed url.
+func (v *validator) endpoint(p, rawURL string, headers, identityHeaders map[string]string, auth *Auth) (parsed *url.URL) {
+	if rawURL == "" {
+		v.errAt(p+".url", "missing: the scoring URI (for example http://fraud-1234.westeurope.azurecontainer.io)")
+	} else if pu, err := httpx.UpstreamURL(rawURL); err != nil {
+		v.errAt(p+".url", "%v", err)
+	} else {
+		parsed = pu
+	}
+	for _, h := range sortedKeys(headers) {
+		hp := p + ".headers." + h
+		switch {
+		case !httpx.ValidHeaderName(h):
+			v.errAt(hp, "%q is not a valid header name", h)
+		case httpx.IsHopByHop(h):
+			v.errAt(hp, "%s is a hop-by-hop header and cannot be forwarded", http.CanonicalHeaderKey(h))
+		case strings.EqualFold(h, "Authorization"):
+			v.errAt(hp, "the upstream's Authorization comes from auth: configure the credential there")
+		case strings.EqualFold(h, "Host"):
+			v.errAt(hp, "Host is set from the upstream url")
+		case !httpx.ValidHeaderValue(headers[h]):
+			v.errAt(hp, "value contains control characters")
+		}
+	}
+	seen := map[string]bool{}
+	for _, k := range sortedKeys(identityHeaders) {
+		hp := p + ".identity_headers." + k
+		h := identityHeaders[k]
+		switch {
+		case !identityHeaderKeys[k]:
+			v.errAt(hp, "%q is not an identity field: use key_id, oid, tid, appid, sub, provider or method", k)
+		case !httpx.ValidHeaderName(h) || httpx.IsHopByHop(h) || strings.EqualFold(h, "Authorization") || strings.EqualFold(h, "Host"):
+			v.errAt(hp, "%q cannot be used as an identity header name", h)
+		case seen[http.CanonicalHeaderKey(h)]:
+			v.errAt(hp, "header %s is used twice", h)
+		}
+		seen[http.CanonicalHeaderKey(h)] = true
+		if slices.ContainsFunc(sortedKeys(headers), func(k string) bool { return strings.EqualFold(k, h) }) {
+			v.errAt(hp, "header %s is also in headers: pick one", h)
+		}
+	}
+	v.auth(p+".auth", auth)
+	return parsed
 }
 
 func (v *validator) auth(p string, a *Auth) {
@@ -441,6 +495,83 @@ func (v *validator) routes() {
 		for j, a := range r.Allow {
 			v.allowRule(fmt.Sprintf("%s.allow[%d]", p, j), a)
 		}
+		if r.CORS != nil {
+			v.cors(p+".cors", r.CORS)
+		}
+	}
+}
+
+// CredentialHeaderNames are the headers server.credential_headers may list,
+// in canonical form.
+var CredentialHeaderNames = []string{"Authorization", "Api-Key", "Ocp-Apim-Subscription-Key"}
+
+// credentialHeaders checks server.credential_headers, puts each in
+// canonical form and defaults it to [Authorization].
+func (v *validator) credentialHeaders() {
+	s := &v.cfg.Server
+	if len(s.CredentialHeaders) == 0 {
+		s.CredentialHeaders = []string{"Authorization"}
+		return
+	}
+	seen := map[string]bool{}
+	for i, h := range s.CredentialHeaders {
+		p := fmt.Sprintf("server.credential_headers[%d]", i)
+		c := http.CanonicalHeaderKey(h)
+		if !slices.Contains(CredentialHeaderNames, c) {
+			v.errAt(p, "%q is not a credential header: write Authorization, api-key or Ocp-Apim-Subscription-Key", h)
+			continue
+		}
+		if seen[c] {
+			v.errAt(p, "%s is listed twice", c)
+		}
+		seen[c] = true
+		s.CredentialHeaders[i] = c
+	}
+}
+
+var headerNamePattern = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+// cors checks a route's cors section and fills its defaults.
+func (v *validator) cors(p string, c *CORS) {
+	if len(c.AllowOrigins) == 0 {
+		v.errAt(p+".allow_origins", "missing: list the origins allowed to call this route (https://app.contoso.com), or \"*\" for any")
+	}
+	for i, o := range c.AllowOrigins {
+		op := fmt.Sprintf("%s.allow_origins[%d]", p, i)
+		if o == "*" {
+			if len(c.AllowOrigins) > 1 {
+				v.errAt(op, "\"*\" allows every origin: list it alone, or list exact origins only")
+			}
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
+			u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(o, "?") || strings.HasSuffix(o, "#") {
+			v.errAt(op, "%q is not an origin: write scheme://host[:port] with no path, such as https://app.contoso.com", o)
+			continue
+		}
+		if lo := strings.ToLower(o); lo != o {
+			v.errAt(op, "%q: write the origin in lower case, as browsers send it (%s)", o, lo)
+		}
+	}
+	if c.AllowHeaders == nil {
+		c.AllowHeaders = []string{"Content-Type"}
+	}
+	if c.ExposeHeaders == nil {
+		c.ExposeHeaders = []string{"X-Request-Id", "Retry-After"}
+	}
+	for i, h := range c.AllowHeaders {
+		if !headerNamePattern.MatchString(h) {
+			v.errAt(fmt.Sprintf("%s.allow_headers[%d]", p, i), "%q is not a header name", h)
+		}
+	}
+	for i, h := range c.ExposeHeaders {
+		if !headerNamePattern.MatchString(h) {
+			v.errAt(fmt.Sprintf("%s.expose_headers[%d]", p, i), "%q is not a header name", h)
+		}
+	}
+	if c.MaxAge < 0 {
+		v.errAt(p+".max_age", "must not be negative")
 	}
 }
 

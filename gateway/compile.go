@@ -65,15 +65,16 @@ func Compile(cfg *config.Config, deps Deps, o CompileOptions) (*Snapshot, error)
 		c.snap.Warnings = problem.Flatten(cfg.Locate(errors.Join(c.warns...)))
 	}
 	c.snap.Handler = proxy.New(proxy.Options{
-		Routes:          c.snap.Routes,
-		Transport:       deps.Transport,
-		MaxBodyBytes:    int64(cfg.Server.MaxBodyBytes),
-		BufferBodyBytes: int64(cfg.Server.BufferBodyBytes),
-		ReadBodyTimeout: cfg.Server.ReadBodyTimeout.D(),
-		TrustedProxies:  cfg.Server.TrustedPrefixes,
-		Logger:          deps.Logger,
-		Audit:           deps.Audit,
-		Now:             deps.Now,
+		Routes:            c.snap.Routes,
+		Transport:         deps.Transport,
+		MaxBodyBytes:      int64(cfg.Server.MaxBodyBytes),
+		BufferBodyBytes:   int64(cfg.Server.BufferBodyBytes),
+		ReadBodyTimeout:   cfg.Server.ReadBodyTimeout.D(),
+		TrustedProxies:    cfg.Server.TrustedPrefixes,
+		CredentialHeaders: cfg.Server.CredentialHeaders,
+		Logger:            deps.Logger,
+		Audit:             deps.Audit,
+		Now:               deps.Now,
 	})
 	return c.snap, nil
 }
@@ -314,6 +315,9 @@ func (c *compiler) routes(keys *policy.KeyIndex, upstreams map[string]*proxy.Ups
 			pol = policy.New(keys, rules)
 		}
 		route := &proxy.Route{Name: r.Name, Host: r.Host, Prefix: r.Path, Upstream: upstreams[r.Upstream], Policy: pol}
+		if cc := r.CORS; cc != nil {
+			route.CORS = &proxy.CORS{AllowOrigins: cc.AllowOrigins, AllowHeaders: cc.AllowHeaders, ExposeHeaders: cc.ExposeHeaders, MaxAge: cc.MaxAge.D()}
+		}
 		if c.deps.Metrics != nil {
 			route.Metrics = c.deps.Metrics.Route(r.Name)
 		}

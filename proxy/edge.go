@@ -3,7 +3,10 @@ package proxy
 import (
 	"net/http"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Early refusals at the edge: requests the gateway answers itself, before
@@ -104,4 +107,163 @@ func (h *Handler) isTrusted(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// CodeCORSOriginNotAllowed answers a preflight from an origin the route's
+// CORS settings do not list (403).
+const CodeCORSOriginNotAllowed = "cors_origin_not_allowed"
+
+// CORS lets browser pages on other origins call a route (the Fetch
+// standard's CORS protocol). The gateway answers preflights itself,
+// without a credential and without the upstream; the actual request still
+// needs its credential. It never sends Access-Control-Allow-Credentials:
+// credentials travel only in the credential headers, never in cookies.
+type CORS struct {
+	// AllowOrigins are exact origins (lower case, scheme://host[:port]), or
+	// "*" alone for any.
+	AllowOrigins []string
+	// AllowHeaders are request headers a page may send; the credential
+	// headers (Options.CredentialHeaders) are always added.
+	AllowHeaders []string
+	// ExposeHeaders are answer headers a page's script may read.
+	ExposeHeaders []string
+	// MaxAge is how long a browser may cache a preflight; 0 sends none.
+	MaxAge time.Duration
+}
+
+// corsPolicy is a CORS compiled once: header values ready to set.
+type corsPolicy struct {
+	any          bool
+	origins      map[string]struct{}
+	allowHeaders []string
+	expose       []string
+	maxAge       []string
+}
+
+// corsMethods is a preflight's Access-Control-Allow-Methods: what the
+// gateway forwards (TRACE, TRACK and CONNECT never; browsers refuse them
+// anyway).
+var corsMethods = []string{"GET, HEAD, POST, PUT, PATCH, DELETE"}
+
+var varyOrigin = []string{"Origin"}
+
+func compileCORS(c *CORS, credHeaders []string) *corsPolicy {
+	if c == nil {
+		return nil
+	}
+	p := &corsPolicy{origins: map[string]struct{}{}}
+	for _, o := range c.AllowOrigins {
+		if o == "*" {
+			p.any = true
+		}
+		p.origins[o] = struct{}{}
+	}
+	allow := slices.Clone(credHeaders)
+	for _, h := range c.AllowHeaders {
+		if !slices.ContainsFunc(allow, func(s string) bool { return strings.EqualFold(s, h) }) {
+			allow = append(allow, h)
+		}
+	}
+	p.allowHeaders = []string{strings.Join(allow, ", ")}
+	if len(c.ExposeHeaders) > 0 {
+		p.expose = []string{strings.Join(c.ExposeHeaders, ", ")}
+	}
+	if s := int64(c.MaxAge / time.Second); s > 0 {
+		p.maxAge = []string{strconv.FormatInt(s, 10)}
+	}
+	return p
+}
+
+// allowOrigin returns the Access-Control-Allow-Origin value for origin, or
+// "" when origin may not call the route.
+func (p *corsPolicy) allowOrigin(origin string) string {
+	if p.any {
+		return "*"
+	}
+	if _, ok := p.origins[origin]; ok {
+		return origin
+	}
+	return ""
+}
+
+// cors applies route's CORS settings. It reports whether it answered the
+// request (a preflight). For any other request from an allowed origin it
+// labels the answer — the gateway's own refusals too, so a page can read
+// why it was refused.
+func (h *Handler) cors(w http.ResponseWriter, r *http.Request, st *reqState, p *corsPolicy) bool {
+	origin := r.Header["Origin"]
+	if len(origin) == 0 {
+		return false
+	}
+	allowed := p.allowOrigin(origin[0])
+	preflight := r.Method == http.MethodOptions && len(r.Header["Access-Control-Request-Method"]) > 0
+	hdr := w.Header()
+	if !p.any {
+		hdr["Vary"] = varyOrigin
+	}
+	if allowed == "" {
+		if !preflight {
+			return false // no CORS headers: the browser withholds the answer
+		}
+		st.errCode = CodeCORSOriginNotAllowed
+		WriteError(w, http.StatusForbidden, CodeCORSOriginNotAllowed,
+			"this origin may not call this route from a browser: ask the operators to add it to the route's cors.allow_origins")
+		return true
+	}
+	hdr["Access-Control-Allow-Origin"] = []string{allowed}
+	if !preflight {
+		if p.expose != nil {
+			hdr["Access-Control-Expose-Headers"] = p.expose
+		}
+		return false
+	}
+	st.rule = "cors_preflight"
+	hdr["Access-Control-Allow-Methods"] = corsMethods
+	hdr["Access-Control-Allow-Headers"] = p.allowHeaders
+	if p.maxAge != nil {
+		hdr["Access-Control-Max-Age"] = p.maxAge
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return true
+}
+
+// corsResponseHeaders are the upstream's own CORS answer headers, dropped
+// on routes where the gateway sets them (two Access-Control-Allow-Origin
+// values make a browser refuse the answer).
+var corsResponseHeaders = []string{
+	"Access-Control-Allow-Origin", "Access-Control-Allow-Credentials", "Access-Control-Expose-Headers",
+	"Access-Control-Allow-Methods", "Access-Control-Allow-Headers", "Access-Control-Max-Age",
+}
+
+// modifyResponse is the ReverseProxy's ModifyResponse.
+func modifyResponse(res *http.Response) error {
+	if st := stateFrom(res.Request.Context()); st != nil && st.route != nil && st.route.cors != nil {
+		for _, k := range corsResponseHeaders {
+			delete(res.Header, k)
+		}
+	}
+	return dropRequestID(res)
+}
+
+// defaultCredentialHeaders is Options.CredentialHeaders' default.
+var defaultCredentialHeaders = []string{"Authorization"}
+
+// credential returns the caller's credential as an Authorization value
+// for the policy: the first of the credential headers present, in order.
+// A value from any header but Authorization is the raw key or token
+// (api-key: <key>), so it is presented as "Bearer <value>"; "Bearer x"
+// sent there becomes "Bearer Bearer x", which the policy refuses as
+// malformed.
+func (h *Handler) credential(r *http.Request) string {
+	for _, k := range h.credHeaders {
+		v := r.Header[k]
+		if len(v) == 0 || v[0] == "" {
+			continue
+		}
+		if k == "Authorization" {
+			return v[0]
+		}
+		return "Bearer " + v[0]
+	}
+	return ""
 }

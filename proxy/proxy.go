@@ -70,6 +70,12 @@ type Route struct {
 	Limiter Limiter
 	// Metrics, when not nil, records every answered request.
 	Metrics RouteObserver
+	// CORS, when not nil, answers preflights at the gateway and labels
+	// answers for the allowed origins; nil forwards preflights like any
+	// other request.
+	CORS *CORS
+
+	cors *corsPolicy // set only on New's private copy
 }
 
 // RouteObserver records answered requests; *metrics.Route implements it.
@@ -98,6 +104,11 @@ type Options struct {
 	ReadBodyTimeout time.Duration
 	// TrustedProxies are peers whose forwarding headers are extended.
 	TrustedProxies []netip.Prefix
+	// CredentialHeaders are the canonical names of the headers a caller's
+	// credential is read from, in order (Authorization, Api-Key,
+	// Ocp-Apim-Subscription-Key). Default [Authorization]. All three are
+	// removed before forwarding whatever is listed.
+	CredentialHeaders []string
 	// Logger receives proxy errors; nil discards them.
 	Logger *slog.Logger
 	// Audit receives the one audit line per request (README, "Audit
@@ -117,6 +128,7 @@ type Handler struct {
 	bodyTimeout time.Duration
 	pool        *bufferPool
 	trusted     []netip.Prefix
+	credHeaders []string
 	log         *slog.Logger
 	audit       *jsonline.Logger
 	now         func() time.Time
@@ -132,6 +144,7 @@ func New(o Options) *Handler {
 		bufBody:     o.BufferBodyBytes,
 		bodyTimeout: o.ReadBodyTimeout,
 		trusted:     slices.Clone(o.TrustedProxies),
+		credHeaders: slices.Clone(o.CredentialHeaders),
 		log:         o.Logger,
 		audit:       o.Audit,
 		now:         o.Now,
@@ -144,6 +157,9 @@ func New(o Options) *Handler {
 	}
 	if h.now == nil {
 		h.now = time.Now
+	}
+	if len(h.credHeaders) == 0 {
+		h.credHeaders = defaultCredentialHeaders
 	}
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
@@ -162,6 +178,7 @@ func New(o Options) *Handler {
 		}
 		rc := *r
 		rc.Upstream = u
+		rc.cors = compileCORS(r.CORS, h.credHeaders)
 		routes = append(routes, &rc)
 	}
 	h.router = NewRouter(routes)
@@ -188,8 +205,9 @@ func (h *Handler) reverseProxy(u *Upstream, base http.RoundTripper, pool httputi
 		ErrorHandler:  h.proxyError,
 		// The gateway already set its own X-Request-Id on the answer (the
 		// one it forwarded and logs); Azure ML endpoints echo it, so copying
-		// the upstream's too would give the client two.
-		ModifyResponse: dropRequestID,
+		// the upstream's too would give the client two. Likewise its CORS
+		// headers on a route where the gateway sets them.
+		ModifyResponse: modifyResponse,
 	}
 }
 
@@ -272,8 +290,11 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 		return
 	}
 	st.route = route
+	if route.cors != nil && h.cors(w, r, st, route.cors) {
+		return
+	}
 
-	d := route.Policy.Evaluate(r.Context(), r.Header.Get("Authorization"), h.now(), nil)
+	d := route.Policy.Evaluate(r.Context(), h.credential(r), h.now(), nil)
 	if d.Denial != nil {
 		st.errCode, st.reason = d.Denial.Code, d.Denial.Reason
 		if d.Denial.Challenge != "" {

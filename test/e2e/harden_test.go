@@ -421,3 +421,153 @@ func TestPublicRateLimitKeysOnClientBehindTrustedProxy(t *testing.T) {
 		}
 	})
 }
+
+// TestCredentialHeadersSetting: with server.credential_headers listing
+// api-key, an Azure OpenAI SDK client (AzureOpenAI sends "api-key: <key>")
+// is admitted by its raw key; "Bearer <key>" there is malformed; and the
+// header never reaches the upstream. By default only Authorization counts.
+func TestCredentialHeadersSetting(t *testing.T) {
+	model := newWireUpstream(t)
+	cfg := func(server ...string) *cfgBuilder {
+		return newConfig().Server(server...).Partners().
+			Upstream("model", model.URL+"/score", upstreamKeyAuth).
+			Route("fraud", "/fraud", "model", allowPartners)
+	}
+	listed := startGateway(t, cfg("credential_headers: [api-key, Authorization]"))
+	def := startGateway(t, cfg())
+	for _, tt := range []struct {
+		name  string
+		g     *testGateway
+		lines []string
+		want  int
+	}{
+		{"api-key raw", listed, []string{"api-key: " + partnerKey}, 200},
+		{"api-key bearer is malformed", listed, []string{"api-key: Bearer " + partnerKey}, 401},
+		{"api-key wrong", listed, []string{"api-key: mgk_not-a-key-at-all-000000"}, 401},
+		{"authorization still works", listed, []string{"Authorization: Bearer " + partnerKey}, 200},
+		{"api-key first in order", listed, []string{"api-key: " + partnerKey, "Authorization: Bearer wrong-key-0000000000"}, 200},
+		{"default ignores api-key", def, []string{"api-key: " + partnerKey}, 401},
+		{"default ignores ocp-apim", def, []string{"Ocp-Apim-Subscription-Key: " + partnerKey}, 401},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(model.Requests())
+			resp := rawSend(t, tt.g.Addr, "POST", "/fraud/x", tt.lines...)
+			if resp.status != tt.want {
+				t.Fatalf("status = %d, want %d: %s", resp.status, tt.want, resp.body)
+			}
+			assertNoSecrets(t, "response", string(resp.body))
+			reqs := model.Requests()
+			if tt.want != 200 {
+				if len(reqs) != before {
+					t.Fatalf("a refused request reached the upstream")
+				}
+				return
+			}
+			got := reqs[len(reqs)-1]
+			for k, vs := range got.Header {
+				for _, v := range vs {
+					if strings.Contains(v, partnerKey) {
+						t.Errorf("client key reached the upstream in %s", k)
+					}
+				}
+			}
+			if a := got.Header.Get("Authorization"); a != "Bearer "+upstreamKey {
+				t.Errorf("upstream Authorization = %q", a)
+			}
+		})
+	}
+}
+
+// TestCORS: a route with cors answers preflights itself, without a
+// credential and without the upstream; the actual request still needs its
+// credential, and its answer (or its refusal) carries the CORS headers. A
+// route without cors treats a preflight as today: no credential, 401.
+func TestCORS(t *testing.T) {
+	model := newWireUpstream(t)
+	const app = "https://app.contoso.example"
+	b := newConfig().Server("credential_headers: [Authorization, api-key]").Partners().
+		Upstream("model", model.URL+"/score", upstreamKeyAuth)
+	routeWith(b, "chat", "/chat", "model", []string{allowPartners},
+		`cors: { allow_origins: ["`+app+`"], allow_headers: [Content-Type, X-Ms-Client-Request-Id], expose_headers: [X-Request-Id], max_age: 10m }`)
+	routeWith(b, "any", "/any", "model", []string{allowPartners}, `cors: { allow_origins: ["*"] }`)
+	b.Route("plain", "/plain", "model", allowPartners)
+	g := startGateway(t, b)
+	preflight := func(path, origin string) response {
+		return rawSend(t, g.Addr, "OPTIONS", path, "Origin: "+origin,
+			"Access-Control-Request-Method: POST", "Access-Control-Request-Headers: api-key, content-type")
+	}
+
+	t.Run("preflight allowed origin", func(t *testing.T) {
+		resp := preflight("/chat/completions", app)
+		if resp.status != http.StatusNoContent {
+			t.Fatalf("status = %d, want 204: %s", resp.status, resp.body)
+		}
+		h := resp.header
+		if got := h.Get("Access-Control-Allow-Origin"); got != app {
+			t.Errorf("Allow-Origin = %q", got)
+		}
+		ah := strings.ToLower(h.Get("Access-Control-Allow-Headers"))
+		for _, want := range []string{"authorization", "api-key", "content-type", "x-ms-client-request-id"} {
+			if !strings.Contains(ah, want) {
+				t.Errorf("Allow-Headers %q lacks %s", ah, want)
+			}
+		}
+		if !strings.Contains(h.Get("Access-Control-Allow-Methods"), "POST") {
+			t.Errorf("Allow-Methods = %q", h.Get("Access-Control-Allow-Methods"))
+		}
+		if got := h.Get("Access-Control-Max-Age"); got != "600" {
+			t.Errorf("Max-Age = %q, want 600", got)
+		}
+		if got := h.Get("Access-Control-Allow-Credentials"); got != "" {
+			t.Errorf("Allow-Credentials = %q, want none", got)
+		}
+		if !strings.Contains(h.Get("Vary"), "Origin") {
+			t.Errorf("Vary = %q, want Origin", h.Get("Vary"))
+		}
+	})
+	t.Run("preflight other origin", func(t *testing.T) {
+		resp := preflight("/chat/completions", "https://evil.example")
+		if resp.status != http.StatusForbidden {
+			t.Fatalf("status = %d, want 403: %s", resp.status, resp.body)
+		}
+		decodeError(t, resp.body)
+		if got := resp.header.Get("Access-Control-Allow-Origin"); got != "" {
+			t.Errorf("Allow-Origin = %q, want none", got)
+		}
+	})
+	t.Run("preflight any origin", func(t *testing.T) {
+		resp := preflight("/any/x", "https://whoever.example")
+		if resp.status != http.StatusNoContent || resp.header.Get("Access-Control-Allow-Origin") != "*" {
+			t.Fatalf("status = %d, Allow-Origin = %q", resp.status, resp.header.Get("Access-Control-Allow-Origin"))
+		}
+	})
+	t.Run("preflight without cors", func(t *testing.T) {
+		if resp := preflight("/plain/x", app); resp.status != http.StatusUnauthorized {
+			t.Fatalf("status = %d, want 401 (as without cors): %s", resp.status, resp.body)
+		}
+	})
+	if n := len(model.Requests()); n != 0 {
+		t.Fatalf("preflights reached the upstream: %d", n)
+	}
+	t.Run("actual request needs its credential", func(t *testing.T) {
+		resp := rawSend(t, g.Addr, "POST", "/chat/completions", "Origin: "+app)
+		if resp.status != http.StatusUnauthorized {
+			t.Fatalf("status = %d, want 401", resp.status)
+		}
+		if got := resp.header.Get("Access-Control-Allow-Origin"); got != app {
+			t.Errorf("refusal's Allow-Origin = %q, want %q (so the page can read the error)", got, app)
+		}
+	})
+	t.Run("actual request admitted", func(t *testing.T) {
+		resp := rawSend(t, g.Addr, "POST", "/chat/completions", "Origin: "+app, "api-key: "+partnerKey)
+		if resp.status != 200 {
+			t.Fatalf("status = %d: %s", resp.status, resp.body)
+		}
+		if got := resp.header.Values("Access-Control-Allow-Origin"); len(got) != 1 || got[0] != app {
+			t.Errorf("Allow-Origin = %q", got)
+		}
+		if got := resp.header.Get("Access-Control-Expose-Headers"); !strings.Contains(got, "X-Request-Id") {
+			t.Errorf("Expose-Headers = %q", got)
+		}
+	})
+}
