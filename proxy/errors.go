@@ -21,6 +21,7 @@ const (
 	CodeBadPath                = "bad_path"
 	CodeBodyTooLarge           = "body_too_large"
 	CodeBadRequest             = "bad_request"
+	CodeRequestTimeout         = "request_timeout" // the request body stopped arriving (server.read_body_timeout)
 	CodeUpstreamUnavailable    = "upstream_unavailable"
 	CodeUpstreamTimeout        = "upstream_timeout"
 	CodeUpstreamRejectedCred   = "upstream_credential_rejected"
@@ -102,7 +103,7 @@ func classify(err error) (status int, code, msg string) {
 	var ne net.Error
 	switch {
 	case errors.As(err, &mbe):
-		return http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "the request body is larger than this gateway accepts: send at most " + strconv.FormatInt(mbe.Limit, 10) + " bytes"
+		return http.StatusRequestEntityTooLarge, CodeBodyTooLarge, tooLargeMessage(mbe.Limit)
 	case errors.As(err, &cu):
 		return http.StatusServiceUnavailable, credential.CodeUnavailable, "the gateway cannot obtain a credential for the model endpoint right now: try again later"
 	case errors.As(err, &ur):
@@ -123,6 +124,18 @@ func classify(err error) (status int, code, msg string) {
 func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	status, code, msg := classify(err)
 	st := stateFrom(r.Context())
+	var mbe *http.MaxBytesError
+	clientBody := errors.As(err, &mbe)
+	if st != nil {
+		if be := st.body.err.Load(); be != nil {
+			// Reading the client's body failed while it streamed
+			// upstream: the client's fault, never the upstream's, whatever
+			// the Transport made of it (on HTTP/1.x the failed read also
+			// cancels the request's context).
+			clientBody = true
+			status, code, msg = classifyBody(r.Context(), be.err)
+		}
+	}
 	if st != nil {
 		st.errCode = code
 	}
@@ -137,10 +150,13 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 			slog.String("request_id", st.id), slog.String("route", st.route.Name),
 			slog.String("upstream", st.route.Upstream.Name), slog.String("code", code), slog.String("error", err.Error()))
 	}
-	if status == http.StatusRequestEntityTooLarge {
-		// A streamed body hit max_body_bytes and the rest stays unread: the
-		// connection cannot carry another request.
+	if clientBody {
+		// The rest of the streamed body stays unread: the connection
+		// cannot carry another request.
 		w.Header().Set("Connection", "close")
 	}
 	WriteError(w, status, code, msg)
+	if status == http.StatusRequestEntityTooLarge && st != nil {
+		h.discardRefused(w, r, st)
+	}
 }
