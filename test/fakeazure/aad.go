@@ -91,6 +91,10 @@ func (a *AAD) URL() string { return a.srv.URL }
 // Client returns an HTTP client that trusts the fakes' certificate.
 func (a *AAD) Client() *http.Client { return a.srv.Client() }
 
+// InProcessClient returns an HTTP client that reaches the fake without a
+// socket or TLS, in the calling goroutine; see the package doc.
+func (a *AAD) InProcessClient() *http.Client { return inProcessClient(a.srv) }
+
 // CertPool returns a pool holding the fakes' CA certificate.
 func (a *AAD) CertPool() *x509.CertPool { return certPool(a.srv) }
 

@@ -87,6 +87,10 @@ func (a *AML) URL() string { return a.srv.URL }
 // Client returns an HTTP client that trusts the fakes' certificate.
 func (a *AML) Client() *http.Client { return a.srv.Client() }
 
+// InProcessClient returns an HTTP client that reaches the fake without a
+// socket or TLS, in the calling goroutine; see the package doc.
+func (a *AML) InProcessClient() *http.Client { return inProcessClient(a.srv) }
+
 // Deny makes requests by principal clientID fail with 403, as a missing role
 // assignment does; Deny(clientID, false) grants again.
 func (a *AML) Deny(clientID string, deny bool) {

@@ -1,12 +1,15 @@
 package fakeazure
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -214,4 +217,67 @@ func TestUpstreamRecordsAndRejects(t *testing.T) {
 	if a, r := up.Counts(); a != 1 || r != 2 {
 		t.Fatalf("counts %d %d", a, r)
 	}
+}
+
+// TestInProcessClient reaches the fakes without a socket from a
+// testing/synctest bubble: tokens are issued by the bubble's clock, Hold
+// waits durably (so synctest.Wait sees the request held), a cancelled
+// request fails, and another host is refused.
+func TestInProcessClient(t *testing.T) {
+	aad := NewAAD(t, nil)
+	aad.AddClientSecret("tid", "cid", "s3cret")
+	aml := NewAML(t, aad)
+	up := NewTLSUpstream(t, nil)
+	synctest.Test(t, func(t *testing.T) {
+		form := url.Values{"grant_type": {"client_credentials"}, "client_id": {"cid"}, "client_secret": {"s3cret"}, "scope": {WorkspaceAPIScope}}
+		resp, err := aad.InProcessClient().PostForm(aad.TokenEndpoint("tid"), form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tok struct {
+			AccessToken string `json:"access_token"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&tok)
+		resp.Body.Close()
+		it, err := aad.Validate(tok.AccessToken, WorkspaceAPIScope)
+		if err != nil || !it.ExpiresAt.Equal(time.Now().Add(DefaultAADTokenLifetime)) {
+			t.Fatalf("token %+v (%v), want one expiring an hour from the bubble's now", it, err)
+		}
+
+		svc := aml.AddService("s", "rg", "ws", "svc")
+		u := aml.URL() + "/modelmanagement/v1.0/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/services/svc/token"
+		release := svc.Hold()
+		done := make(chan int)
+		go func() {
+			st, _ := post(t, aml.InProcessClient(), u, tok.AccessToken)
+			done <- st
+		}()
+		synctest.Wait()
+		if svc.Held() != 1 {
+			t.Fatalf("held = %d, want the request waiting", svc.Held())
+		}
+		release()
+		if st := <-done; st != http.StatusOK {
+			t.Fatalf("token request answered %d", st)
+		}
+
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+		if _, err := aml.InProcessClient().Do(req); !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled request: err = %v, want context.Canceled", err)
+		}
+
+		up.SetAccept(StaticKeys("k"))
+		req, _ = http.NewRequest(http.MethodGet, up.URL()+"/score", nil)
+		req.Header.Set("Authorization", "Bearer k")
+		resp, err = up.InProcessClient().Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("upstream: %v, %v; want 200 for the key SetAccept took", resp, err)
+		}
+		resp.Body.Close()
+		if _, err := up.InProcessClient().Get(aml.URL()); err == nil {
+			t.Fatal("the upstream's client reached another fake")
+		}
+	})
 }

@@ -35,10 +35,10 @@ type Request struct {
 // It records every request (headers and body) for assertions, such as that
 // no client credential reached it.
 type Upstream struct {
-	srv    *httptest.Server
-	accept func(string) bool
+	srv *httptest.Server
 
 	mu       sync.Mutex
+	accept   func(string) bool
 	handler  http.Handler
 	refused  map[string]bool
 	requests []Request
@@ -83,6 +83,19 @@ func (u *Upstream) URL() string { return u.srv.URL }
 // it is TLS).
 func (u *Upstream) Client() *http.Client { return u.srv.Client() }
 
+// InProcessClient returns an HTTP client that reaches the upstream without a
+// socket or TLS, in the calling goroutine; see the package doc.
+func (u *Upstream) InProcessClient() *http.Client { return inProcessClient(u.srv) }
+
+// SetAccept replaces the accept function, for a test that starts the
+// upstream before the deployment whose credentials it should take (outside a
+// testing/synctest bubble, say).
+func (u *Upstream) SetAccept(accept func(bearer string) bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.accept = accept
+}
+
 // SetHandler sets what answers accepted requests (nil: echo).
 func (u *Upstream) SetHandler(h http.Handler) {
 	u.mu.Lock()
@@ -125,9 +138,9 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	b := bearer(r)
 	u.mu.Lock()
 	ok := b != "" && !u.refused[b]
-	h := u.handler
+	h, accept := u.handler, u.accept
 	u.mu.Unlock()
-	ok = ok && u.accept != nil && u.accept(b)
+	ok = ok && accept != nil && accept(b)
 	u.mu.Lock()
 	u.requests = append(u.requests, Request{
 		Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
