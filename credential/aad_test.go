@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/modelgate/modelgate/credential"
 	"github.com/modelgate/modelgate/credential/azcred"
-	"github.com/modelgate/modelgate/credential/credtest"
 	"github.com/modelgate/modelgate/test/fakeazure"
 )
 
@@ -28,20 +28,20 @@ func TestAADTokenThroughAzidentity(t *testing.T) {
 	w := newWorld(t)
 	w.aad.SetTokenLifetime(time.Hour, 0)
 	src, err := credential.NewAADToken(credential.AADTokenOptions{
-		Name: "llm", Credential: w.cred, Clock: w.clock, Logger: w.logger, Refresh: testPolicy(),
+		Name: "llm", Credential: w.cred, Logger: w.logger, Refresh: testPolicy(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	src.Start()
 	defer src.Close()
-	up := fakeazure.NewTLSUpstream(t, w.aad.Accepts(credential.ScopeAzureML))
+	w.upstream(w.aad.Accepts(credential.ScopeAzureML))
 
 	c := mustCredential(t, src)
 	if it, err := w.aad.Validate(c.Value.Reveal(), credential.ScopeAzureML); err != nil || it.ClientID != clientID {
 		t.Fatalf("token not issued by the fake AAD to the gateway for %s: %v", credential.ScopeAzureML, err)
 	}
-	if st := call(t, up, c); st != http.StatusOK {
+	if st := w.call(c); st != http.StatusOK {
 		t.Fatalf("upstream answered %d", st)
 	}
 	// One hour token without refresh_in: refresh 5 minutes before expiry.
@@ -50,7 +50,7 @@ func TestAADTokenThroughAzidentity(t *testing.T) {
 	}
 
 	w.aad.RevokeAll()
-	if st := call(t, up, c); st != http.StatusUnauthorized {
+	if st := w.call(c); st != http.StatusUnauthorized {
 		t.Fatalf("upstream answered %d to a revoked token", st)
 	}
 	if src.Rejected(ctx(t), c) {
@@ -62,14 +62,11 @@ func TestAADTokenThroughAzidentity(t *testing.T) {
 	w.assertNotLogged(c.Value.Reveal())
 }
 
-// scriptedCredential is an azcore.TokenCredential that mints tokens on the
-// fake clock with the RefreshOn/ExpiresOn the test asks for. The real
-// azidentity is exercised in TestAADTokenThroughAzidentity and package
-// azcred; azidentity caches by the real clock, so refresh timing on a fake
-// clock is tested with this.
+// scriptedCredential is an azcore.TokenCredential that mints tokens with
+// the RefreshOn/ExpiresOn the test asks for, by time.Now (the bubble's
+// clock). The real azidentity is exercised in TestAADTokenThroughAzidentity
+// and package azcred; this one can hand out hints azidentity never would.
 type scriptedCredential struct {
-	clock *credtest.Clock
-
 	mu        sync.Mutex
 	n         int
 	lifetime  time.Duration
@@ -87,7 +84,7 @@ func (s *scriptedCredential) GetToken(_ context.Context, o policy.TokenRequestOp
 	if s.fail != nil {
 		return azcore.AccessToken{}, s.fail
 	}
-	now := s.clock.Now()
+	now := time.Now()
 	at := azcore.AccessToken{Token: fmt.Sprintf("aad-token-%d", s.n), ExpiresOn: now.Add(s.lifetime)}
 	switch {
 	case !s.refreshAt.IsZero():
@@ -119,69 +116,71 @@ func TestAADTokenRefreshHints(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := credtest.NewClock(time.Time{})
-			t0 := clock.Now()
-			sc := &scriptedCredential{clock: clock, lifetime: tt.lifetime, refreshIn: tt.refreshIn}
-			if tt.bogusHint {
-				sc.refreshAt = t0.Add(2 * time.Hour)
-			}
-			src, err := credential.NewAADToken(credential.AADTokenOptions{Name: "llm", Credential: sc, Clock: clock, Refresh: testPolicy()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer src.Close()
-			src.Start()
-			c1 := mustCredential(t, src)
-			if got := src.Status().NextRefresh.Sub(t0); got != tt.wantRefresh {
-				t.Fatalf("next refresh after %v, want %v", got, tt.wantRefresh)
-			}
-			if sc.scopes[0] != credential.ScopeAzureML {
-				t.Errorf("scope = %v, want the default %s", sc.scopes, credential.ScopeAzureML)
-			}
-			clock.Advance(tt.wantRefresh - time.Second)
-			if sc.calls() != 1 {
-				t.Fatal("refreshed early")
-			}
-			clock.Advance(time.Second)
-			if sc.calls() != 2 {
-				t.Fatalf("GetToken calls = %d at the refresh time, want 2", sc.calls())
-			}
-			if c2 := mustCredential(t, src); c2.Value == c1.Value {
-				t.Fatal("token not replaced")
-			}
+			synctest.Test(t, func(t *testing.T) {
+				t0 := time.Now()
+				sc := &scriptedCredential{lifetime: tt.lifetime, refreshIn: tt.refreshIn}
+				if tt.bogusHint {
+					sc.refreshAt = t0.Add(2 * time.Hour)
+				}
+				src, err := credential.NewAADToken(credential.AADTokenOptions{Name: "llm", Credential: sc, Refresh: testPolicy()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer src.Close()
+				src.Start()
+				c1 := mustCredential(t, src)
+				if got := src.Status().NextRefresh.Sub(t0); got != tt.wantRefresh {
+					t.Fatalf("next refresh after %v, want %v", got, tt.wantRefresh)
+				}
+				if sc.scopes[0] != credential.ScopeAzureML {
+					t.Errorf("scope = %v, want the default %s", sc.scopes, credential.ScopeAzureML)
+				}
+				advance(tt.wantRefresh - time.Second)
+				if sc.calls() != 1 {
+					t.Fatal("refreshed early")
+				}
+				advance(time.Second)
+				if sc.calls() != 2 {
+					t.Fatalf("GetToken calls = %d at the refresh time, want 2", sc.calls())
+				}
+				if c2 := mustCredential(t, src); c2.Value == c1.Value {
+					t.Fatal("token not replaced")
+				}
+			})
 		})
 	}
 }
 
 func TestAADTokenHardExpiry(t *testing.T) {
-	clock := credtest.NewClock(time.Time{})
-	sc := &scriptedCredential{clock: clock, lifetime: time.Hour}
-	src, err := credential.NewAADToken(credential.AADTokenOptions{Name: "llm", Credential: sc, Clock: clock, Refresh: testPolicy()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	c1 := mustCredential(t, src) // lazily, without Start
-	sc.mu.Lock()
-	sc.fail = errors.New("AADSTS90033: fake outage")
-	sc.mu.Unlock()
+	synctest.Test(t, func(t *testing.T) {
+		sc := &scriptedCredential{lifetime: time.Hour}
+		src, err := credential.NewAADToken(credential.AADTokenOptions{Name: "llm", Credential: sc, Refresh: testPolicy()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		c1 := mustCredential(t, src) // lazily, without Start
+		sc.mu.Lock()
+		sc.fail = errors.New("AADSTS90033: fake outage")
+		sc.mu.Unlock()
 
-	clock.Set(c1.ExpiresAt.Add(-11 * time.Second))
-	if c := mustCredential(t, src); c != c1 {
-		t.Fatal("cached token not served during the outage")
-	}
-	clock.Advance(time.Second)
-	var ue *credential.UnavailableError
-	if _, err := src.Credential(ctx(t)); !errors.As(err, &ue) {
-		t.Fatalf("err = %v, want *UnavailableError", err)
-	}
-	sc.mu.Lock()
-	sc.fail = nil
-	sc.mu.Unlock()
-	clock.Set(src.Status().NextRefresh)
-	if c := mustCredential(t, src); c == c1 {
-		t.Fatal("no new token after recovery")
-	}
+		advanceTo(c1.ExpiresAt.Add(-11 * time.Second))
+		if c := mustCredential(t, src); c != c1 {
+			t.Fatal("cached token not served during the outage")
+		}
+		advance(time.Second)
+		var ue *credential.UnavailableError
+		if _, err := src.Credential(ctx(t)); !errors.As(err, &ue) {
+			t.Fatalf("err = %v, want *UnavailableError", err)
+		}
+		sc.mu.Lock()
+		sc.fail = nil
+		sc.mu.Unlock()
+		advanceTo(src.Status().NextRefresh)
+		if c := mustCredential(t, src); c == c1 {
+			t.Fatal("no new token after recovery")
+		}
+	})
 }
 
 // TestEndpointTokenWithManagedIdentity runs aml_endpoint_token with the
@@ -203,7 +202,7 @@ func TestEndpointTokenWithManagedIdentity(t *testing.T) {
 	d := w.aml.AddEndpoint(sub, rg, wsName, "mi-endpoint")
 	src, err := credential.NewAMLEndpointToken(credential.AMLEndpointTokenOptions{
 		Name: "mi-endpoint", Credential: cred, Workspace: w.ws, Endpoint: "mi-endpoint",
-		HTTPClient: w.aml.Client(), Clock: w.clock, Logger: w.logger, Refresh: testPolicy(),
+		HTTPClient: w.amlClient, Logger: w.logger, Refresh: testPolicy(),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -25,7 +25,7 @@ func TestControlPlaneErrors(t *testing.T) {
 			name:  "403 missing role on endpoint token",
 			setup: func(w *world) { w.aml.AddEndpoint(sub, rg, wsName, "e"); w.aml.Deny(clientID, true) },
 			build: func(w *world) (credential.ManagedSource, error) {
-				return credential.NewAMLEndpointToken(credential.AMLEndpointTokenOptions{Name: "e", Credential: w.cred, Workspace: w.ws, Endpoint: "e", HTTPClient: w.aml.Client(), Clock: w.clock, Refresh: testPolicy()})
+				return credential.NewAMLEndpointToken(credential.AMLEndpointTokenOptions{Name: "e", Credential: w.cred, Workspace: w.ws, Endpoint: "e", HTTPClient: w.amlClient, Refresh: testPolicy()})
 			},
 			status: http.StatusForbidden, code: "AuthorizationFailed",
 			fixParts: []string{"assign the gateway's identity a role", `workspace "ws-1"`, "onlineEndpoints/token/action"},
@@ -34,7 +34,7 @@ func TestControlPlaneErrors(t *testing.T) {
 			name:  "403 missing role on listKeys",
 			setup: func(w *world) { w.aml.AddEndpoint(sub, rg, wsName, "e"); w.aml.Deny(clientID, true) },
 			build: func(w *world) (credential.ManagedSource, error) {
-				return credential.NewAMLKeys(credential.AMLKeysOptions{Name: "k", Credential: w.cred, Workspace: w.ws, Endpoint: "e", HTTPClient: w.aml.Client(), Clock: w.clock, Refresh: testPolicy()})
+				return credential.NewAMLKeys(credential.AMLKeysOptions{Name: "k", Credential: w.cred, Workspace: w.ws, Endpoint: "e", HTTPClient: w.amlClient, Refresh: testPolicy()})
 			},
 			status: http.StatusForbidden, code: "AuthorizationFailed",
 			fixParts: []string{"onlineEndpoints/listKeys/action"},
@@ -43,7 +43,7 @@ func TestControlPlaneErrors(t *testing.T) {
 			name:  "404 unknown service",
 			setup: func(w *world) {},
 			build: func(w *world) (credential.ManagedSource, error) {
-				return credential.NewAMLServiceToken(credential.AMLServiceTokenOptions{Name: "s", Credential: w.cred, Workspace: w.ws, Service: "nope", HTTPClient: w.aml.Client(), Clock: w.clock, Refresh: testPolicy()})
+				return credential.NewAMLServiceToken(credential.AMLServiceTokenOptions{Name: "s", Credential: w.cred, Workspace: w.ws, Service: "nope", HTTPClient: w.amlClient, Refresh: testPolicy()})
 			},
 			status: http.StatusNotFound, code: "ResourceNotFound",
 			fixParts: []string{"check the workspace's subscription_id", `service "nope"`},
@@ -52,7 +52,7 @@ func TestControlPlaneErrors(t *testing.T) {
 			name:  "401 token for the wrong scope",
 			setup: func(w *world) { w.aml.AddEndpoint(sub, rg, wsName, "e") },
 			build: func(w *world) (credential.ManagedSource, error) {
-				return credential.NewAMLEndpointToken(credential.AMLEndpointTokenOptions{Name: "e", Credential: w.cred, Workspace: w.ws, Endpoint: "e", Scope: credential.ScopeAzureML, HTTPClient: w.aml.Client(), Clock: w.clock, Refresh: testPolicy()})
+				return credential.NewAMLEndpointToken(credential.AMLEndpointTokenOptions{Name: "e", Credential: w.cred, Workspace: w.ws, Endpoint: "e", Scope: credential.ScopeAzureML, HTTPClient: w.amlClient, Refresh: testPolicy()})
 			},
 			status: http.StatusUnauthorized, code: "InvalidAuthenticationTokenAudience",
 			fixParts: []string{"tenant", credential.ScopeAzureML},

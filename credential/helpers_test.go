@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -15,7 +16,6 @@ import (
 
 	"github.com/modelgate/modelgate/credential"
 	"github.com/modelgate/modelgate/credential/azcred"
-	"github.com/modelgate/modelgate/credential/credtest"
 	"github.com/modelgate/modelgate/test/fakeazure"
 )
 
@@ -30,40 +30,69 @@ const (
 )
 
 // world is the fake Azure a test runs against: a fake AAD that knows the
-// gateway's service principal, the fake AML control planes, and a fake clock
-// shared by all of them and by the sources under test.
+// gateway's service principal, the fake AML control planes and a scoring
+// endpoint, and the gateway's own identity (through azidentity).
 type world struct {
-	t      *testing.T
-	clock  *credtest.Clock
-	aad    *fakeazure.AAD
-	aml    *fakeazure.AML
-	cred   azcore.TokenCredential // the gateway's own identity, via azidentity
-	ws     credential.Workspace
-	logs   *syncBuffer
-	logger *slog.Logger
+	t   *testing.T
+	aad *fakeazure.AAD
+	aml *fakeazure.AML
+	// amlClient is the sources' HTTPClient for aml.
+	amlClient *http.Client
+	// up is the scoring endpoint; upClient reaches it.
+	up       *fakeazure.Upstream
+	upClient *http.Client
+	cred     azcore.TokenCredential // the gateway's own identity, via azidentity
+	ws       credential.Workspace
+	logs     *syncBuffer
+	logger   *slog.Logger
 }
 
-func newWorld(t *testing.T) *world {
+// fakes starts the fake Azure: AAD (tokens by time.Now), AML and an
+// upstream that accepts nothing until told to.
+func fakes(t *testing.T) (*fakeazure.AAD, *fakeazure.AML, *fakeazure.Upstream) {
 	t.Helper()
-	// Start at the real time: MSAL caches the gateway's ARM token by the
-	// real clock, and the fakes check it by this one.
-	clock := credtest.NewClock(time.Now().Truncate(time.Second))
-	aad := fakeazure.NewAAD(t, clock.Now)
-	// The gateway's ARM token outlives any test's fake time (azidentity
-	// caches it by the real clock, so it would never be refreshed anyway).
+	aad := fakeazure.NewAAD(t, nil)
+	// The gateway's ARM token outlives every test, so azidentity fetches it
+	// once and the tests count only the control planes' answers.
 	aad.SetTokenLifetime(30*24*time.Hour, 0)
 	aad.AddClientSecret(tenant, clientID, spSecret)
-	aml := fakeazure.NewAML(t, aad)
+	return aad, fakeazure.NewAML(t, aad), fakeazure.NewUpstream(t, nil)
+}
+
+// newWorld returns a world reached over real sockets (TLS for AAD and AML),
+// for tests that do not move time.
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	aad, aml, up := fakes(t)
+	return makeWorld(t, aad, aml, up, aad.Client(), aml.Client(), up.Client())
+}
+
+// inWorld runs f in a testing/synctest bubble, where time is fake and
+// advances only when every goroutine of the bubble waits: f sleeps through
+// token lifetimes, refresh schedules and backoff in no real time (see
+// advance). The fakes are started outside the bubble (their listeners would
+// keep its clock from advancing) and reached in-process, so they, azidentity
+// and the sources under test all read the bubble's clock.
+func inWorld(t *testing.T, f func(t *testing.T, w *world)) {
+	t.Helper()
+	aad, aml, up := fakes(t)
+	synctest.Test(t, func(t *testing.T) {
+		f(t, makeWorld(t, aad, aml, up, aad.InProcessClient(), aml.InProcessClient(), up.InProcessClient()))
+	})
+}
+
+func makeWorld(t *testing.T, aad *fakeazure.AAD, aml *fakeazure.AML, up *fakeazure.Upstream, aadClient, amlClient, upClient *http.Client) *world {
+	t.Helper()
 	cred, err := azcred.New(azcred.Options{
 		Name: "ml-sp", Type: azcred.ClientSecret, TenantID: tenant, ClientID: clientID, ClientSecret: spSecret,
-		AuthorityHost: aad.URL(), HTTPClient: aad.Client(), Retry: policy.RetryOptions{MaxRetries: -1},
+		AuthorityHost: aad.URL(), HTTPClient: aadClient, Retry: policy.RetryOptions{MaxRetries: -1},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
 	w := &world{
-		t: t, clock: clock, aad: aad, aml: aml, cred: cred,
+		t: t, aad: aad, aml: aml, amlClient: amlClient, up: up, upClient: upClient, cred: cred,
 		ws: credential.Workspace{
 			SubscriptionID: sub, ResourceGroup: rg, Name: wsName,
 			APIHost: aml.URL(), ManagementHost: aml.URL(),
@@ -75,9 +104,26 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
+// upstream makes the world's scoring endpoint accept what accept accepts,
+// and returns it.
+func (w *world) upstream(accept func(bearer string) bool) *fakeazure.Upstream {
+	w.up.SetAccept(accept)
+	return w.up
+}
+
+// advance lets the bubble's clock run for d and every goroutine woken by
+// then (a refresh, a retry) finish what it can do before it waits again.
+func advance(d time.Duration) {
+	time.Sleep(d)
+	synctest.Wait()
+}
+
+// advanceTo is advance up to the instant at (now, if at has passed).
+func advanceTo(at time.Time) { advance(time.Until(at)) }
+
 // policy is the refresh policy tests use: deterministic jitter (half way).
 func testPolicy() credential.RefreshPolicy {
-	return credential.RefreshPolicy{Rand: credtest.SeqRand(0.5)}
+	return credential.RefreshPolicy{Rand: func() float64 { return 0.5 }}
 }
 
 // assertNotLogged fails if any of the values appears in the logs.
@@ -91,8 +137,8 @@ func (w *world) assertNotLogged(values ...string) {
 	}
 }
 
-// ctx returns a context that bounds a wait in real time, so that a bug
-// fails the test instead of hanging it.
+// ctx returns a context that bounds a wait, so that a bug fails the test
+// instead of hanging it (in a bubble, on the bubble's clock).
 func ctx(t *testing.T) context.Context {
 	t.Helper()
 	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -112,32 +158,21 @@ func mustCredential(t *testing.T, s credential.Source) credential.Credential {
 	return c
 }
 
-// call sends one scoring request to u with c and returns the status.
-func call(t *testing.T, u *fakeazure.Upstream, c credential.Credential) int {
-	t.Helper()
-	req, err := http.NewRequestWithContext(ctx(t), http.MethodPost, u.URL()+"/score", strings.NewReader(`{"data":[1,2]}`))
+// call sends one scoring request with c to the world's upstream and
+// returns the status.
+func (w *world) call(c credential.Credential) int {
+	w.t.Helper()
+	req, err := http.NewRequestWithContext(ctx(w.t), http.MethodPost, w.up.URL()+"/score", strings.NewReader(`{"data":[1,2]}`))
 	if err != nil {
-		t.Fatal(err)
+		w.t.Fatal(err)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Value.Reveal())
-	resp, err := u.Client().Do(req)
+	resp, err := w.upClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		w.t.Fatal(err)
 	}
 	resp.Body.Close()
 	return resp.StatusCode
-}
-
-// waitFor polls cond (real time, no fake clock involved) until it holds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 type syncBuffer struct {
@@ -171,7 +206,7 @@ var tokenKinds = []tokenKind{
 		build: func(w *world, pol credential.RefreshPolicy) (*credential.TokenSource, error) {
 			return credential.NewAMLServiceToken(credential.AMLServiceTokenOptions{
 				Name: "churn-aks", Credential: w.cred, Workspace: w.ws, Service: "churn",
-				HTTPClient: w.aml.Client(), Clock: w.clock, Logger: w.logger, Refresh: pol,
+				HTTPClient: w.amlClient, Logger: w.logger, Refresh: pol,
 			})
 		},
 	},
@@ -181,7 +216,7 @@ var tokenKinds = []tokenKind{
 		build: func(w *world, pol credential.RefreshPolicy) (*credential.TokenSource, error) {
 			return credential.NewAMLEndpointToken(credential.AMLEndpointTokenOptions{
 				Name: "summarizer", Credential: w.cred, Workspace: w.ws, Endpoint: "summarizer",
-				HTTPClient: w.aml.Client(), Clock: w.clock, Logger: w.logger, Refresh: pol,
+				HTTPClient: w.amlClient, Logger: w.logger, Refresh: pol,
 			})
 		},
 	},
@@ -215,7 +250,7 @@ var keysKinds = []keysKind{
 		build: func(w *world, pol credential.RefreshPolicy) (*credential.AMLKeysSource, error) {
 			return credential.NewAMLKeys(credential.AMLKeysOptions{
 				Name: "scorer-keys", Credential: w.cred, Workspace: w.ws, Service: "scorer",
-				HTTPClient: w.aml.Client(), Clock: w.clock, Logger: w.logger, Refresh: pol,
+				HTTPClient: w.amlClient, Logger: w.logger, Refresh: pol,
 			})
 		},
 	},
@@ -225,7 +260,7 @@ var keysKinds = []keysKind{
 		build: func(w *world, pol credential.RefreshPolicy) (*credential.AMLKeysSource, error) {
 			return credential.NewAMLKeys(credential.AMLKeysOptions{
 				Name: "ranker-keys", Credential: w.cred, Workspace: w.ws, Endpoint: "ranker",
-				HTTPClient: w.aml.Client(), Clock: w.clock, Logger: w.logger, Refresh: pol,
+				HTTPClient: w.amlClient, Logger: w.logger, Refresh: pol,
 			})
 		},
 	},

@@ -72,19 +72,19 @@ func TestStatusHasNoSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := credential.NewAMLServiceToken(credential.AMLServiceTokenOptions{Name: "svc", Credential: w.cred, Workspace: w.ws, Service: "svc", HTTPClient: w.aml.Client(), Clock: w.clock, Logger: w.logger})
+	svc, err := credential.NewAMLServiceToken(credential.AMLServiceTokenOptions{Name: "svc", Credential: w.cred, Workspace: w.ws, Service: "svc", HTTPClient: w.amlClient, Logger: w.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep, err := credential.NewAMLEndpointToken(credential.AMLEndpointTokenOptions{Name: "ep", Credential: w.cred, Workspace: w.ws, Endpoint: "ep", HTTPClient: w.aml.Client(), Clock: w.clock, Logger: w.logger})
+	ep, err := credential.NewAMLEndpointToken(credential.AMLEndpointTokenOptions{Name: "ep", Credential: w.cred, Workspace: w.ws, Endpoint: "ep", HTTPClient: w.amlClient, Logger: w.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := credential.NewAMLKeys(credential.AMLKeysOptions{Name: "keys", Credential: w.cred, Workspace: w.ws, Endpoint: "ep", HTTPClient: w.aml.Client(), Clock: w.clock, Logger: w.logger})
+	keys, err := credential.NewAMLKeys(credential.AMLKeysOptions{Name: "keys", Credential: w.cred, Workspace: w.ws, Endpoint: "ep", HTTPClient: w.amlClient, Logger: w.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
-	aad, err := credential.NewAADToken(credential.AADTokenOptions{Name: "aad", Credential: w.cred, Clock: w.clock, Logger: w.logger})
+	aad, err := credential.NewAADToken(credential.AADTokenOptions{Name: "aad", Credential: w.cred, Logger: w.logger})
 	if err != nil {
 		t.Fatal(err)
 	}
