@@ -8,16 +8,23 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
 )
 
 // initialBodyBuffer is the most a buffered body gets before any of it has
-// arrived. Past it, the buffer doubles only once data is there to fill it,
-// so a client that declares a large Content-Length and then stalls holds
-// memory for what it sent, not for what it promised.
-const initialBodyBuffer = 16 << 10
+// arrived. Past it, the body is kept in blocks of bodyBlock bytes, each
+// allocated only once data is there to go in it, so a client that declares
+// a large Content-Length and then stalls holds memory for what it sent
+// (plus at most one block and a pooled 32 KiB scratch buffer), not for
+// what it promised. Blocks are never copied into one buffer: the body is
+// forwarded, and replayed, from them.
+const (
+	initialBodyBuffer = 16 << 10
+	bodyBlock         = 64 << 10
+)
 
 // errBody wraps a failure reading the client's request body. It travels
 // through the Transport to the ReverseProxy's ErrorHandler, so a body that
@@ -38,9 +45,9 @@ func (e *errBody) Unwrap() error { return e.err }
 // reqState, so it costs no allocation of its own.
 type bodyReader struct {
 	body    io.ReadCloser
-	w       http.ResponseWriter // for http.ResponseController
-	timeout time.Duration       // 0: no deadline
-	armed   bool                // a deadline is set on the connection
+	dl      readDeadliner // nil: no deadline (no timeout, or the writer cannot)
+	timeout time.Duration
+	armed   bool // a deadline is set on the connection
 	// err is the first read error. The Transport reads a streamed body on
 	// its own goroutine while the ErrorHandler may look at err.
 	err atomic.Pointer[errBody]
@@ -50,10 +57,9 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	if e := b.err.Load(); e != nil {
 		return 0, e
 	}
-	if b.timeout > 0 {
+	if b.dl != nil {
 		// HTTP/1.x moves the connection's deadline, HTTP/2 the stream's.
-		// A writer that cannot (tests, other servers) reads without one.
-		b.armed = http.NewResponseController(b.w).SetReadDeadline(time.Now().Add(b.timeout)) == nil
+		b.armed = b.dl.SetReadDeadline(time.Now().Add(b.timeout)) == nil
 	}
 	n, err := b.body.Read(p)
 	switch {
@@ -74,7 +80,29 @@ func (b *bodyReader) Close() error { return b.body.Close() }
 func (b *bodyReader) disarm() {
 	if b.armed {
 		b.armed = false
-		_ = http.NewResponseController(b.w).SetReadDeadline(time.Time{})
+		_ = b.dl.SetReadDeadline(time.Time{})
+	}
+}
+
+// readDeadliner is what http.ResponseController.SetReadDeadline looks for.
+type readDeadliner interface{ SetReadDeadline(time.Time) error }
+
+// deadliner finds w's SetReadDeadline the way http.ResponseController
+// does, but once per request and without ResponseController's error value
+// (an allocation) on writers that have none.
+func deadliner(w http.ResponseWriter, timeout time.Duration) readDeadliner {
+	if timeout <= 0 {
+		return nil
+	}
+	for {
+		switch t := w.(type) {
+		case readDeadliner:
+			return t
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return nil
+		}
 	}
 }
 
@@ -87,7 +115,7 @@ func (h *Handler) prepareBody(w http.ResponseWriter, r *http.Request, st *reqSta
 		r.Body, r.ContentLength = http.NoBody, 0
 		return nil
 	}
-	st.body.body, st.body.w, st.body.timeout = r.Body, w, h.bodyTimeout
+	st.body.body, st.body.dl, st.body.timeout = r.Body, deadliner(w, h.bodyTimeout), h.bodyTimeout
 	var body io.ReadCloser = &st.body
 	if r.ContentLength < 0 {
 		body = http.MaxBytesReader(w, body, h.maxBody)
@@ -101,67 +129,91 @@ func (h *Handler) prepareBody(w http.ResponseWriter, r *http.Request, st *reqSta
 	if want < 0 {
 		want = h.bufBody + 1 // one more tells a body too large to buffer
 	}
-	buf, err := h.readBody(body, want)
+	full, last, n, err := h.readBody(body, want)
 	if err != nil {
 		return err
 	}
-	if int64(len(buf)) > h.bufBody {
+	if n > h.bufBody {
 		// Chunked and too large to buffer: stream what was read, then the
 		// rest.
 		fullDuplex(w)
 		r.Body = struct {
 			io.Reader
 			io.Closer
-		}{io.MultiReader(bytes.NewReader(buf), body), body}
+		}{io.MultiReader(&blocksReader{append(full, last)}, body), body}
 		r.ContentLength = -1
 		return nil
 	}
 	st.body.disarm() // a declared length may end without a read that saw EOF
-	r.ContentLength = int64(len(buf))
-	r.Body = io.NopCloser(bytes.NewReader(buf))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	r.ContentLength = n
+	r.TransferEncoding = nil // a buffered chunked body goes upstream with its length
+	if full == nil {
+		r.Body = io.NopCloser(bytes.NewReader(last))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(last)), nil }
+		return nil
+	}
+	blocks := append(full, last)
+	r.Body = io.NopCloser(&blocksReader{slices.Clone(blocks)})
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(&blocksReader{slices.Clone(blocks)}), nil }
 	return nil
 }
 
-// readBody reads up to want bytes of body, or to its end. The buffer starts
-// at most initialBodyBuffer large and grows, at most doubling, only after
-// data has arrived that does not fit: while it is full the next read goes
-// to a pooled scratch buffer first.
-func (h *Handler) readBody(body io.Reader, want int64) ([]byte, error) {
-	buf := make([]byte, 0, min(want, initialBodyBuffer))
+// blocksReader reads a body kept in blocks. It consumes its slice of
+// blocks, so each reader needs its own copy of it.
+type blocksReader struct{ b [][]byte }
+
+func (r *blocksReader) Read(p []byte) (int, error) {
+	for len(r.b) > 0 && len(r.b[0]) == 0 {
+		r.b = r.b[1:]
+	}
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b[0])
+	r.b[0] = r.b[0][n:]
+	return n, nil
+}
+
+// readBody reads up to want bytes of body, or to its end, and returns them
+// as the blocks filled before the last one (nil for a body that fits the
+// first), the last one, and the total. The first block is at most
+// initialBodyBuffer large; when a block is full the next read goes to a
+// pooled scratch buffer and a new block is allocated only for data that
+// arrived.
+func (h *Handler) readBody(body io.Reader, want int64) (full [][]byte, cur []byte, total int64, err error) {
+	cur = make([]byte, 0, min(want, initialBodyBuffer))
 	var scratch []byte
 	defer func() {
 		if scratch != nil {
 			h.pool.Put(scratch)
 		}
 	}()
-	for int64(len(buf)) < want {
-		left := want - int64(len(buf))
+	for total < want {
+		left := want - total
 		var n int
-		var err error
-		if len(buf) < cap(buf) {
-			free := buf[len(buf):cap(buf)]
+		if len(cur) < cap(cur) {
+			free := cur[len(cur):cap(cur)]
 			n, err = body.Read(free[:min(int64(len(free)), left)])
-			buf = buf[:len(buf)+n]
+			cur = cur[:len(cur)+n]
 		} else {
 			if scratch == nil {
 				scratch = h.pool.Get()
 			}
 			n, err = body.Read(scratch[:min(int64(len(scratch)), left)])
 			if n > 0 {
-				grown := make([]byte, len(buf), min(want, max(2*int64(cap(buf)), int64(len(buf)+n))))
-				copy(grown, buf)
-				buf = append(grown, scratch[:n]...)
+				full = append(full, cur)
+				cur = append(make([]byte, 0, min(left, max(bodyBlock, int64(n)))), scratch[:n]...)
 			}
 		}
+		total += int64(n)
 		if err == io.EOF {
-			break // a short declared length is io.ErrUnexpectedEOF, from the server
+			return full, cur, total, nil // a short declared length is io.ErrUnexpectedEOF, from the server
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, 0, err
 		}
 	}
-	return buf, nil
+	return full, cur, total, nil
 }
 
 // fullDuplex lets a request body that is forwarded as it arrives go on
@@ -227,7 +279,7 @@ func (h *Handler) discardRefused(w http.ResponseWriter, r *http.Request, st *req
 	if raw == nil {
 		raw = r.Body
 	}
-	b := &bodyReader{body: raw, w: w, timeout: h.bodyTimeout}
+	b := &bodyReader{body: raw, dl: deadliner(w, h.bodyTimeout), timeout: h.bodyTimeout}
 	_, _ = io.CopyN(io.Discard, b, 2*h.maxBody)
 	b.disarm()
 }

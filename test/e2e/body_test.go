@@ -3,6 +3,9 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -229,5 +232,32 @@ func TestOversizedBodyAnswered413(t *testing.T) {
 				t.Errorf("code %q, want body_too_large", e.Error.Code)
 			}
 		})
+	}
+}
+
+// TestBufferedBodyArrivesWhole: a buffered body larger than the first
+// buffer is kept in blocks as it arrives; the upstream must still get it
+// byte for byte, with its Content-Length, declared or chunked.
+func TestBufferedBodyArrivesWhole(t *testing.T) {
+	model := upstream.New(t, upstreamKey)
+	g := startGateway(t, bodyConfig(model.URL, "buffer_body_bytes: 1MiB"))
+	body := randomBody(t, 700<<10+123)
+	sum := sha256.Sum256(body)
+	for _, chunked := range []bool{false, true} {
+		resp := do(t, client(), g.URL, request{method: "POST", path: "/pub/score", body: bytes.NewReader(body), chunked: chunked})
+		if resp.status != 200 {
+			t.Fatalf("chunked=%v: status %d %s", chunked, resp.status, resp.body)
+		}
+		var echo upstream.Echo
+		if err := json.Unmarshal(resp.body, &echo); err != nil {
+			t.Fatal(err)
+		}
+		if echo.BodyBytes != int64(len(body)) || echo.BodySHA256 != hex.EncodeToString(sum[:]) {
+			t.Errorf("chunked=%v: upstream got %d bytes sha256 %s, want %d %x", chunked, echo.BodyBytes, echo.BodySHA256, len(body), sum)
+		}
+		last, _ := model.Last()
+		if last.Header.Get("Content-Length") != strconv.Itoa(len(body)) {
+			t.Errorf("chunked=%v: upstream Content-Length %q, want %d (buffered bodies are sent with their length)", chunked, last.Header.Get("Content-Length"), len(body))
+		}
 	}
 }
