@@ -2,8 +2,16 @@ package credential
 
 import "time"
 
-// Clock is the time source of the refresh engine, injected so tests can drive
-// expiry and backoff without sleeping (see credential/credtest.Clock).
+// Clock is the time source of the refresh engine. It is the one clock
+// interface in modelgate's production code; everything else reads package
+// time (or takes a func() time.Time, as gateway.Deps.Now).
+//
+// Tests in process use testing/synctest and the system clock, which then
+// runs on the bubble's fake time. Clock exists for tests that cannot: the
+// end-to-end tests drive a gateway over real loopback sockets, where a
+// goroutine blocked on a socket is not durably blocked and a bubble's clock
+// would never advance, so they inject credtest.Clock (through
+// gateway.Deps.Clock) and advance it by hand.
 //
 // Its methods use only unnamed types, so a fake in another package satisfies
 // it without importing this one.

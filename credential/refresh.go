@@ -32,8 +32,7 @@ type RefreshPolicy struct {
 	MaxBackoff time.Duration
 	// Rand returns a number in [0, 1) used for jitter: a retry waits
 	// between half and all of the current backoff. Default: math/rand/v2.
-	// Tests inject a fixed sequence (credtest.SeqRand). Must be safe for
-	// concurrent use.
+	// Tests inject a constant. Must be safe for concurrent use.
 	Rand func() float64
 	// FetchTimeout bounds one fetch, including getting the gateway's own
 	// Azure AD token. Default: 30s.

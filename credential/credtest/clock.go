@@ -1,10 +1,12 @@
-// Package credtest provides test helpers for package credential and its
-// users: a fake clock that satisfies credential.Clock (and the Clock of
-// test/fakeazure), so that token lifetimes, refresh schedules and backoff can
-// be driven in milliseconds with Advance instead of real sleeps.
+// Package credtest provides a fake credential.Clock for tests that cannot
+// use testing/synctest: tests that reach a gateway over real loopback
+// sockets (test/e2e), where a goroutine blocked on a socket is not durably
+// blocked, so a bubble's clock would never advance. Tests of package
+// credential itself, and anything else that can be reached in-process, run
+// in a synctest bubble on the system clock instead.
 //
-// credtest deliberately does not import package credential, so that
-// credential's own in-package tests can use it without an import cycle.
+// credtest deliberately does not import package credential: Clock satisfies
+// credential.Clock by its method set alone.
 package credtest
 
 import (
@@ -13,13 +15,13 @@ import (
 	"time"
 )
 
-// Clock is a fake clock. Its time moves only when Advance or Set is called.
+// Clock is a fake clock. Its time moves only when Advance is called.
 //
 // Functions scheduled with AfterFunc run synchronously, in time order, on the
-// goroutine that calls Advance or Set, with Now reporting the time they were
-// due. A function that schedules another one due within the same Advance
-// window sees it run in the same Advance. So when Advance returns, every
-// refresh that was due has completed, which makes tests deterministic.
+// goroutine that calls Advance, with Now reporting the time they were due. A
+// function that schedules another one due within the same Advance window
+// sees it run in the same Advance. So when Advance returns, every refresh
+// that was due has completed, which makes tests deterministic.
 //
 // Clock is safe for concurrent use. Advance must not be called from inside a
 // scheduled function.
@@ -36,13 +38,8 @@ type timer struct {
 	f    func()
 }
 
-// NewClock returns a fake clock reading start. A zero start means
-// 2030-01-01T00:00:00Z. Tests that also drive real Azure SDK caches, which
-// use the real clock, should pass time.Now().
+// NewClock returns a fake clock reading start.
 func NewClock(start time.Time) *Clock {
-	if start.IsZero() {
-		start = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	}
 	return &Clock{now: start}
 }
 
@@ -55,7 +52,7 @@ func (c *Clock) Now() time.Time {
 
 // AfterFunc schedules f to run once the fake time has advanced by d, and
 // returns a function that cancels it, reporting whether it did. A d <= 0 is
-// due at the next Advance (or Set), even Advance(0).
+// due at the next Advance, even Advance(0).
 func (c *Clock) AfterFunc(d time.Duration, f func()) (stop func() bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -75,23 +72,14 @@ func (c *Clock) AfterFunc(d time.Duration, f func()) (stop func() bool) {
 	}
 }
 
-// Advance moves the clock forward by d, running every scheduled function
-// that falls due, in order, before returning.
+// Advance moves the clock forward by d (a negative d counts as 0), running
+// every scheduled function that falls due, in order, before returning.
 func (c *Clock) Advance(d time.Duration) {
 	c.mu.Lock()
-	target := c.now.Add(d)
+	target := c.now.Add(max(d, 0))
 	c.mu.Unlock()
-	c.Set(target)
-}
-
-// Set moves the clock to t (never backwards: an earlier t only runs what is
-// already due) and runs every scheduled function due by then.
-func (c *Clock) Set(t time.Time) {
 	for {
 		c.mu.Lock()
-		if t.Before(c.now) {
-			t = c.now
-		}
 		sort.Slice(c.timers, func(i, j int) bool {
 			a, b := c.timers[i], c.timers[j]
 			if !a.when.Equal(b.when) {
@@ -99,8 +87,8 @@ func (c *Clock) Set(t time.Time) {
 			}
 			return a.seq < b.seq
 		})
-		if len(c.timers) == 0 || c.timers[0].when.After(t) {
-			c.now = t
+		if len(c.timers) == 0 || c.timers[0].when.After(target) {
+			c.now = target
 			c.mu.Unlock()
 			return
 		}
@@ -111,46 +99,5 @@ func (c *Clock) Set(t time.Time) {
 		}
 		c.mu.Unlock()
 		next.f()
-	}
-}
-
-// Pending returns how many scheduled functions have not run yet.
-func (c *Clock) Pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.timers)
-}
-
-// NextDue returns when the earliest scheduled function falls due, and false
-// when none is scheduled.
-func (c *Clock) NextDue() (time.Time, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var first time.Time
-	for _, t := range c.timers {
-		if first.IsZero() || t.when.Before(first) {
-			first = t.when
-		}
-	}
-	return first, !first.IsZero()
-}
-
-// SeqRand returns a func() float64 that yields vals in turn, repeating the
-// last one, for deterministic jitter in tests (credential.RefreshPolicy.Rand).
-// It is safe for concurrent use.
-func SeqRand(vals ...float64) func() float64 {
-	if len(vals) == 0 {
-		vals = []float64{0.5}
-	}
-	var mu sync.Mutex
-	i := 0
-	return func() float64 {
-		mu.Lock()
-		defer mu.Unlock()
-		v := vals[i]
-		if i < len(vals)-1 {
-			i++
-		}
-		return v
 	}
 }

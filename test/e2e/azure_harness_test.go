@@ -268,7 +268,7 @@ func newAzureWorld(t *testing.T) *azureWorld {
 	c, tr := trustingClient(t, aad.CACertPEM())
 	w := &azureWorld{
 		t: t, clock: clock, aad: aad, aml: aml, http: c, transport: tr,
-		refresh: credential.RefreshPolicy{Rand: credtest.SeqRand(0.5)},
+		refresh: credential.RefreshPolicy{Rand: func() float64 { return 0.5 }},
 	}
 	w.credYAML = fmt.Sprintf(`{ type: client_secret, tenant_id: %q, client_id: %q, client_secret: "${AML_PRINCIPAL_PASS}", authority_host: %q }`,
 		spTenant, spClientID, aad.URL())
