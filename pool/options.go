@@ -122,7 +122,8 @@ type HealthCheckOptions struct {
 	Path string
 	// Interval between two probes of a backend. Default 10s.
 	Interval time.Duration
-	// Timeout of one probe. Default 2s; at most Interval.
+	// Timeout of one probe. Default 2s, or Interval if that is shorter; at
+	// most Interval.
 	Timeout time.Duration
 	// HealthyStatus lists the statuses that count as up. Default [200].
 	HealthyStatus []int
@@ -236,8 +237,12 @@ func compile(o *Options) (settings, []*backend, *Mirror, error) {
 	s.threshold = defaulted(&errs, "circuit_breaker.consecutive_failures", cb.ConsecutiveFailures, DefaultConsecutiveFailures)
 	s.openFor = defaulted(&errs, "circuit_breaker.open_for", cb.OpenFor, DefaultOpenFor)
 	s.maxOpenFor = defaulted(&errs, "circuit_breaker.max_open_for", cb.MaxOpenFor, DefaultMaxOpenFor)
-	if s.openFor > s.maxOpenFor && cb.OpenFor > 0 && cb.MaxOpenFor >= 0 {
-		bad("circuit_breaker.open_for", "%s is longer than max_open_for %s: lower open_for or raise max_open_for", s.openFor, s.maxOpenFor)
+	if s.openFor > s.maxOpenFor && cb.OpenFor >= 0 && cb.MaxOpenFor >= 0 {
+		if cb.OpenFor > 0 {
+			bad("circuit_breaker.open_for", "%s is longer than max_open_for %s: lower open_for or raise max_open_for", s.openFor, s.maxOpenFor)
+		} else {
+			bad("circuit_breaker.max_open_for", "%s is shorter than the default open_for %s: raise max_open_for or set open_for", s.maxOpenFor, s.openFor)
+		}
 	}
 
 	if hc := o.HealthCheck; hc != nil {
@@ -248,8 +253,8 @@ func compile(o *Options) (settings, []*backend, *Mirror, error) {
 			bad("health_check.path", "%q: must be a path starting with / (no query)", h.Path)
 		}
 		h.Interval = defaulted(&errs, "health_check.interval", hc.Interval, DefaultHealthInterval)
-		h.Timeout = defaulted(&errs, "health_check.timeout", hc.Timeout, DefaultHealthTimeout)
-		if h.Timeout > h.Interval && hc.Timeout > 0 {
+		h.Timeout = defaulted(&errs, "health_check.timeout", hc.Timeout, min(DefaultHealthTimeout, h.Interval))
+		if h.Timeout > h.Interval {
 			bad("health_check.timeout", "%s is longer than interval %s: probes would overlap", h.Timeout, h.Interval)
 		}
 		h.HealthyStatus = append([]int(nil), hc.HealthyStatus...)

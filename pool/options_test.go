@@ -36,6 +36,8 @@ func TestNewReportsEveryProblemWithItsPath(t *testing.T) {
 		}}, []string{"circuit_breaker.consecutive_failures", "circuit_breaker.open_for", "circuit_breaker.max_open_for"}},
 		{"open_for above max", pool.Options{Backends: ok, CircuitBreaker: pool.BreakerOptions{OpenFor: 20 * time.Minute}},
 			[]string{"circuit_breaker.open_for"}},
+		{"max below default open_for", pool.Options{Backends: ok, CircuitBreaker: pool.BreakerOptions{MaxOpenFor: 10 * time.Second}},
+			[]string{"circuit_breaker.max_open_for"}},
 		{"health check", pool.Options{Backends: ok, HealthCheck: &pool.HealthCheckOptions{
 			Path: "healthz?x=1", Interval: -time.Second, HealthyStatus: []int{200, 99, 600},
 		}}, []string{"health_check.path", "health_check.interval", "health_check.healthy_status[1]", "health_check.healthy_status[2]"}},
@@ -109,5 +111,11 @@ func TestNewDefaults(t *testing.T) {
 	}
 	if _, ok := p.Index("nope"); ok {
 		t.Error("Index found a backend that is not there")
+	}
+	if _, err := pool.New(pool.Options{
+		Backends:    []pool.BackendOptions{be("a", 1, 1)},
+		HealthCheck: &pool.HealthCheckOptions{Interval: time.Second},
+	}); err != nil {
+		t.Errorf("a 1s interval without a timeout: %v, want the timeout to default to the interval", err)
 	}
 }

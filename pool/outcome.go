@@ -163,13 +163,13 @@ const maxDelay = time.Duration(1<<63 - 1)
 // values saturate instead of overflowing; capping them is the breaker's job
 // (circuit_breaker.max_open_for), not the parser's. It does not allocate.
 func ParseRetryAfter(h http.Header, now time.Time) (time.Duration, bool) {
-	if d, ok := parseDelay(h.Get("Retry-After-Ms"), time.Millisecond); ok {
+	if d, ok := parseDelay(first(h, "Retry-After-Ms"), time.Millisecond); ok {
 		return d, true
 	}
-	if d, ok := parseDelay(h.Get("X-Ms-Retry-After-Ms"), time.Millisecond); ok {
+	if d, ok := parseDelay(first(h, "X-Ms-Retry-After-Ms"), time.Millisecond); ok {
 		return d, true
 	}
-	v := h.Get("Retry-After")
+	v := first(h, "Retry-After")
 	if d, ok := parseDelay(v, time.Second); ok {
 		return d, true
 	}
@@ -184,6 +184,15 @@ func ParseRetryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 		return d, true
 	}
 	return 0, true
+}
+
+// first is h.Get for a key already in canonical form, as net/http stores
+// a response's keys, without Get's cost of canonicalizing it again.
+func first(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // parseDelay parses 1*DIGIT (surrounding blanks allowed) as a count of unit.
