@@ -71,7 +71,11 @@ routes:
 	url := "http://" + pub.Addr().String() + "/score"
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	var sent, failed atomic.Int64
-	seen := sync.Map{}
+	// served counts the answers per configuration version; progress wakes
+	// waitServed after each one.
+	var mu sync.Mutex
+	served := map[string]int{}
+	progress := make(chan struct{}, 1)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for range 16 {
@@ -98,22 +102,57 @@ routes:
 					failed.Add(1)
 					continue
 				}
-				seen.Store(string(body), true)
+				mu.Lock()
+				served[string(body)]++
+				mu.Unlock()
+				select {
+				case progress <- struct{}{}:
+				default:
+				}
 			}
 		}()
 	}
+	// waitServed waits until configuration v has answered n more requests,
+	// so that every reload happens under load and a good one is seen to
+	// take effect.
+	waitServed := func(v string, n int) bool {
+		t.Helper()
+		mu.Lock()
+		want := served[v] + n
+		mu.Unlock()
+		timeout := time.NewTimer(10 * time.Second)
+		defer timeout.Stop()
+		for {
+			mu.Lock()
+			got := served[v]
+			mu.Unlock()
+			if got >= want {
+				return true
+			}
+			select {
+			case <-progress:
+			case <-timeout.C:
+				t.Errorf("configuration %s answered %d of %d requests within 10s (%d requests failed)", v, got, want, failed.Load())
+				return false
+			}
+		}
+	}
 	reloads := []string{"v1", "bad", "v2", "bad", "v3", "v4"}
 	var okReloads, badReloads int
+	current := "v0"
 	for _, v := range reloads {
-		time.Sleep(150 * time.Millisecond)
+		if !waitServed(current, 20) {
+			break
+		}
 		version.Store(v)
 		if err := srv.Reload(ctx); err != nil {
 			badReloads++
 		} else {
 			okReloads++
+			current = v
 		}
 	}
-	time.Sleep(150 * time.Millisecond)
+	waitServed(current, 20)
 	close(stop)
 	wg.Wait()
 	t.Logf("reload under load: %d requests sent, %d failed, %d reloads applied, %d rejected", sent.Load(), failed.Load(), okReloads, badReloads)
@@ -123,8 +162,8 @@ routes:
 	if okReloads != 4 || badReloads != 2 {
 		t.Errorf("reloads applied %d, rejected %d; want 4 and 2", okReloads, badReloads)
 	}
-	if _, ok := seen.Load("v4"); !ok {
-		t.Error("the last configuration never served")
+	if current != "v4" {
+		t.Errorf("last configuration applied: %s, want v4", current)
 	}
 	if sent.Load() < 100 {
 		t.Errorf("only %d requests sent: the load was too light to show anything", sent.Load())
