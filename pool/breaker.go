@@ -19,6 +19,7 @@ const (
 	HalfOpen
 )
 
+// String returns "closed", "open" or "half-open", for logs and metric labels.
 func (s State) String() string {
 	switch s {
 	case Closed:

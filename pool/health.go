@@ -28,6 +28,7 @@ const (
 	ProbeSkipped
 )
 
+// String returns "up", "down" or "skipped", for logs and metric labels.
 func (r ProbeResult) String() string {
 	switch r {
 	case ProbeUp:

@@ -34,9 +34,9 @@ const (
 	MaxAttempts = 10
 )
 
-// DefaultRetryOn is retry.on when it is not set: the failures after which
+// defaultRetryOn is retry.on when it is not set: the failures after which
 // the model has certainly not done the work, plus throttling.
-var DefaultRetryOn = []string{"connect_error", "credential_unavailable", "429", "503"}
+var defaultRetryOn = []string{"connect_error", "credential_unavailable", "429", "503"}
 
 // Options configures a [Pool]. It mirrors the YAML of one pooled upstream
 // (upstreams.NAME); every problem [New] reports has a field path relative to
@@ -95,7 +95,8 @@ type RetryOptions struct {
 	// On lists the conditions that are retried and that count against a
 	// backend's breaker: connect_error, credential_unavailable, timeout,
 	// 429, 500, 502, 503, 504. Statuses are strings here ("429"); the
-	// config layer converts YAML numbers. Nil means [DefaultRetryOn]; an
+	// config layer converts YAML numbers. Nil means the default
+	// [connect_error, credential_unavailable, 429, 503]; an
 	// empty, non-nil list retries nothing and counts nothing.
 	On []string
 	// PerTryTimeout bounds one try; 0 means none (a model may think for
@@ -217,7 +218,7 @@ func compile(o *Options) (settings, []*backend, *Mirror, error) {
 	}
 	on := o.Retry.On
 	if on == nil {
-		on = DefaultRetryOn
+		on = defaultRetryOn
 	}
 	for i, v := range on {
 		c, ok := ParseCondition(v)
