@@ -6,11 +6,13 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -219,19 +221,32 @@ func TestKnobs(t *testing.T) {
 		t.Error("ResetRequests")
 	}
 
-	s.SetDelay(300 * time.Millisecond)
-	start := time.Now()
-	get()
-	if d := time.Since(start); d < 300*time.Millisecond {
-		t.Errorf("SetDelay: answered in %v", d)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL()+path, nil)
-	if _, err := s.Client().Do(req); err == nil {
-		t.Error("a delayed request beat its deadline")
-	}
-	s.SetDelay(0)
+	// The delay runs on the bubble's clock when reached in-process: exact,
+	// and no real time spent.
+	synctest.Test(t, func(t *testing.T) {
+		c := s.InProcessClient()
+		s.SetDelay(300 * time.Millisecond)
+		defer s.SetDelay(0)
+		start := time.Now()
+		resp, err := c.Get(s.URL() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if d := time.Since(start); d != 300*time.Millisecond {
+			t.Errorf("SetDelay(300ms): answered in %v", d)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL()+path, nil)
+		start = time.Now()
+		if _, err := c.Do(req); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("delayed request with a 50ms deadline: err = %v, want context.DeadlineExceeded", err)
+		}
+		if d := time.Since(start); d != 50*time.Millisecond {
+			t.Errorf("delayed request gave up after %v, want its deadline's 50ms", d)
+		}
+	})
 }
 
 func TestTrust(t *testing.T) {
