@@ -193,6 +193,12 @@ func (s *Server) RunListeners(ctx context.Context, ls Listeners) error {
 		ErrorLog:          errLog,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	if s.tls.Load() != nil {
+		// HTTP/2 through x/net/http2 over a per-connection stream-reset
+		// budget (h2guard.go); HTTP/1.1 is net/http's as before.
+		pub.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: h2MaxConcurrentStreams}
+		pub.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){"h2": serveH2()}
+	}
 	adm := &http.Server{
 		Handler:           s.AdminHandler(),
 		ReadHeaderTimeout: 5 * time.Second,
