@@ -291,8 +291,8 @@ type Mirror struct {
 	// Backend is a backend of this pool (usually with weight 0), or the name
 	// of another upstream.
 	Backend string `yaml:"backend"`
-	// Percent of requests copied, 0-100.
-	Percent float64 `yaml:"percent"`
+	// Percent of requests copied, 1-100.
+	Percent int `yaml:"percent"`
 }
 
 // Auth types for upstreams.

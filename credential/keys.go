@@ -500,6 +500,13 @@ func (s *AMLKeysSource) Rejected(ctx context.Context, c Credential) bool {
 	return changed
 }
 
+// Usable reports, without fetching or allocating, whether fetched keys are
+// held (for pools).
+func (s *AMLKeysSource) Usable() bool {
+	_, ok := s.r.peek()
+	return ok
+}
+
 // Status reports the fetch state and which key is in use (by label).
 func (s *AMLKeysSource) Status() Status {
 	st, cur := s.r.status()

@@ -135,6 +135,14 @@ func (s *TokenSource) Rejected(ctx context.Context, c Credential) bool {
 	return changed
 }
 
+// Usable reports, without fetching or allocating, whether the source holds
+// a credential it may hand out now (for pools, which skip a backend whose
+// credential is unavailable).
+func (s *TokenSource) Usable() bool {
+	_, ok := s.r.peek()
+	return ok
+}
+
 // Status reports the source's state without the token.
 func (s *TokenSource) Status() Status {
 	st, cur := s.r.status()

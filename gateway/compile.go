@@ -5,10 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"reflect"
 	"strings"
+
+	"github.com/modelgate/modelgate/pool"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/modelgate/modelgate/config"
@@ -50,6 +53,7 @@ func Compile(cfg *config.Config, deps Deps, o CompileOptions) (*Snapshot, error)
 		Config:    cfg,
 		providers: map[string]*idp.Provider{},
 		sources:   map[string]credential.ManagedSource{},
+		pools:     map[string]*pool.Pool{},
 		parts:     map[string]*part{},
 	}}
 	keys := c.keyIndex()
@@ -171,37 +175,129 @@ func (c *compiler) upstreams(decideOnly bool) map[string]*proxy.Upstream {
 	out := map[string]*proxy.Upstream{}
 	for _, name := range sortedNames(c.cfg.Upstreams) {
 		u := c.cfg.Upstreams[name]
+		if len(u.Backends) > 0 {
+			out[name] = c.pool(name, u, decideOnly)
+			continue
+		}
 		up := &proxy.Upstream{Name: name, URL: u.Parsed, Headers: u.Headers, IdentityHeaders: u.IdentityHeaders}
 		out[name] = up
 		if decideOnly || u.Auth.Type == config.AuthNone {
 			continue
 		}
-		key := "upstreams." + name + ".auth"
-		settings := upstreamSettings{Auth: u.Auth}
-		if cr := c.cfg.Credentials[u.Auth.Credential]; cr != nil {
-			settings.Cred = *cr
+		if src := c.source(name, name, "upstreams."+name+".auth", u.Auth); src != nil {
+			up.Auth = src
 		}
-		var src credential.ManagedSource
-		if p := c.reuse(key, settings); p != nil {
-			src = p.value.(credential.ManagedSource)
-		} else {
-			var err error
-			if src, err = c.upstreamSource(name, u); err != nil {
-				c.fail(key, err)
-				continue
-			}
-			c.own(key, settings, src, func(context.Context) { src.Start() }, func() { _ = src.Close() })
-		}
-		c.snap.sources[name] = src
-		up.Auth = src
 	}
 	return out
 }
 
+// source builds (or shares with the previous snapshot) the credential
+// source of one auth section at path p; key names it across reloads and
+// sourceName in /readyz and logs. Nil when it cannot be built (the problem
+// is recorded).
+func (c *compiler) source(sourceName, key, p string, a config.Auth) credential.ManagedSource {
+	settings := upstreamSettings{Auth: a}
+	if cr := c.cfg.Credentials[a.Credential]; cr != nil {
+		settings.Cred = *cr
+	}
+	partKey := "source:" + key
+	if part := c.reuse(partKey, settings); part != nil {
+		src := part.value.(credential.ManagedSource)
+		c.snap.sources[sourceName] = src
+		return src
+	}
+	src, err := c.upstreamSource(sourceName, a)
+	if err != nil {
+		c.fail(p, err)
+		return nil
+	}
+	c.own(partKey, settings, src, func(context.Context) { src.Start() }, func() { _ = src.Close() })
+	c.snap.sources[sourceName] = src
+	return src
+}
+
+// pool compiles an upstream with backends: each backend's credential
+// source (named UPSTREAM/BACKEND), the selection, retry, breaker and mirror
+// settings (package pool validates them), and the optional health check,
+// which runs once the snapshot starts.
+func (c *compiler) pool(name string, u *config.Upstream, decideOnly bool) *proxy.Upstream {
+	p := "upstreams." + name
+	up := &proxy.Upstream{Name: name}
+	o := pool.Options{}
+	var auths []proxy.UpstreamAuth
+	for i, b := range u.Backends {
+		o.Backends = append(o.Backends, pool.BackendOptions{Name: b.Name, URL: b.URL, Weight: b.Weight})
+		if b.Priority != nil {
+			o.Backends[i].Priority = *b.Priority
+		}
+		pb := &proxy.Backend{Name: b.Name, URL: b.Parsed, Headers: b.Headers, IdentityHeaders: b.IdentityHeaders}
+		if !decideOnly && b.Auth.Type != config.AuthNone {
+			if src := c.source(name+"/"+b.Name, name+"/"+b.Name, fmt.Sprintf("%s.backends[%d].auth", p, i), b.Auth); src != nil {
+				pb.Auth = src
+			}
+		}
+		up.Backends = append(up.Backends, pb)
+		auths = append(auths, pb.Auth)
+	}
+	if r := u.Retry; r != nil {
+		o.Retry = pool.RetryOptions{Attempts: r.Attempts, On: r.On, PerTryTimeout: r.PerTryTimeout.D()}
+	}
+	if cb := u.CircuitBreaker; cb != nil {
+		o.CircuitBreaker = pool.BreakerOptions{ConsecutiveFailures: cb.ConsecutiveFailures, OpenFor: cb.OpenFor.D(), MaxOpenFor: cb.MaxOpenFor.D()}
+	}
+	if hc := u.HealthCheck; hc != nil {
+		o.HealthCheck = &pool.HealthCheckOptions{Path: hc.Path, Interval: hc.Interval.D(), Timeout: hc.Timeout.D(), HealthyStatus: hc.HealthyStatus}
+	}
+	if m := u.Mirror; m != nil {
+		o.Mirror = &pool.MirrorOptions{Backend: m.Backend, Percent: m.Percent}
+	}
+	o.Usable = proxy.BackendUsable(auths)
+	pl, err := pool.New(o)
+	if err != nil {
+		c.fail(p, err)
+		return up
+	}
+	up.Pool = pl
+	c.snap.pools[name] = pl
+	if c.deps.Metrics != nil {
+		names := make([]string, pl.Len())
+		for i := range names {
+			names[i] = pl.Name(i)
+		}
+		up.Tries = c.deps.Metrics.Pool(name, names)
+	}
+	if o.HealthCheck != nil && !decideOnly {
+		pr := &pool.Prober{
+			Pool:   pl,
+			Client: &http.Client{Transport: c.deps.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+			Prepare: func(req *http.Request, i int) error {
+				b := up.Backends[i]
+				for k, v := range b.Headers {
+					req.Header.Set(k, v)
+				}
+				if b.Auth == nil {
+					return nil
+				}
+				cred, err := b.Auth.Credential(req.Context())
+				if err != nil {
+					return err
+				}
+				req.Header.Set("Authorization", cred.Header())
+				return nil
+			},
+			Observe: c.deps.probeObserver(name, pl),
+		}
+		// A pool's breaker state is its own: a reload builds it anew, and
+		// its prober with it.
+		c.own("prober:"+name+fmt.Sprintf("#%p", pl), nil, pr, func(ctx context.Context) { _ = pr.Start(ctx) }, pr.Close)
+	}
+	return up
+}
+
 // upstreamSource builds the credential source for an upstream's auth
 // section (not auth type none).
-func (c *compiler) upstreamSource(name string, u *config.Upstream) (credential.ManagedSource, error) {
-	a, deps := u.Auth, c.deps
+func (c *compiler) upstreamSource(name string, a config.Auth) (credential.ManagedSource, error) {
+	deps := c.deps
 	if a.Type == config.AuthKey {
 		return credential.NewKey(credential.KeyOptions{
 			Name:      name,

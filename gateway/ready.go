@@ -2,6 +2,10 @@ package gateway
 
 import (
 	"context"
+	"time"
+
+	"github.com/modelgate/modelgate/metrics"
+	"github.com/modelgate/modelgate/pool"
 
 	"github.com/modelgate/modelgate/config"
 
@@ -81,6 +85,9 @@ func (s *Snapshot) Readiness() Readiness {
 	serving := false
 	for _, r := range s.Config.Routes {
 		rs := routeState(r, providers, sources)
+		if pl := s.pools[r.Upstream]; pl != nil {
+			poolState(&rs, r.Upstream, pl)
+		}
 		rep.Routes[r.Name] = rs
 		serving = serving || rs.State != RouteDown
 	}
@@ -88,6 +95,50 @@ func (s *Snapshot) Readiness() Readiness {
 		rep.Ready = false
 	}
 	return rep
+}
+
+// poolState judges a route's pool: down when no backend that takes traffic
+// (weight above 0) is available, degraded when some are not.
+func poolState(rs *RouteState, upstream string, pl *pool.Pool) {
+	serving, total := 0, 0
+	for i := range pl.Len() {
+		b := pl.State(i)
+		if b.Weight == 0 {
+			continue
+		}
+		total++
+		if b.Available {
+			serving++
+			continue
+		}
+		reason := "upstream " + upstream + " backend " + b.Name + ": unavailable"
+		if b.State == pool.Open {
+			reason += " (breaker open until " + b.OpenUntil.UTC().Format(time.RFC3339) + ")"
+		}
+		if b.LastError != "" {
+			reason += ": " + b.LastError
+		}
+		rs.Reasons = append(rs.Reasons, reason)
+	}
+	switch {
+	case serving == 0 && total > 0:
+		rs.State = RouteDown
+	case serving < total && rs.State == RouteOK:
+		rs.State = RouteDegraded
+	}
+}
+
+// Backends reports every pool member's breaker, for metrics.
+func (s *Snapshot) Backends() []metrics.BackendState {
+	var out []metrics.BackendState
+	for _, name := range sortedNames(s.pools) {
+		pl := s.pools[name]
+		for i := range pl.Len() {
+			b := pl.State(i)
+			out = append(out, metrics.BackendState{Upstream: name, Backend: b.Name, Breaker: b.State.String(), Available: b.Available})
+		}
+	}
+	return out
 }
 
 // attempted reports whether every source of the provider has tried once.

@@ -46,7 +46,8 @@ func NewServer(snap *Snapshot, load Loader, deps Deps) *Server {
 		deps.Metrics.SetState(func() metrics.State {
 			rep := s.snap.Load().Readiness()
 			ok, failed := s.ReloadCounts()
-			return metrics.State{Credentials: rep.Credentials, IdentityProviders: rep.IdentityProviders, ReloadsOK: ok, ReloadsFailed: failed}
+			return metrics.State{Credentials: rep.Credentials, IdentityProviders: rep.IdentityProviders, ReloadsOK: ok, ReloadsFailed: failed,
+				Backends: s.snap.Load().Backends()}
 		})
 	}
 	return s

@@ -91,10 +91,10 @@ func TestReloadCarriesOverUnchangedComponents(t *testing.T) {
 		defer p.mu.Unlock()
 		return p.owner
 	}
-	if owner(second, "identity_providers.aad") != second || owner(second, "upstreams.a.auth") != second {
+	if owner(second, "identity_providers.aad") != second || owner(second, "source:a") != second {
 		t.Error("ownership of the carried-over components was not handed over")
 	}
-	if owner(first, "upstreams.b.auth") != first {
+	if owner(first, "source:b") != first {
 		t.Error("the replaced source must stay with the old snapshot, to be closed with it")
 	}
 

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/modelgate/modelgate/pool"
+
 	azpolicy "github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/credential"
@@ -81,7 +83,8 @@ type Snapshot struct {
 	Warnings []error
 
 	providers map[string]*idp.Provider            // by provider name
-	sources   map[string]credential.ManagedSource // by upstream name
+	sources   map[string]credential.ManagedSource // by upstream name (UPSTREAM/BACKEND in pools)
+	pools     map[string]*pool.Pool               // by upstream name, for upstreams with backends
 	parts     map[string]*part                    // by field path; see part
 	tls       *tlsState                           // server.tls compiled; nil without TLS
 }
@@ -194,5 +197,23 @@ func NewTransport(c config.UpstreamTransport) *http.Transport {
 		ResponseHeaderTimeout:  c.ResponseHeaderTimeout.D(),
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: 1 << 20,
+	}
+}
+
+// probeObserver returns the health-check callback for upstream name's pool:
+// failures are logged (never with a credential), outcomes counted when
+// metrics are on.
+func (d Deps) probeObserver(name string, pl *pool.Pool) func(int, pool.ProbeResult, error) {
+	return func(i int, r pool.ProbeResult, err error) {
+		if d.Metrics != nil {
+			d.Metrics.HealthCheck(name, pl.Name(i), r.String())
+		}
+		if r != pool.ProbeUp && d.Logger != nil {
+			attrs := []slog.Attr{slog.String("upstream", name), slog.String("backend", pl.Name(i)), slog.String("result", r.String())}
+			if err != nil {
+				attrs = append(attrs, slog.String("error", err.Error()))
+			}
+			d.Logger.LogAttrs(context.Background(), slog.LevelWarn, "backend health check failed", attrs...)
+		}
 	}
 }

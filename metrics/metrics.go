@@ -41,6 +41,17 @@ type State struct {
 	IdentityProviders []idp.Status
 	ReloadsOK         uint64
 	ReloadsFailed     uint64
+	// Backends are the pools' members and their breakers.
+	Backends []BackendState
+}
+
+// BackendState is one pool member's breaker, for the gauges.
+type BackendState struct {
+	Upstream, Backend string
+	// Breaker is closed, open or half-open.
+	Breaker string
+	// Available is true when the backend may take traffic now.
+	Available bool
 }
 
 // StateFunc returns the current State; it must be cheap and never block on
@@ -55,6 +66,9 @@ type Metrics struct {
 	upstream    *prometheus.HistogramVec
 	limited     *prometheus.CounterVec
 	denied      *prometheus.CounterVec
+	tries       *prometheus.CounterVec
+	retries     *prometheus.CounterVec
+	probes      *prometheus.CounterVec
 
 	mu     sync.Mutex
 	routes map[string]*Route
@@ -91,6 +105,19 @@ func New(version string) *Metrics {
 		Help: "Requests refused by the route policy, by route and status (401, 403, 503).",
 	}, []string{"route", "status"})
 
+	m.tries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "backend_requests_total",
+		Help: "Tries sent to a pool's backends, by upstream, backend and outcome (ok, or failure: a retry.on condition).",
+	}, []string{"upstream", "backend", "outcome"})
+	m.retries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "backend_retries_total",
+		Help: "Tries that were retries of a request, by upstream and the backend retried on.",
+	}, []string{"upstream", "backend"})
+	m.probes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "backend_health_checks_total",
+		Help: "Active health-check probes, by upstream, backend and result (up, down, skipped).",
+	}, []string{"upstream", "backend", "result"})
+
 	goVersion := ""
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion
@@ -101,7 +128,7 @@ func New(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.requests, m.gatewayTime, m.upstream, m.limited, m.denied, build,
+	m.reg.MustRegister(m.requests, m.gatewayTime, m.upstream, m.limited, m.denied, m.tries, m.retries, m.probes, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{m: m})
 	return m
@@ -190,6 +217,40 @@ func (r *Route) Observe(status int, auth string, total, upstream time.Duration, 
 	}
 }
 
+// Pool returns the pre-resolved counters of an upstream's backends (label
+// values come from the configuration only).
+func (m *Metrics) Pool(upstream string, backends []string) *Pool {
+	p := &Pool{}
+	for _, b := range backends {
+		p.ok = append(p.ok, m.tries.WithLabelValues(upstream, b, "ok"))
+		p.failed = append(p.failed, m.tries.WithLabelValues(upstream, b, "failure"))
+		p.retries = append(p.retries, m.retries.WithLabelValues(upstream, b))
+	}
+	return p
+}
+
+// Pool counts one pooled upstream's tries; safe for concurrent use and
+// allocation-free.
+type Pool struct{ ok, failed, retries []prometheus.Counter }
+
+// Try records a try on backend i: whether it failed (a retry.on
+// condition) and whether it was a retry.
+func (p *Pool) Try(i int, failed, retry bool) {
+	if failed {
+		p.failed[i].Inc()
+	} else {
+		p.ok[i].Inc()
+	}
+	if retry {
+		p.retries[i].Inc()
+	}
+}
+
+// HealthCheck counts one probe's result.
+func (m *Metrics) HealthCheck(upstream, backend, result string) {
+	m.probes.WithLabelValues(upstream, backend, result).Inc()
+}
+
 // stateCollector turns State into metrics at scrape time.
 type stateCollector struct{ m *Metrics }
 
@@ -210,10 +271,14 @@ var (
 		"Key set fetches, by provider and outcome.", []string{"provider", "outcome"}, nil)
 	descReloads = prometheus.NewDesc(namespace+"_config_reloads_total",
 		"Configuration reloads, by outcome.", []string{"outcome"}, nil)
+	descBreaker = prometheus.NewDesc(namespace+"_backend_breaker_state",
+		"A pool backend's circuit breaker: 1 for its current state (closed, open, half-open), 0 for the others.", []string{"upstream", "backend", "state"}, nil)
+	descAvailable = prometheus.NewDesc(namespace+"_backend_available",
+		"1 when a pool backend may take traffic (breaker closed, credential valid).", []string{"upstream", "backend"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCredValid, descCredExpiry, descCredRefresh, descJWKSReady, descJWKSKeys, descJWKSAge, descJWKSRefresh, descReloads} {
+	for _, d := range []*prometheus.Desc{descCredValid, descCredExpiry, descCredRefresh, descJWKSReady, descJWKSKeys, descJWKSAge, descJWKSRefresh, descReloads, descBreaker, descAvailable} {
 		ch <- d
 	}
 }
@@ -248,6 +313,12 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descJWKSRefresh, prometheus.CounterValue, float64(ok), p.Name, "success")
 		ch <- prometheus.MustNewConstMetric(descJWKSRefresh, prometheus.CounterValue, float64(failed), p.Name, "failure")
+	}
+	for _, b := range st.Backends {
+		for _, state := range [...]string{"closed", "open", "half-open"} {
+			ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, b2f(b.Breaker == state), b.Upstream, b.Backend, state)
+		}
+		ch <- prometheus.MustNewConstMetric(descAvailable, prometheus.GaugeValue, b2f(b.Available), b.Upstream, b.Backend)
 	}
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.ReloadsOK), "success")
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.ReloadsFailed), "failure")

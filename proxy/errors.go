@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/modelgate/modelgate/credential"
 )
@@ -101,7 +102,10 @@ func classify(err error) (status int, code, msg string) {
 	var ur *errUpstreamRejected
 	var mbe *http.MaxBytesError
 	var ne net.Error
+	var pu *errPoolUnavailable
 	switch {
+	case errors.As(err, &pu):
+		return http.StatusServiceUnavailable, CodeUpstreamUnavailable, "every backend of this model is unavailable right now: retry after the time in Retry-After"
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, CodeBodyTooLarge, tooLargeMessage(mbe.Limit)
 	case errors.As(err, &cu):
@@ -149,6 +153,10 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream error",
 			slog.String("request_id", st.id), slog.String("route", st.route.Name),
 			slog.String("upstream", st.route.Upstream.Name), slog.String("code", code), slog.String("error", err.Error()))
+	}
+	var pu *errPoolUnavailable
+	if errors.As(err, &pu) {
+		w.Header().Set(headerRetryAfter, strconv.Itoa(max(1, int((pu.retryAfter+time.Second-1)/time.Second))))
 	}
 	if clientBody {
 		// The rest of the streamed body stays unread: the connection

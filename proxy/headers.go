@@ -4,7 +4,6 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -30,18 +29,42 @@ func compileUpstream(u *Upstream) *Upstream {
 	c := &Upstream{
 		Name: u.Name, Auth: u.Auth,
 		Headers: maps.Clone(u.Headers), IdentityHeaders: maps.Clone(u.IdentityHeaders),
+		Backends: u.Backends, Pool: u.Pool, Tries: u.Tries,
 	}
 	if u.URL != nil {
 		target := *u.URL
 		c.URL = &target
 	}
-	for k, v := range c.Headers {
-		c.headers = append(c.headers, headerKV{key: http.CanonicalHeaderKey(k), val: []string{v}})
-	}
-	for field, name := range c.IdentityHeaders {
-		c.identity = append(c.identity, identityHeader{key: http.CanonicalHeaderKey(name), field: field})
-	}
+	c.headers, c.identity = compileHeaders(c.Headers, c.IdentityHeaders)
 	return c
+}
+
+// compileHeaders turns configured headers and identity headers into the
+// canonical lists rewrite sets.
+func compileHeaders(headers, identityHeaders map[string]string) (hs []headerKV, ids []identityHeader) {
+	for k, v := range headers {
+		hs = append(hs, headerKV{key: http.CanonicalHeaderKey(k), val: []string{v}})
+	}
+	for field, name := range identityHeaders {
+		ids = append(ids, identityHeader{key: http.CanonicalHeaderKey(name), field: field})
+	}
+	return hs, ids
+}
+
+// setBackendHeaders sets an upstream's (or backend's) configured headers,
+// over any client-sent header of the same name, and the caller's identity
+// in its identity headers.
+func setBackendHeaders(hdr http.Header, headers []headerKV, identity []identityHeader, st *reqState) {
+	for _, kv := range headers {
+		hdr[kv.key] = kv.val
+	}
+	if st.ident != nil {
+		for _, ih := range identity {
+			if v := identityField(st.ident, ih.field); v != "" {
+				hdr[ih.key] = []string{v}
+			}
+		}
+	}
 }
 
 // spoofable lists client-sent headers that claim an identity or carry a
@@ -123,28 +146,22 @@ func (h *Handler) rewrite(u *Upstream, pr *httputil.ProxyRequest) {
 	hdr := out.Header
 
 	// Target: scheme and host of the upstream; its path replaces the prefix.
-	out.URL.Scheme = u.URL.Scheme
-	out.URL.Host = u.URL.Host
-	out.Host = ""
-	rest := strings.TrimPrefix(pr.In.URL.Path, st.route.Prefix)
-	if st.route.Prefix == "/" {
-		rest = pr.In.URL.Path
-	}
-	out.URL.Path = u.URL.Path + rest
-	out.URL.RawPath = ""
-	if raw := pr.In.URL.RawPath; raw != "" && strings.HasPrefix(raw, st.route.Prefix) {
-		rawRest := raw[len(st.route.Prefix):]
-		if st.route.Prefix == "/" {
-			rawRest = raw
-		}
-		if dec, err := url.PathUnescape(rawRest); err == nil && dec == rest {
-			out.URL.RawPath = u.URL.EscapedPath() + rawRest
-		}
-	}
-	if out.URL.Path == "" {
-		out.URL.Path = "/"
-	}
+	// A pool picks its backend per try (poolTransport.target).
+	st.rest, st.rawRest = routeRest(pr.In, st.route.Prefix)
 	out.URL.RawQuery = pr.In.URL.RawQuery
+	if u.URL != nil {
+		out.URL.Scheme = u.URL.Scheme
+		out.URL.Host = u.URL.Host
+		out.Host = ""
+		out.URL.Path = u.URL.Path + st.rest
+		out.URL.RawPath = ""
+		if st.rawRest != "" {
+			out.URL.RawPath = u.URL.EscapedPath() + st.rawRest
+		}
+		if out.URL.Path == "" {
+			out.URL.Path = "/"
+		}
+	}
 
 	for k := range hdr {
 		if isSpoofable(k) {
@@ -163,6 +180,8 @@ func (h *Handler) rewrite(u *Upstream, pr *httputil.ProxyRequest) {
 	// body limit and the per-request log. Scoring APIs are plain HTTP.
 	delete(hdr, "Connection")
 	delete(hdr, "Upgrade")
+	// A client-sent header named like any identity header of the upstream
+	// (of any of its backends) is never forwarded.
 	for _, ih := range u.identity {
 		delete(hdr, ih.key)
 	}
@@ -172,15 +191,8 @@ func (h *Handler) rewrite(u *Upstream, pr *httputil.ProxyRequest) {
 		hdr[headerTraceparent] = []string{st.newTrace}
 		delete(hdr, headerTracestate)
 	}
-	for _, kv := range u.headers {
-		hdr[kv.key] = kv.val
-	}
-	if st.ident != nil {
-		for _, ih := range u.identity {
-			if v := identityField(st.ident, ih.field); v != "" {
-				hdr[ih.key] = []string{v}
-			}
-		}
+	if u.URL != nil {
+		setBackendHeaders(hdr, u.headers, u.identity, st)
 	}
 }
 

@@ -68,6 +68,10 @@ func (h *Handler) requestFields(f *jsonline.Line, r *http.Request, st *reqState,
 	if st.upStatus != 0 {
 		f.Int("upstream_status", int64(st.upStatus))
 	}
+	if st.backend != "" {
+		f.Str("backend", st.backend)
+		f.Int("tries", int64(st.tries))
+	}
 	if st.replayed {
 		f.Bool("replayed", true)
 	}

@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/modelgate/modelgate/pool"
+
 	"github.com/modelgate/modelgate/internal/jsonline"
 	"github.com/modelgate/modelgate/policy"
 	"github.com/modelgate/modelgate/ratelimit"
@@ -44,10 +46,27 @@ type Upstream struct {
 	// Auth is the upstream credential; nil sends none.
 	Auth UpstreamAuth
 
+	// Backends, when set, make the upstream a pool: URL, Headers,
+	// IdentityHeaders and Auth are then unused, and Pool (index-aligned with
+	// Backends) selects, retries and breaks (DESIGN.md, "Backend pools").
+	Backends []*Backend
+	Pool     *pool.Pool
+	// Tries, when not nil, counts each try per backend (*metrics.Pool).
+	Tries TryObserver
+
 	// Set only on New's private copy.
 	headers  []headerKV
 	identity []identityHeader
+	backends []*Backend
 	rp       *httputil.ReverseProxy
+}
+
+// TryObserver counts tries of a pool's backends; *metrics.Pool implements
+// it.
+type TryObserver interface {
+	// Try records a try on backend i: whether it failed with a retry.on
+	// condition, and whether it was a retry.
+	Try(i int, failed, retry bool)
 }
 
 // Limiter decides whether an admitted caller may proceed now;
@@ -187,7 +206,16 @@ func New(o Options) *Handler {
 
 func (h *Handler) reverseProxy(u *Upstream, base http.RoundTripper, pool httputil.BufferPool, errLog *log.Logger) *httputil.ReverseProxy {
 	var rt http.RoundTripper = base
-	if u.Auth != nil {
+	switch {
+	case u.Pool != nil:
+		u.URL = nil
+		u.backends = compileBackends(u, base)
+		rt = &poolTransport{h: h, u: u, backends: u.backends, pool: u.Pool}
+		u.identity = nil
+		for _, b := range u.backends {
+			u.identity = append(u.identity, b.identity...)
+		}
+	case u.Auth != nil:
 		rt = &authTransport{base: base, auth: u.Auth}
 	}
 	return &httputil.ReverseProxy{
@@ -228,6 +256,11 @@ type reqState struct {
 	upDur    time.Duration
 	upStatus int
 	replayed bool
+	backend  string // the pool backend that answered (or was tried last)
+	tries    int    // pool tries made
+	retries  int
+	rest     string     // the path after the route's prefix
+	rawRest  string     // its escaped form, when that differs
 	body     bodyReader // the client's body, under the read timeout
 }
 

@@ -81,6 +81,13 @@ func (b *cfgBuilder) Upstream(name, url, auth string, fields ...string) *cfgBuil
 	return b
 }
 
+// PoolUpstream adds upstream name as a pool: lines are its YAML as written
+// under the name (backends:, retry:, ...), each line relative to it.
+func (b *cfgBuilder) PoolUpstream(name string, lines ...string) *cfgBuilder {
+	b.upstreams = append(b.upstreams, namedFields{name: name, fields: lines})
+	return b
+}
+
 // Route adds route name from path to upstream, on any host; each of allow
 // is one rule's fields ("key_set: partners").
 func (b *cfgBuilder) Route(name, path, upstream string, allow ...string) *cfgBuilder {

@@ -1,0 +1,300 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/modelgate/modelgate/pool"
+)
+
+// Backend is one deployment of an upstream that is a pool (DESIGN.md,
+// "Backend pools"): its own URL, headers, identity headers and credential.
+type Backend struct {
+	// Name identifies the backend in logs, audit lines and metrics.
+	Name string
+	// URL is the base: scheme, host and optional path (no trailing slash).
+	URL *url.URL
+	// Headers replace client-sent headers of the same name.
+	Headers map[string]string
+	// IdentityHeaders maps an identity field to the header carrying it.
+	IdentityHeaders map[string]string
+	// Auth is the backend's credential; nil sends none.
+	Auth UpstreamAuth
+
+	// Set only on New's private copy.
+	headers  []headerKV
+	identity []identityHeader
+	rt       http.RoundTripper // the shared transport, with Auth injected
+}
+
+// usable is implemented by credential sources that can tell, cheaply,
+// whether they hold a credential now; a backend whose credential is
+// unavailable is skipped like an open one.
+type usable interface{ Usable() bool }
+
+// compileBackends copies u's backends for New and builds their transports.
+func compileBackends(u *Upstream, base http.RoundTripper) []*Backend {
+	out := make([]*Backend, len(u.Backends))
+	for i, b := range u.Backends {
+		c := &Backend{Name: b.Name, Auth: b.Auth, Headers: maps.Clone(b.Headers), IdentityHeaders: maps.Clone(b.IdentityHeaders)}
+		if b.URL != nil {
+			target := *b.URL
+			c.URL = &target
+		}
+		c.headers, c.identity = compileHeaders(c.Headers, c.IdentityHeaders)
+		c.rt = base
+		if c.Auth != nil {
+			c.rt = &authTransport{base: base, auth: c.Auth}
+		}
+		out[i] = c
+	}
+	return out
+}
+
+// BackendUsable returns the pool's availability check for backends: a
+// backend whose credential source says it has no credential is skipped.
+// Sources that cannot tell are always usable.
+func BackendUsable(auths []UpstreamAuth) func(int) bool {
+	checks := make([]usable, len(auths))
+	for i, a := range auths {
+		checks[i], _ = a.(usable)
+	}
+	return func(i int) bool { return checks[i] == nil || checks[i].Usable() }
+}
+
+// errPoolUnavailable: every backend of the pool is known to be unavailable
+// (breakers open, credentials missing), so nothing was tried.
+type errPoolUnavailable struct{ retryAfter time.Duration }
+
+func (e *errPoolUnavailable) Error() string {
+	return "every backend of the upstream is unavailable"
+}
+
+// poolTransport sends a request to the pool's backends: the one selection
+// picks first, then, while the outcome is one retry.on lists, the body can
+// be replayed and attempts are left, another. A try ends when its answer's
+// headers arrive, before anything reaches the client, so a retry never
+// follows the first byte of an answer.
+type poolTransport struct {
+	h        *Handler
+	u        *Upstream
+	backends []*Backend
+	pool     *pool.Pool
+}
+
+func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	st := stateFrom(req.Context())
+	att := t.pool.Attempts()
+	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	perTry := t.pool.PerTryTimeout()
+	var resp *http.Response
+	var err error
+	for {
+		i, ok := att.Next()
+		if !ok {
+			if att.Tries() == 0 {
+				closeBody(req)
+				return nil, &errPoolUnavailable{retryAfter: time.Until(t.pool.SoonestAvailable())}
+			}
+			break
+		}
+		out := req
+		if att.Tries() > 0 {
+			out = req.Clone(req.Context())
+			if req.GetBody != nil {
+				if out.Body, err = req.GetBody(); err != nil {
+					return nil, err
+				}
+			}
+			if st != nil {
+				st.retries++
+			}
+		}
+		b := t.backends[i]
+		t.target(out, b, st)
+		start := time.Now()
+		resp, err = t.try(out, b, perTry)
+		var o pool.Outcome
+		if err != nil {
+			o = pool.Failure(failureCondition(req.Context(), err), err)
+		} else {
+			o = pool.Response(resp.StatusCode, resp.Header, time.Now())
+		}
+		att.Record(i, o)
+		if t.u.Tries != nil {
+			t.u.Tries.Try(i, o.Cond&t.pool.RetryOn() != 0, att.Tries() > 1)
+		}
+		if st != nil {
+			st.backend, st.tries = b.Name, att.Tries()
+			if b.Auth == nil {
+				st.upStart, st.upDur = start, st.upDur+time.Since(start)
+				if resp != nil {
+					st.upStatus = resp.StatusCode
+				}
+			}
+		}
+		if !att.Retry(replayable, false) {
+			break
+		}
+		if resp != nil {
+			drain(resp)
+			resp = nil
+		}
+		if req.Context().Err() != nil {
+			return nil, req.Context().Err()
+		}
+	}
+	if resp != nil && resp.StatusCode == http.StatusTooManyRequests {
+		// Every backend said 429: the caller waits for the soonest.
+		if wait, ok := att.AllThrottled(); ok {
+			resp.Header.Del("Retry-After-Ms")
+			resp.Header.Del("X-Ms-Retry-After-Ms")
+			resp.Header.Set(headerRetryAfter, strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		}
+	}
+	if err == nil {
+		t.mirror(req, st)
+	}
+	return resp, err
+}
+
+// try sends one attempt. A per-try timeout bounds the wait for the answer's
+// headers only, never a streamed body.
+func (t *poolTransport) try(out *http.Request, b *Backend, perTry time.Duration) (*http.Response, error) {
+	if perTry <= 0 {
+		return b.rt.RoundTrip(out)
+	}
+	ctx, cancel := context.WithCancelCause(out.Context())
+	timer := time.AfterFunc(perTry, func() { cancel(errTryTimeout) })
+	resp, err := b.rt.RoundTrip(out.WithContext(ctx))
+	if !timer.Stop() {
+		if err == nil {
+			resp.Body.Close()
+		}
+		return nil, errTryTimeout
+	}
+	if err != nil {
+		cancel(nil)
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: func() { cancel(nil) }}
+	return resp, nil
+}
+
+var errTryTimeout = &tryTimeout{}
+
+type tryTimeout struct{}
+
+func (*tryTimeout) Error() string   { return "the backend did not answer within retry.per_try_timeout" }
+func (*tryTimeout) Timeout() bool   { return true }
+func (*tryTimeout) Temporary() bool { return true }
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel func()
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// failureCondition names a transport failure in retry.on's terms.
+func failureCondition(ctx context.Context, err error) pool.Condition {
+	var cu *errCredentialUnavailable
+	var ne net.Error
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &cu):
+		return pool.CredentialUnavailable
+	case ctx.Err() != nil:
+		return 0 // the client went away: nothing to retry, nobody to blame
+	case errors.As(err, &oe) && oe.Op == "dial", errors.Is(err, syscall.ECONNREFUSED):
+		return pool.ConnectError
+	case errors.As(err, &ne) && ne.Timeout():
+		return pool.Timeout
+	}
+	return 0
+}
+
+// target points out at backend b: its scheme and host, its path before the
+// route-relative rest, its headers and the caller's identity headers.
+func (t *poolTransport) target(out *http.Request, b *Backend, st *reqState) {
+	out.URL.Scheme = b.URL.Scheme
+	out.URL.Host = b.URL.Host
+	out.Host = ""
+	out.URL.Path = b.URL.Path + st.rest
+	out.URL.RawPath = ""
+	if st.rawRest != "" {
+		out.URL.RawPath = b.URL.EscapedPath() + st.rawRest
+	}
+	if out.URL.Path == "" {
+		out.URL.Path = "/"
+	}
+	setBackendHeaders(out.Header, b.headers, b.identity, st)
+}
+
+// mirror sends a copy of a buffered request to the pool's mirror target,
+// when this request is sampled and a slot is free: it never delays or fails
+// the main request, and its answer is read and dropped.
+func (t *poolTransport) mirror(req *http.Request, st *reqState) {
+	m := t.pool.Mirror()
+	if m == nil || req.GetBody == nil && req.Body != nil && req.Body != http.NoBody || !m.Sample() {
+		return
+	}
+	_, idx := m.Target()
+	if idx < 0 || idx >= len(t.backends) || !m.TryAcquire() {
+		return
+	}
+	out := req.Clone(context.WithoutCancel(req.Context()))
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			m.Release()
+			return
+		}
+		out.Body = body
+	}
+	b := t.backends[idx]
+	t.target(out, b, st)
+	go func() {
+		defer m.Release()
+		ctx, cancel := context.WithTimeout(out.Context(), 5*time.Minute)
+		defer cancel()
+		resp, err := b.rt.RoundTrip(out.WithContext(ctx))
+		if err == nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<20))
+			resp.Body.Close()
+		}
+	}()
+}
+
+// routeRest splits the request path for a pool: the part after the route's
+// prefix (and its escaped form when it differs), which each backend's own
+// base path precedes.
+func routeRest(in *http.Request, prefix string) (rest, rawRest string) {
+	rest = strings.TrimPrefix(in.URL.Path, prefix)
+	if prefix == "/" {
+		rest = in.URL.Path
+	}
+	if raw := in.URL.RawPath; raw != "" && strings.HasPrefix(raw, prefix) {
+		r := raw[len(prefix):]
+		if prefix == "/" {
+			r = raw
+		}
+		if dec, err := url.PathUnescape(r); err == nil && dec == rest {
+			rawRest = r
+		}
+	}
+	return rest, rawRest
+}
