@@ -35,10 +35,18 @@ const (
 // x/net/http2's Server and ServeConn are deprecated in favour of
 // net/http's, which has no way to serve a connection it did not accept
 // itself; they read their settings from the http.Server (hs.HTTP2).
-func serveH2() func(*http.Server, *tls.Conn, http.Handler) {
+//
+// The http2.Server is configured on hs (http2.ConfigureServer), so that
+// hs.Shutdown also shuts its connections down gracefully (GOAWAY, then
+// close once idle) instead of waiting out the drain timeout.
+func serveH2(hs *http.Server) error {
 	//lint:ignore SA1019 net/http cannot serve HTTP/2 over a wrapped connection.
-	h2 := &http2.Server{}
-	return func(hs *http.Server, c *tls.Conn, h http.Handler) {
+	h2 := &http2.Server{MaxConcurrentStreams: h2MaxConcurrentStreams}
+	//lint:ignore SA1019 see above.
+	if err := http2.ConfigureServer(hs, h2); err != nil {
+		return err
+	}
+	hs.TLSNextProto["h2"] = func(hs *http.Server, c *tls.Conn, h http.Handler) {
 		ctx := context.Background()
 		if bc, ok := h.(interface{ BaseContext() context.Context }); ok {
 			ctx = bc.BaseContext()
@@ -46,6 +54,7 @@ func serveH2() func(*http.Server, *tls.Conn, http.Handler) {
 		//lint:ignore SA1019 see above.
 		h2.ServeConn(newResetGuard(c), &http2.ServeConnOpts{Context: ctx, Handler: h, BaseConfig: hs})
 	}
+	return nil
 }
 
 // resetGuard is one HTTP/2 server connection that counts the RST_STREAM

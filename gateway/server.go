@@ -198,7 +198,9 @@ func (s *Server) RunListeners(ctx context.Context, ls Listeners) error {
 		// HTTP/2 through x/net/http2 over a per-connection stream-reset
 		// budget (h2guard.go); HTTP/1.1 is net/http's as before.
 		pub.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: h2MaxConcurrentStreams}
-		pub.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){"h2": serveH2()}
+		if err := serveH2(pub); err != nil {
+			return fmt.Errorf("serve HTTP/2: %w", err)
+		}
 	}
 	adm := &http.Server{
 		Handler:           s.AdminHandler(),
