@@ -184,6 +184,8 @@ func (s *Server) RunListeners(ctx context.Context, ls Listeners) error {
 	cfg := s.snap.Load().Config
 	if s.tls.Load() != nil {
 		public = tls.NewListener(public, s.tlsConfig())
+	} else {
+		public = jsonErrorListener{public}
 	}
 	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	pub := &http.Server{
