@@ -334,11 +334,10 @@ func TestParentSegmentsRefused(t *testing.T) {
 			if resp.status != http.StatusBadRequest {
 				t.Fatalf("status = %d, want 400: %s", resp.status, resp.body)
 			}
-			if !strings.HasPrefix(resp.header.Get("Content-Type"), "application/json") {
-				return // refused by net/http itself (%u escapes, a space in the request line)
-			}
-			if e := decodeError(t, resp.body); e.Error.Code != "bad_path" {
-				t.Errorf("code = %q, want bad_path", e.Error.Code)
+			// bad_request: refused by net/http itself (%u escapes, a space
+			// in the request line), in the JSON contract on plain HTTP.
+			if e := decodeError(t, resp.body); e.Error.Code != "bad_path" && e.Error.Code != "bad_request" {
+				t.Errorf("code = %q, want bad_path (or net/http's bad_request)", e.Error.Code)
 			}
 		})
 	}
