@@ -7,12 +7,17 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/gateway"
+	"github.com/modelgate/modelgate/pool"
 )
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
@@ -47,6 +52,7 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: OK (listen %s, admin %s)\n\n", *path, cfg.Server.Listen, cfg.Admin.Listen)
 	printRoutes(stdout, cfg)
+	printPools(stdout, cfg, snap)
 	return nil
 }
 
@@ -61,9 +67,139 @@ func printRoutes(w io.Writer, cfg *config.Config) {
 		if host == "" {
 			host = "*"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s (%s)\t%s\t%s\n", r.Name, host, r.Path, r.Upstream, u.Parsed.Redacted(), u.Auth.Type, describeAllow(r))
+		target, auth := u.Parsed.Redacted(), u.Auth.Type
+		if len(u.Backends) > 0 {
+			target, auth = fmt.Sprintf("pool of %d, see POOLS", len(u.Backends)), backendAuthTypes(u)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s (%s)\t%s\t%s\n", r.Name, host, r.Path, r.Upstream, target, auth, describeAllow(r))
 	}
 	tw.Flush()
+}
+
+// backendAuthTypes lists the distinct auth types of a pool's backends, in
+// the order they first appear.
+func backendAuthTypes(u *config.Upstream) string {
+	var types []string
+	for _, b := range u.Backends {
+		if !slices.Contains(types, b.Auth.Type) {
+			types = append(types, b.Auth.Type)
+		}
+	}
+	return strings.Join(types, ",")
+}
+
+// printPools writes, for each upstream that is a pool, its backends (with
+// the defaults of priority and weight applied by package pool), and the
+// retry, breaker, health-check and mirror settings in force. Only
+// configuration is shown: breaker state lives in a running gateway's
+// /readyz and metrics.
+func printPools(w io.Writer, cfg *config.Config, snap *gateway.Snapshot) {
+	compiled := map[string]*pool.Pool{}
+	for _, r := range snap.Routes {
+		if r.Upstream != nil && r.Upstream.Pool != nil {
+			compiled[r.Upstream.Name] = r.Upstream.Pool
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(cfg.Upstreams)) {
+		u := cfg.Upstreams[name]
+		if len(u.Backends) == 0 {
+			continue
+		}
+		pl := compiled[name]
+		if pl == nil {
+			fmt.Fprintf(w, "\nPOOL %s: not used by any route\n", name)
+			continue
+		}
+		fmt.Fprintf(w, "\nPOOL %s\n", name)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  BACKEND\tPRIORITY\tWEIGHT\tURL\tAUTH")
+		for i := range pl.Len() {
+			weight := strconv.Itoa(pl.Weight(i))
+			if pl.Weight(i) == 0 {
+				weight += " (no normal traffic)"
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%s\t%s\t%s\n", pl.Name(i), pl.Priority(i), weight, pl.URL(i).Redacted(), u.Backends[i].Auth.Type)
+		}
+		tw.Flush()
+		for _, line := range poolSettings(u, pl) {
+			fmt.Fprintf(w, "  %-16s %s\n", line[0]+":", line[1])
+		}
+	}
+}
+
+// poolSettings describes a compiled pool's retry, circuit breaker, health
+// check and mirror as label, text pairs, with every default applied.
+func poolSettings(u *config.Upstream, pl *pool.Pool) [][2]string {
+	retry := "1 try per request (no retry)"
+	if n := pl.MaxAttempts(); n > 1 {
+		retry = fmt.Sprintf("up to %d tries per request, retried on %s", n, strings.ReplaceAll(pl.RetryOn().String(), "|", ", "))
+	}
+	if d := pl.PerTryTimeout(); d > 0 {
+		retry += ", per try " + shortDuration(d)
+	}
+
+	cb := config.CircuitBreaker{}
+	if u.CircuitBreaker != nil {
+		cb = *u.CircuitBreaker
+	}
+	failures := orDefault(cb.ConsecutiveFailures, pool.DefaultConsecutiveFailures)
+	breaker := fmt.Sprintf("open after %d consecutive %s for %s; a backend's Retry-After kept at most %s",
+		failures, plural(failures, "failure", "failures"),
+		shortDuration(orDefault(cb.OpenFor.D(), pool.DefaultOpenFor)), shortDuration(orDefault(cb.MaxOpenFor.D(), pool.DefaultMaxOpenFor)))
+
+	health := "none (the breaker learns from requests only)"
+	if hc := u.HealthCheck; hc != nil {
+		interval := orDefault(hc.Interval.D(), pool.DefaultHealthInterval)
+		healthy := hc.HealthyStatus
+		if len(healthy) == 0 {
+			healthy = []int{200}
+		}
+		health = fmt.Sprintf("GET %s every %s, timeout %s, healthy %v", orDefault(hc.Path, pool.DefaultHealthPath),
+			shortDuration(interval), shortDuration(orDefault(hc.Timeout.D(), min(pool.DefaultHealthTimeout, interval))), healthy)
+	}
+
+	mirror := "none"
+	if m := pl.Mirror(); m != nil && u.Mirror != nil {
+		mirror = fmt.Sprintf("%d%% of buffered requests to %s, at most %d in flight", u.Mirror.Percent, mirrorTarget(m), pool.DefaultMirrorMaxInFlight)
+	}
+	return [][2]string{{"retry", retry}, {"circuit breaker", breaker}, {"health check", health}, {"mirror", mirror}}
+}
+
+// mirrorTarget names a pool's mirror target: a backend of the pool, or
+// another upstream.
+func mirrorTarget(m *pool.Mirror) string {
+	name, i := m.Target()
+	if i < 0 {
+		return "upstream " + name
+	}
+	return name
+}
+
+func orDefault[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// shortDuration prints d the way configurations write it: 10m, not 10m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 func describeAllow(r *config.Route) string {

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/gateway"
 	"github.com/modelgate/modelgate/policy"
+	"github.com/modelgate/modelgate/pool"
 	"github.com/modelgate/modelgate/proxy"
 )
 
@@ -103,6 +106,9 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		hostDesc = "*"
 	}
 	fmt.Fprintf(stdout, "route:      %s (host %s, path %s) -> upstream %s\n", r.Name, hostDesc, r.Path, r.Upstream)
+	if pl := route.Upstream.Pool; pl != nil {
+		fmt.Fprintf(stdout, "backends:   %s\n", describeBackends(pl, cfg.Upstreams[r.Upstream]))
+	}
 	fmt.Fprintf(stdout, "evaluated:  as of %s\n", now.UTC().Format(time.RFC3339))
 	if *token != "" {
 		if !policy.LooksLikeJWT(cred) {
@@ -149,6 +155,41 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintf(stdout, "decision:   ADMITTED by %s as %s\n", d.Rule, printable(d.Identity.Key()))
 	return nil
+}
+
+// describeBackends names the backends a pooled route would use, in the
+// order selection prefers them (priority, then as configured), with their
+// weights; weight-0 backends take no normal traffic and are named after
+// them as the mirror target or standbys. This is configuration only:
+// whether a backend's breaker is open is known to a running gateway
+// (/readyz), not here.
+func describeBackends(pl *pool.Pool, u *config.Upstream) string {
+	order := make([]int, pl.Len())
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(pl.Priority(a), pl.Priority(b)) })
+	var serving, standby []string
+	mirror := -1
+	if m := pl.Mirror(); m != nil {
+		_, mirror = m.Target()
+	}
+	for _, i := range order {
+		switch {
+		case pl.Weight(i) > 0:
+			serving = append(serving, fmt.Sprintf("%s (priority %d, weight %d)", pl.Name(i), pl.Priority(i), pl.Weight(i)))
+		case i != mirror:
+			standby = append(standby, pl.Name(i))
+		}
+	}
+	s := strings.Join(serving, ", ")
+	if len(standby) > 0 {
+		s += "; standby (weight 0): " + strings.Join(standby, ", ")
+	}
+	if m := pl.Mirror(); m != nil && u != nil && u.Mirror != nil {
+		s += fmt.Sprintf("; mirror %s %d%%", mirrorTarget(m), u.Mirror.Percent)
+	}
+	return s
 }
 
 func sortedKeys(m map[string]string) []string {

@@ -262,3 +262,96 @@ routes:
 		}
 	}
 }
+
+// TestExplainPoolBackends: on a route whose upstream is a pool, explain
+// names the backends selection would use, by priority with their weights,
+// the weight-0 standbys and the mirror; it still makes no network call (the
+// backends' URLs, token service and health check all point at a listener
+// that counts connections) and needs none of the backends' secrets.
+func TestExplainPoolBackends(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	spy := "http://" + ln.Addr().String()
+	key := "mgk_explain-pool-key-0123456789abc"
+	t.Setenv("EXPLAIN_POOL_PARTNER_KEY", key)
+	// EXPLAIN_POOL_SP_SECRET and EXPLAIN_POOL_KEY are deliberately not set.
+	cfg := filepath.Join(t.TempDir(), "gw.yaml")
+	ws := `{ subscription_id: sub, resource_group: rg, name: ws, api_host: "` + spy + `" }`
+	if err := os.WriteFile(cfg, []byte(`
+credentials:
+  sp:
+    type: client_secret
+    tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+    client_id: 11111111-2222-3333-4444-555555555555
+    client_secret: ${EXPLAIN_POOL_SP_SECRET}
+    authority_host: `+strings.Replace(spy, "http:", "https:", 1)+`
+key_sets:
+  partners:
+    - id: acme
+      key: ${EXPLAIN_POOL_PARTNER_KEY}
+upstreams:
+  churn:
+    backends:
+      - { name: neu, url: "`+spy+`/neu", priority: 2, auth: { type: aml_service_token, credential: sp, service: churn, workspace: `+ws+` } }
+      - { name: weu, url: "`+spy+`/weu", weight: 3, auth: { type: aml_service_token, credential: sp, service: churn, workspace: `+ws+` } }
+      - { name: moe-canary, url: "`+spy+`/moe", weight: 0, auth: { type: key, key: "${EXPLAIN_POOL_KEY}" } }
+      - { name: cold, url: "`+spy+`/cold", weight: 0, priority: 3, auth: { type: none } }
+      - { name: weu2, url: "`+spy+`/weu2", auth: { type: none } }
+    health_check: { path: /, interval: 1s }
+    mirror: { backend: moe-canary, percent: 10 }
+  fraud:
+    url: `+spy+`/fraud
+    auth: { type: none }
+routes:
+  - { name: churn, path: /churn, upstream: churn, allow: [{ key_set: partners }] }
+  - { name: fraud, path: /fraud, upstream: fraud, allow: [{ key_set: partners }] }
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path string
+		want       string // the backends line; "" for none
+	}{
+		{"pool", "/churn/score", "backends:   weu (priority 1, weight 3), weu2 (priority 1, weight 1), neu (priority 2, weight 1); standby (weight 0): cold; mirror moe-canary 10%\n"},
+		{"single upstream", "/fraud/score", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			err := run(context.Background(), []string{"explain", "-config", cfg, "-path", tt.path, "-key", key}, &out, &errb)
+			if err != nil {
+				t.Fatalf("explain: %v\n%s%s", err, out.String(), errb.String())
+			}
+			got := out.String()
+			if tt.want == "" && strings.Contains(got, "backends:") {
+				t.Errorf("a single upstream has a backends line:\n%s", got)
+			}
+			if tt.want != "" && !strings.Contains(got, "\n"+tt.want) {
+				t.Errorf("output lacks %q:\n%s", tt.want, got)
+			}
+			if !strings.Contains(got, "decision:   ADMITTED by allow[0] key_set=partners as key:partners/acme") {
+				t.Errorf("decision:\n%s", got)
+			}
+		})
+	}
+	// A health check or credential fetch started in the background would
+	// have dialled by now.
+	time.Sleep(100 * time.Millisecond)
+	if n := conns.Load(); n != 0 {
+		t.Errorf("explain made %d network connections, want 0", n)
+	}
+}

@@ -37,7 +37,8 @@ func TestCheckExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("check failed: %v\n%s", err, errb.String())
 	}
-	for _, want := range []string{"OK", "ROUTE", "fraud", "/fraud", "key_set partners", "everyone (public)"} {
+	for _, want := range []string{"OK", "ROUTE", "fraud", "/fraud", "key_set partners", "everyone (public)",
+		"forecast (pool of 3, see POOLS)", "POOL forecast", "moe-canary", "mirror:          10% of buffered requests to moe-canary"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("route table lacks %q:\n%s", want, out.String())
 		}
