@@ -363,8 +363,16 @@ func TestNoSecretOrIdentityInLabels(t *testing.T) {
 		r.Observe(401, "", time.Millisecond, 0, false)
 		r.Observe(200, canary, time.Millisecond, 0, false) // not a method: counted as none
 	}
+	pl := m.Pool("churn", []string{"weu", "neu"})
+	pl.Try(0, true, false)
+	pl.Try(1, false, true)
+	m.HealthCheck("churn", "weu", "down")
 	m.SetState(func() State {
 		return State{
+			Backends: []BackendState{
+				{Upstream: "churn", Backend: "weu", Breaker: "open"},
+				{Upstream: "churn", Backend: "neu", Breaker: "closed", Available: true},
+			},
 			Credentials: []credential.Status{{
 				Name: "summarizer", Type: "aml_endpoint_token", Ready: true, Label: "secondary key " + canary,
 				ValidUntil: time.Now().Add(time.Minute), LastError: "401 for key " + canary,
@@ -381,13 +389,16 @@ func TestNoSecretOrIdentityInLabels(t *testing.T) {
 	}
 	allowed := map[string][]string{
 		"route":     {"fraud", "llm"},
-		"upstream":  {"summarizer"},
+		"upstream":  {"summarizer", "churn"},
+		"backend":   {"weu", "neu"},
 		"provider":  {"contoso"},
 		"type":      {"aml_endpoint_token"},
 		"code":      statusClasses[:],
 		"auth":      authMethods[:],
 		"status":    {"401", "403", "503"},
-		"outcome":   {"success", "failure"},
+		"outcome":   {"success", "failure", "ok"},
+		"state":     {"closed", "open", "half-open"},
+		"result":    {"up", "down", "skipped"},
 		"version":   {"v1.2.3"},
 		"goversion": nil, // the toolchain's; checked below
 	}
@@ -463,4 +474,169 @@ func TestConcurrentObserveAndScrape(t *testing.T) {
 	if total != workers*each {
 		t.Errorf("modelgate_requests_total sums to %v, want %d", total, workers*each)
 	}
+}
+
+// TestPoolTries: Pool pre-creates, per configured backend, an ok and a
+// failure series of backend_requests_total and one of
+// backend_retries_total; Try counts each try once under its outcome and a
+// retry also under the backend it went to. Calling Pool again with the
+// same names (a reload) continues the same counters.
+func TestPoolTries(t *testing.T) {
+	type try struct {
+		backend       int
+		failed, retry bool
+	}
+	tests := []struct {
+		name         string
+		tries        []try
+		wantRequests map[string]float64 // non-zero backend_requests_total series
+		wantRetries  map[string]float64 // non-zero backend_retries_total series
+	}{
+		{name: "no tries", wantRequests: map[string]float64{}, wantRetries: map[string]float64{}},
+		{name: "first try answers",
+			tries:        []try{{0, false, false}},
+			wantRequests: map[string]float64{"backend=weu,outcome=ok,upstream=churn": 1},
+			wantRetries:  map[string]float64{}},
+		{name: "failure on one backend, retry answers on the other",
+			tries: []try{{0, true, false}, {1, false, true}},
+			wantRequests: map[string]float64{
+				"backend=weu,outcome=failure,upstream=churn": 1, "backend=neu,outcome=ok,upstream=churn": 1,
+			},
+			wantRetries: map[string]float64{"backend=neu,upstream=churn": 1}},
+		{name: "every try fails",
+			tries: []try{{0, true, false}, {1, true, true}, {2, true, true}},
+			wantRequests: map[string]float64{
+				"backend=weu,outcome=failure,upstream=churn": 1, "backend=neu,outcome=failure,upstream=churn": 1,
+				"backend=moe-canary,outcome=failure,upstream=churn": 1,
+			},
+			wantRetries: map[string]float64{"backend=neu,upstream=churn": 1, "backend=moe-canary,upstream=churn": 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := New("test")
+			p := m.Pool("churn", []string{"weu", "neu", "moe-canary"})
+			for _, tr := range tt.tries {
+				p.Try(tr.backend, tr.failed, tr.retry)
+			}
+			s := scrape(t, m)
+			if d := diff(nonZero(s.values("modelgate_backend_requests_total")), tt.wantRequests); d != "" {
+				t.Errorf("modelgate_backend_requests_total (-got +want):\n%s", d)
+			}
+			if d := diff(nonZero(s.values("modelgate_backend_retries_total")), tt.wantRetries); d != "" {
+				t.Errorf("modelgate_backend_retries_total (-got +want):\n%s", d)
+			}
+			if got, want := len(s.families["modelgate_backend_requests_total"].GetMetric()), 3*2; got != want {
+				t.Errorf("modelgate_backend_requests_total has %d series, want %d (ok and failure per backend)", got, want)
+			}
+			if got, want := len(s.families["modelgate_backend_retries_total"].GetMetric()), 3; got != want {
+				t.Errorf("modelgate_backend_retries_total has %d series, want %d (one per backend)", got, want)
+			}
+		})
+	}
+
+	t.Run("counters continue across a reload", func(t *testing.T) {
+		m := New("test")
+		m.Pool("churn", []string{"weu", "neu"}).Try(1, false, true)
+		m.Pool("churn", []string{"weu", "neu"}).Try(1, false, true) // as after a reload
+		s := scrape(t, m)
+		if got := s.values("modelgate_backend_requests_total")["backend=neu,outcome=ok,upstream=churn"]; got != 2 {
+			t.Errorf("backend_requests_total{neu, ok} = %v, want 2", got)
+		}
+		if got := s.values("modelgate_backend_retries_total")["backend=neu,upstream=churn"]; got != 2 {
+			t.Errorf("backend_retries_total{neu} = %v, want 2", got)
+		}
+	})
+
+	t.Run("Try does not allocate", func(t *testing.T) {
+		p := New("test").Pool("churn", []string{"weu", "neu"})
+		if n := testing.AllocsPerRun(100, func() { p.Try(1, true, true) }); n != 0 {
+			t.Errorf("Try allocates %v times per call, want 0", n)
+		}
+	})
+}
+
+// TestHealthCheckCounts: each probe is counted once under its upstream,
+// backend and result.
+func TestHealthCheckCounts(t *testing.T) {
+	m := New("test")
+	for _, p := range []struct{ backend, result string }{
+		{"weu", "up"}, {"weu", "up"}, {"weu", "down"}, {"neu", "skipped"}, {"neu", "up"},
+	} {
+		m.HealthCheck("churn", p.backend, p.result)
+	}
+	want := map[string]float64{
+		"backend=weu,result=up,upstream=churn":      2,
+		"backend=weu,result=down,upstream=churn":    1,
+		"backend=neu,result=skipped,upstream=churn": 1,
+		"backend=neu,result=up,upstream=churn":      1,
+	}
+	if d := diff(scrape(t, m).values("modelgate_backend_health_checks_total"), want); d != "" {
+		t.Errorf("modelgate_backend_health_checks_total (-got +want):\n%s", d)
+	}
+}
+
+// TestBackendStateGauges: at scrape time, every backend State.Backends
+// lists gets breaker_state with 1 for its state and 0 for the two others,
+// and available 1 or 0; a backend that a reload removed from State is gone
+// from the next scrape (the gauges are read, not kept).
+func TestBackendStateGauges(t *testing.T) {
+	tests := []struct {
+		name     string
+		backends []BackendState
+		want     map[string]float64
+	}{
+		{name: "no pools", want: map[string]float64{}},
+		{name: "closed and available", backends: []BackendState{{Upstream: "churn", Backend: "weu", Breaker: "closed", Available: true}},
+			want: map[string]float64{
+				"modelgate_backend_breaker_state backend=weu,state=closed,upstream=churn":    1,
+				"modelgate_backend_breaker_state backend=weu,state=open,upstream=churn":      0,
+				"modelgate_backend_breaker_state backend=weu,state=half-open,upstream=churn": 0,
+				"modelgate_backend_available backend=weu,upstream=churn":                     1,
+			}},
+		{name: "open, half-open, and closed without a credential", backends: []BackendState{
+			{Upstream: "churn", Backend: "weu", Breaker: "open"},
+			{Upstream: "churn", Backend: "neu", Breaker: "half-open", Available: true},
+			{Upstream: "llm", Backend: "moe", Breaker: "closed"},
+		}, want: map[string]float64{
+			"modelgate_backend_breaker_state backend=weu,state=closed,upstream=churn":    0,
+			"modelgate_backend_breaker_state backend=weu,state=open,upstream=churn":      1,
+			"modelgate_backend_breaker_state backend=weu,state=half-open,upstream=churn": 0,
+			"modelgate_backend_available backend=weu,upstream=churn":                     0,
+			"modelgate_backend_breaker_state backend=neu,state=closed,upstream=churn":    0,
+			"modelgate_backend_breaker_state backend=neu,state=open,upstream=churn":      0,
+			"modelgate_backend_breaker_state backend=neu,state=half-open,upstream=churn": 1,
+			"modelgate_backend_available backend=neu,upstream=churn":                     1,
+			"modelgate_backend_breaker_state backend=moe,state=closed,upstream=llm":      1,
+			"modelgate_backend_breaker_state backend=moe,state=open,upstream=llm":        0,
+			"modelgate_backend_breaker_state backend=moe,state=half-open,upstream=llm":   0,
+			"modelgate_backend_available backend=moe,upstream=llm":                       0,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := New("test")
+			m.SetState(func() State { return State{Backends: tt.backends} })
+			s := scrape(t, m)
+			got := map[string]float64{}
+			for _, name := range []string{"modelgate_backend_breaker_state", "modelgate_backend_available"} {
+				for k, v := range s.values(name) {
+					got[name+" "+k] = v
+				}
+			}
+			if d := diff(got, tt.want); d != "" {
+				t.Errorf("backend gauges (-got +want):\n%s", d)
+			}
+		})
+	}
+
+	t.Run("a removed backend disappears", func(t *testing.T) {
+		m := New("test")
+		backends := []BackendState{{Upstream: "churn", Backend: "weu", Breaker: "closed", Available: true}, {Upstream: "churn", Backend: "neu", Breaker: "closed", Available: true}}
+		m.SetState(func() State { return State{Backends: backends} })
+		scrape(t, m)
+		m.SetState(func() State { return State{Backends: backends[:1]} }) // a reload dropped neu
+		if got := scrape(t, m).values("modelgate_backend_available"); len(got) != 1 || got["backend=weu,upstream=churn"] != 1 {
+			t.Errorf("modelgate_backend_available after neu was removed = %v, want only weu", got)
+		}
+	})
 }
