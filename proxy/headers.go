@@ -4,6 +4,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -49,6 +50,22 @@ func compileHeaders(headers, identityHeaders map[string]string) (hs []headerKV, 
 		ids = append(ids, identityHeader{key: http.CanonicalHeaderKey(name), field: field})
 	}
 	return hs, ids
+}
+
+// retarget points out at base: its scheme and host, and its path before
+// the route-relative rest of the request's path.
+func retarget(out *http.Request, base *url.URL, st *reqState) {
+	out.URL.Scheme = base.Scheme
+	out.URL.Host = base.Host
+	out.Host = ""
+	out.URL.Path = base.Path + st.rest
+	out.URL.RawPath = ""
+	if st.rawRest != "" {
+		out.URL.RawPath = base.EscapedPath() + st.rawRest
+	}
+	if out.URL.Path == "" {
+		out.URL.Path = "/"
+	}
 }
 
 // setBackendHeaders sets an upstream's (or backend's) configured headers,
@@ -150,17 +167,7 @@ func (h *Handler) rewrite(u *Upstream, pr *httputil.ProxyRequest) {
 	st.rest, st.rawRest = routeRest(pr.In, st.route.Prefix)
 	out.URL.RawQuery = pr.In.URL.RawQuery
 	if u.URL != nil {
-		out.URL.Scheme = u.URL.Scheme
-		out.URL.Host = u.URL.Host
-		out.Host = ""
-		out.URL.Path = u.URL.Path + st.rest
-		out.URL.RawPath = ""
-		if st.rawRest != "" {
-			out.URL.RawPath = u.URL.EscapedPath() + st.rawRest
-		}
-		if out.URL.Path == "" {
-			out.URL.Path = "/"
-		}
+		retarget(out, u.URL, st)
 	}
 
 	for k := range hdr {

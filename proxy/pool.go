@@ -230,17 +230,7 @@ func failureCondition(ctx context.Context, err error) pool.Condition {
 // target points out at backend b: its scheme and host, its path before the
 // route-relative rest, its headers and the caller's identity headers.
 func (t *poolTransport) target(out *http.Request, b *Backend, st *reqState) {
-	out.URL.Scheme = b.URL.Scheme
-	out.URL.Host = b.URL.Host
-	out.Host = ""
-	out.URL.Path = b.URL.Path + st.rest
-	out.URL.RawPath = ""
-	if st.rawRest != "" {
-		out.URL.RawPath = b.URL.EscapedPath() + st.rawRest
-	}
-	if out.URL.Path == "" {
-		out.URL.Path = "/"
-	}
+	retarget(out, b.URL, st)
 	setBackendHeaders(out.Header, b.headers, b.identity, st)
 }
 
