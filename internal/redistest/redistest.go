@@ -1,0 +1,209 @@
+// Package redistest runs a real redis-server on loopback for tests, in the
+// spirit of go-oidc's oidctest: a small real fake, not a mock.
+//
+// Each Server is its own redis-server process on a free 127.0.0.1 port with
+// its own temporary directory, no persistence (an empty --save, --appendonly no),
+// and is stopped by PID when the test (or TestMain) ends. Drills can Kill,
+// Restart, Pause (SIGSTOP: the kernel still accepts connections, nothing is
+// ever answered) and Resume it.
+//
+// redis-server must be installed: .ci/run installs it (Debian package
+// redis-server) when it is missing. A test that needs Redis fails, never
+// skips, when it is not there, so a green run always means Redis was tested.
+package redistest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNotInstalled is returned by New when redis-server is not on PATH.
+var ErrNotInstalled = errors.New("redistest: redis-server not found on PATH: run .ci/run (it installs the Debian package redis-server) or `apt-get install redis-server`")
+
+// Server is one redis-server process. Its methods are safe for concurrent
+// use.
+type Server struct {
+	// Addr is host:port on 127.0.0.1.
+	Addr string
+
+	bin  string
+	dir  string
+	port int
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has been waited for
+	paused bool
+}
+
+// Start runs a redis-server for tb and stops it in tb.Cleanup. It fails tb
+// (does not skip) when redis-server is not installed or does not start.
+func Start(tb testing.TB) *Server {
+	tb.Helper()
+	s, err := New(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// New runs a redis-server that keeps its files in dir, for TestMain; the
+// caller must Close it. The returned error wraps [ErrNotInstalled] when
+// redis-server is missing.
+func New(dir string) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, ErrNotInstalled
+	}
+	s := &Server{bin: bin, dir: dir}
+	// A free port can be taken between our probe and redis-server's bind;
+	// try a few.
+	var last error
+	for range 5 {
+		if s.port, err = freePort(); err != nil {
+			return nil, err
+		}
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+		if last = s.start(); last == nil {
+			return s, nil
+		}
+	}
+	return nil, last
+}
+
+// URL is the redis:// URL of the server, database 0.
+func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+
+// PID is the process id of the running redis-server, or 0 when stopped.
+func (s *Server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+func (s *Server) start() error {
+	cmd := exec.Command(s.bin,
+		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--logfile", "", "--loglevel", "warning",
+		"--daemonize", "no", "--protected-mode", "yes")
+	out, err := os.Create(s.dir + "/redis-" + strconv.Itoa(s.port) + ".log")
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return fmt.Errorf("redistest: start redis-server: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); out.Close(); close(exited) }()
+	s.mu.Lock()
+	s.cmd, s.exited, s.paused = cmd, exited, false
+	s.mu.Unlock()
+
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, DialTimeout: 200 * time.Millisecond, ContextTimeoutEnabled: true, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(out.Name())
+			s.mu.Lock()
+			s.cmd = nil
+			s.mu.Unlock()
+			return fmt.Errorf("redistest: redis-server on port %d exited: %s", s.port, log)
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.Kill()
+			return fmt.Errorf("redistest: redis-server on %s did not answer PING within 10s: %w", s.Addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Kill stops the server at once with SIGKILL, as a crash would, and waits
+// until the process is gone. Killing a stopped server does nothing.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill() // SIGKILL works on a SIGSTOPped process too
+	<-exited
+}
+
+// Restart starts a killed server again on the same port, empty. It fails
+// tb when the server does not come back.
+func (s *Server) Restart(tb testing.TB) {
+	tb.Helper()
+	s.Kill()
+	if err := s.start(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// Pause sends SIGSTOP: connections are still accepted by the kernel, and
+// nothing is ever answered, until Resume.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP, true) }
+
+// Resume sends SIGCONT to a paused server.
+func (s *Server) Resume() { s.signal(syscall.SIGCONT, false) }
+
+func (s *Server) signal(sig syscall.Signal, paused bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(sig)
+	s.paused = paused
+}
+
+// Client returns a go-redis client for the server, closed with tb.
+func (s *Server) Client(tb testing.TB) *redis.Client {
+	tb.Helper()
+	// ContextTimeoutEnabled: without it go-redis ignores a context's
+	// deadline for reads and writes, and a paused server holds a call for
+	// ReadTimeout (3 s) times its retries.
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Close stops the server by PID (SIGKILL: it holds nothing worth saving).
+func (s *Server) Close() { s.Kill() }
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("redistest: find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
