@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/modelgate/modelgate/pool"
 )
 
 var (
@@ -144,6 +146,49 @@ func runLoopback(b *testing.B, url, authz string) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 || n != int64(len(benchResponseBody)) {
 			b.Fatalf("status %d, %d bytes", resp.StatusCode, n)
+		}
+	}
+}
+
+// BenchmarkPipelinePoolRoute is BenchmarkPipelineKeyRoute through a pool of
+// two backends of one priority (weights 3 and 1): the difference is what
+// selection, breaker bookkeeping and per-try targeting cost.
+func BenchmarkPipelinePoolRoute(b *testing.B) {
+	weight := func(n int) *int { return &n }
+	pl, err := pool.New(pool.Options{Backends: []pool.BackendOptions{
+		{Name: "weu", URL: "http://weu.internal:8080/api/v1/service/fraud", Weight: weight(3)},
+		{Name: "neu", URL: "http://neu.internal:8080/api/v1/service/fraud", Weight: weight(1)},
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	auth := &twoKeys{keys: []string{"upstream-key-0123456789", "upstream-key-2"}}
+	up := &Upstream{Name: "model", Pool: pl, Backends: []*Backend{
+		{Name: "weu", URL: mustURL(b, "http://weu.internal:8080/api/v1/service/fraud"), Auth: auth,
+			Headers: map[string]string{"azureml-model-deployment": "blue"}, IdentityHeaders: map[string]string{"key_id": "X-Caller-Id"}},
+		{Name: "neu", URL: mustURL(b, "http://neu.internal:8080/api/v1/service/fraud"), Auth: auth,
+			Headers: map[string]string{"azureml-model-deployment": "blue"}, IdentityHeaders: map[string]string{"key_id": "X-Caller-Id"}},
+	}}
+	h := New(Options{
+		Routes:    []*Route{{Name: "fraud", Prefix: "/fraud", Upstream: up, Policy: keyPolicy()}},
+		Transport: memUpstream{}, MaxBodyBytes: 10 << 20, BufferBodyBytes: 1 << 20,
+		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
+	})
+	body := bytes.NewReader(benchRequestBody)
+	r := httptest.NewRequest(http.MethodPost, "http://gw.example/fraud/score?version=2", nil)
+	r.Header.Set("Authorization", "Bearer "+testKey)
+	r.Header.Set("Content-Type", "application/json")
+	r.RemoteAddr = "192.0.2.10:41234"
+	w := &sinkWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		body.Reset(benchRequestBody)
+		r.Body, r.ContentLength = io.NopCloser(body), int64(len(benchRequestBody))
+		clear(w.h)
+		w.status, w.n = 0, 0
+		h.ServeHTTP(w, r)
+		if w.status != 200 || w.n != len(benchResponseBody) {
+			b.Fatalf("status %d, %d bytes", w.status, w.n)
 		}
 	}
 }

@@ -98,6 +98,7 @@ func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	perTry := t.pool.PerTryTimeout()
 	var resp *http.Response
 	var err error
+	tries := 0
 	for {
 		i, ok := att.Next()
 		if !ok {
@@ -108,7 +109,7 @@ func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			break
 		}
 		out := req
-		if att.Tries() > 0 {
+		if tries > 0 {
 			out = req.Clone(req.Context())
 			if req.GetBody != nil {
 				if out.Body, err = req.GetBody(); err != nil {
@@ -119,6 +120,7 @@ func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 				st.retries++
 			}
 		}
+		tries++
 		b := t.backends[i]
 		t.target(out, b, st)
 		start := time.Now()
@@ -246,7 +248,9 @@ func (t *poolTransport) mirror(req *http.Request, st *reqState) {
 	if idx < 0 || idx >= len(t.backends) || !m.TryAcquire() {
 		return
 	}
-	out := req.Clone(context.WithoutCancel(req.Context()))
+	// A context of its own: the mirror outlives the request, and must not
+	// write the request's state (the audit line's upstream fields).
+	out := req.Clone(context.Background())
 	if req.GetBody != nil {
 		body, err := req.GetBody()
 		if err != nil {

@@ -49,7 +49,10 @@ func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	resp, err := t.base.RoundTrip(req)
 	if st != nil {
-		st.upStart, st.upDur = start, time.Since(start)
+		if st.upStart.IsZero() {
+			st.upStart = start
+		}
+		st.upDur += time.Since(start) // every try of a pool counts
 	}
 	if err != nil || resp.StatusCode != http.StatusUnauthorized {
 		if st != nil && resp != nil {
