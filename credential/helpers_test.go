@@ -1,12 +1,10 @@
 package credential_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -16,6 +14,7 @@ import (
 
 	"github.com/modelgate/modelgate/credential"
 	"github.com/modelgate/modelgate/credential/azcred"
+	"github.com/modelgate/modelgate/internal/logtest"
 	"github.com/modelgate/modelgate/test/fakeazure"
 )
 
@@ -43,7 +42,7 @@ type world struct {
 	upClient *http.Client
 	cred     azcore.TokenCredential // the gateway's own identity, via azidentity
 	ws       credential.Workspace
-	logs     *syncBuffer
+	logs     *logtest.Buffer
 	logger   *slog.Logger
 }
 
@@ -90,7 +89,7 @@ func makeWorld(t *testing.T, aad *fakeazure.AAD, aml *fakeazure.AML, up *fakeazu
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	w := &world{
 		t: t, aad: aad, aml: aml, amlClient: amlClient, up: up, upClient: upClient, cred: cred,
 		ws: credential.Workspace{
@@ -173,23 +172,6 @@ func (w *world) call(c credential.Credential) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // tokenKind is one token-fetching upstream auth type, for table tests.

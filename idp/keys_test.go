@@ -21,6 +21,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/modelgate/modelgate/idp"
+	"github.com/modelgate/modelgate/internal/logtest"
 	"github.com/modelgate/modelgate/test/fakeaad"
 )
 
@@ -585,24 +586,6 @@ func TestPeriodicRefresh(t *testing.T) {
 	})
 }
 
-// lockedBuffer is a strings.Builder safe for concurrent log writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestRefreshFailureLog is issue item 20: a failed key refresh says what is
 // true, "keeping the last good keys" only when there are some, and
 // otherwise that requests get 503 until a fetch succeeds.
@@ -621,7 +604,7 @@ func TestRefreshFailureLog(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
-			logs := &lockedBuffer{}
+			logs := &logtest.Buffer{}
 			o := e.options(t)
 			o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 			p := newUnstarted(t, o)

@@ -24,6 +24,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/modelgate/modelgate/internal/logtest"
 )
 
 // testCA issues leaf certificates for tests.
@@ -98,24 +100,6 @@ func writeAtomic(t *testing.T, name string, data []byte) {
 	}
 }
 
-// lockedBuffer is a log sink safe for concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // servedSerial does a fresh TLS handshake with addr and returns the leaf
 // serial number it got.
 func servedSerial(t *testing.T, addr string, roots *x509.CertPool) int64 {
@@ -148,7 +132,7 @@ func TestFilesServeAndReload(t *testing.T) {
 	writeAtomic(t, certFile, c1)
 	writeAtomic(t, keyFile, k1)
 
-	var logs lockedBuffer
+	var logs logtest.Buffer
 	m, err := New(t.Context(), Options{
 		Mode: ModeFiles, CertFile: certFile, KeyFile: keyFile,
 		ReloadInterval: -1, // reload by hand in this test

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelgate/modelgate/internal/logtest"
 )
 
 // exampleEnv is what config.example.yaml references.
@@ -94,7 +96,7 @@ func TestUnknownCommand(t *testing.T) {
 func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := filepath.Join(t.TempDir(), "ready")
-	var out syncBuffer
+	var out logtest.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"demo", "-listen", "127.0.0.1:0", "-quiet", "-ready-file", ready}, &out, io.Discard)

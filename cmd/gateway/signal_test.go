@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/modelgate/modelgate/internal/logtest"
 )
 
 // TestMain lets the tests run the real program as a child process (the
@@ -63,7 +65,7 @@ func TestServeSignals(t *testing.T) {
 	write("")
 	cmd := exec.Command(os.Args[0], "serve", "-config", cfgPath)
 	cmd.Env = append(os.Environ(), "MODELGATE_TEST_MAIN=1")
-	var logs syncBuffer
+	var logs logtest.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

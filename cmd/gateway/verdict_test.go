@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelgate/modelgate/internal/logtest"
 )
 
 // verdictBase is a valid configuration the rows of TestCheckAgreesWithServe
@@ -161,7 +163,7 @@ func runVerdict(t *testing.T, cmd, file string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
-	var out, errb syncBuffer
+	var out, errb logtest.Buffer
 	err := run(ctx, []string{cmd, "-config", file}, &out, &errb)
 	if cmd == "serve" && err == nil && ctx.Err() == nil {
 		t.Fatalf("serve returned early without an error:\n%s", errb.String())

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/modelgate/modelgate/internal/logtest"
 )
 
 // TestWatchRotatesFileSecrets: with -watch, a secret read with
@@ -44,7 +46,7 @@ routes:
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	go func() { done <- run(ctx, []string{"serve", "-config", cfg, "-watch", "50ms"}, &logs, &logs) }()
 	defer func() {
 		cancel()

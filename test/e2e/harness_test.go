@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/modelgate/modelgate/gateway"
+	"github.com/modelgate/modelgate/internal/logtest"
 )
 
 // Keys used across the tests. They double as log canaries: none may ever
@@ -86,39 +87,8 @@ func (g *testGateway) Stop() error {
 	return g.runErr
 }
 
-// logBuffer collects log output; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// Lines decodes every JSON log line.
-func (b *logBuffer) Lines(t testing.TB) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(b.String()))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("log line is not JSON: %v: %s", err, sc.Text())
-		}
-		out = append(out, m)
-	}
-	return out
-}
+// logBuffer collects the gateway's log output; safe for concurrent use.
+type logBuffer struct{ logtest.Buffer }
 
 // RequestLines returns the per-request lines ("msg":"request").
 func (b *logBuffer) RequestLines(t testing.TB) []map[string]any {
