@@ -50,7 +50,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"github.com/modelgate/modelgate/internal/guid"
 	"io"
 	"log"
 	"net/http"
@@ -60,6 +59,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/modelgate/modelgate/internal/guid"
+	"github.com/modelgate/modelgate/internal/inproc"
 )
 
 // Well-known identifiers used by the claim helpers. They are arbitrary
@@ -154,33 +156,10 @@ func (s *Server) Client() *http.Client { return s.srv.Client() }
 // InProcessClient returns an HTTP client that serves requests to URL() by
 // calling the fake's handler in the calling goroutine, without a socket; it
 // answers any other host with an error. Tests in a testing/synctest bubble
-// use it: a goroutine blocked on a real socket is not durably blocked, so
-// the bubble's clock could not advance, whereas here the fake's timers
-// (SetDelay) and clock (time.Now unless SetNow) are the bubble's. Create the
-// Server outside the bubble.
-func (s *Server) InProcessClient() *http.Client {
-	host := s.srv.Listener.Addr().String()
-	return &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
-		if r.URL.Host != host {
-			return nil, fmt.Errorf("fakeaad: %s is not the fake (%s)", r.URL.Host, host)
-		}
-		if r.Body != nil {
-			defer r.Body.Close()
-		}
-		rec := httptest.NewRecorder()
-		s.serveHTTP(rec, r)
-		if err := r.Context().Err(); err != nil {
-			return nil, err
-		}
-		resp := rec.Result()
-		resp.Request = r
-		return resp, nil
-	})}
-}
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+// use it, so that the fake's timers (SetDelay) and clock (time.Now unless
+// SetNow) are the bubble's (see package inproc). Create the Server outside
+// the bubble.
+func (s *Server) InProcessClient() *http.Client { return inproc.Client(s.srv) }
 
 // Certificate returns the server's TLS certificate (self-signed; it is its
 // own CA).

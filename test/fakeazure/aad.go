@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/modelgate/modelgate/internal/inproc"
 )
 
 // IssuedToken describes an access token a fake issued.
@@ -93,7 +95,7 @@ func (a *AAD) Client() *http.Client { return a.srv.Client() }
 
 // InProcessClient returns an HTTP client that reaches the fake without a
 // socket or TLS, in the calling goroutine; see the package doc.
-func (a *AAD) InProcessClient() *http.Client { return inProcessClient(a.srv) }
+func (a *AAD) InProcessClient() *http.Client { return inproc.Client(a.srv) }
 
 // CertPool returns a pool holding the fakes' CA certificate.
 func (a *AAD) CertPool() *x509.CertPool { return certPool(a.srv) }

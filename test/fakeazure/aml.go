@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/modelgate/modelgate/internal/inproc"
 )
 
 // Scopes the AML fake requires of the ARM tokens it receives.
@@ -89,7 +91,7 @@ func (a *AML) Client() *http.Client { return a.srv.Client() }
 
 // InProcessClient returns an HTTP client that reaches the fake without a
 // socket or TLS, in the calling goroutine; see the package doc.
-func (a *AML) InProcessClient() *http.Client { return inProcessClient(a.srv) }
+func (a *AML) InProcessClient() *http.Client { return inproc.Client(a.srv) }
 
 // Deny makes requests by principal clientID fail with 403, as a missing role
 // assignment does; Deny(clientID, false) grants again.

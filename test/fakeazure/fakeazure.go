@@ -34,7 +34,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -197,44 +196,6 @@ func tlsServer(tb testing.TB, h http.Handler) *httptest.Server {
 	tb.Cleanup(srv.Close)
 	return srv
 }
-
-// inProcessClient returns an HTTP client that serves requests to srv's host
-// with srv's handler, in the calling goroutine and without a socket, and
-// answers any other host with an error. The handler gets a copy of the
-// request shaped as a server would pass it (Host, RequestURI, RemoteAddr, a
-// non-nil Body), so it may parse and change it freely.
-//
-// Tests in a testing/synctest bubble use it: a goroutine blocked on a real
-// socket is not durably blocked, so the bubble's clock could not advance,
-// whereas here the fake's delays, holds and token times (time.Now unless a
-// now function was given) are the bubble's. Start the fake outside the
-// bubble, where its listener's goroutine belongs.
-func inProcessClient(srv *httptest.Server) *http.Client {
-	host, h := srv.Listener.Addr().String(), srv.Config.Handler
-	return &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
-		if r.URL.Host != host {
-			return nil, fmt.Errorf("fakeazure: %s is not the fake (%s)", r.URL.Host, host)
-		}
-		sr := r.Clone(r.Context())
-		sr.Host, sr.RequestURI, sr.RemoteAddr = host, r.URL.RequestURI(), "127.0.0.1:1"
-		if sr.Body == nil {
-			sr.Body = http.NoBody
-		}
-		defer sr.Body.Close()
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, sr)
-		if err := r.Context().Err(); err != nil {
-			return nil, err
-		}
-		resp := rec.Result()
-		resp.Request = r
-		return resp, nil
-	})}
-}
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // certPool returns a pool trusting srv's certificate.
 func certPool(srv *httptest.Server) *x509.CertPool {

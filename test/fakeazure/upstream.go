@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+
+	"github.com/modelgate/modelgate/internal/inproc"
 )
 
 // Request is what Upstream recorded of one request.
@@ -85,7 +87,7 @@ func (u *Upstream) Client() *http.Client { return u.srv.Client() }
 
 // InProcessClient returns an HTTP client that reaches the upstream without a
 // socket or TLS, in the calling goroutine; see the package doc.
-func (u *Upstream) InProcessClient() *http.Client { return inProcessClient(u.srv) }
+func (u *Upstream) InProcessClient() *http.Client { return inproc.Client(u.srv) }
 
 // SetAccept replaces the accept function, for a test that starts the
 // upstream before the deployment whose credentials it should take (outside a
