@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -103,6 +104,20 @@ func (b *poolBackend) stop() {
 	b.mu.Unlock()
 	if srv != nil {
 		_ = srv.Close()
+	}
+}
+
+// shutdown stops the backend as a process that is being stopped does:
+// the port refuses new connections at once, idle connections close, and
+// requests in flight get their answers (then their connections close).
+func (b *poolBackend) shutdown() {
+	b.mu.Lock()
+	srv := b.srv
+	b.srv = nil
+	b.mu.Unlock()
+	if srv != nil {
+		srv.SetKeepAlivesEnabled(false)
+		go func() { _ = srv.Shutdown(context.Background()) }()
 	}
 }
 
