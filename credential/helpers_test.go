@@ -174,12 +174,26 @@ func (w *world) call(c credential.Credential) int {
 	return resp.StatusCode
 }
 
-// tokenKind is one token-fetching upstream auth type, for table tests.
-type tokenKind struct {
+// source is what every credential source offers besides its credential.
+type source interface {
+	Start()
+	Close() error
+}
+
+// sourceKind is one upstream auth type whose credential comes from Azure
+// ML, for table tests: S is *credential.TokenSource or
+// *credential.AMLKeysSource.
+type sourceKind[S source] struct {
 	name  string
 	add   func(w *world) *fakeazure.Deployment
-	build func(w *world, pol credential.RefreshPolicy) (*credential.TokenSource, error)
+	build func(w *world, pol credential.RefreshPolicy) (S, error)
 }
+
+// tokenKind is one token-fetching upstream auth type.
+type tokenKind = sourceKind[*credential.TokenSource]
+
+// keysKind is one aml_keys flavour.
+type keysKind = sourceKind[*credential.AMLKeysSource]
 
 var tokenKinds = []tokenKind{
 	{
@@ -204,9 +218,9 @@ var tokenKinds = []tokenKind{
 	},
 }
 
-// startToken builds and starts a token source of kind k and closes it at
-// the end of the test.
-func (w *world) startToken(k tokenKind) (*credential.TokenSource, *fakeazure.Deployment) {
+// start builds and starts a source of kind k and closes it at the end of
+// the test.
+func start[S source](w *world, k sourceKind[S]) (S, *fakeazure.Deployment) {
 	w.t.Helper()
 	d := k.add(w)
 	src, err := k.build(w, testPolicy())
@@ -218,11 +232,14 @@ func (w *world) startToken(k tokenKind) (*credential.TokenSource, *fakeazure.Dep
 	return src, d
 }
 
-// keysKind is one aml_keys flavour.
-type keysKind struct {
-	name  string
-	add   func(w *world) *fakeazure.Deployment
-	build func(w *world, pol credential.RefreshPolicy) (*credential.AMLKeysSource, error)
+// inEachWorld runs f for each of kinds, in a subtest named for the kind
+// and in a world of its own.
+func inEachWorld[S source](t *testing.T, kinds []sourceKind[S], f func(t *testing.T, w *world, k sourceKind[S])) {
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) {
+			inWorld(t, func(t *testing.T, w *world) { f(t, w, k) })
+		})
+	}
 }
 
 var keysKinds = []keysKind{
@@ -246,16 +263,4 @@ var keysKinds = []keysKind{
 			})
 		},
 	},
-}
-
-func (w *world) startKeys(k keysKind) (*credential.AMLKeysSource, *fakeazure.Deployment) {
-	w.t.Helper()
-	d := k.add(w)
-	src, err := k.build(w, testPolicy())
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	src.Start()
-	w.t.Cleanup(func() { _ = src.Close() })
-	return src, d
 }

@@ -94,127 +94,123 @@ func TestKeySourceWithoutSecondary(t *testing.T) {
 // the secondary when the refetched primary is still refused, stickiness,
 // and keys outliving a control plane outage.
 func TestAMLKeysFollowRegeneration(t *testing.T) {
-	for _, k := range keysKinds {
-		t.Run(k.name, func(t *testing.T) {
-			inWorld(t, func(t *testing.T, w *world) {
-				src, d := w.startKeys(k)
-				up := w.upstream(d.Accepts)
+	inEachWorld(t, keysKinds, func(t *testing.T, w *world, k keysKind) {
+		src, d := start(w, k)
+		up := w.upstream(d.Accepts)
 
-				c1 := mustCredential(t, src)
-				p1, s1 := d.Keys()
-				if c1.Value.Reveal() != p1 || c1.Label != "primary key" || d.KeyFetches() != 1 {
-					t.Fatalf("first credential: %s, fetches %d; want the primary after one fetch", c1.Label, d.KeyFetches())
-				}
-				if st := w.call(c1); st != http.StatusOK {
-					t.Fatalf("upstream answered %d to the primary", st)
-				}
-				// Periodic refetch.
-				advance(credential.DefaultKeysInterval)
-				if d.KeyFetches() != 2 {
-					t.Fatalf("key fetches after one interval = %d, want 2", d.KeyFetches())
-				}
+		c1 := mustCredential(t, src)
+		p1, s1 := d.Keys()
+		if c1.Value.Reveal() != p1 || c1.Label != "primary key" || d.KeyFetches() != 1 {
+			t.Fatalf("first credential: %s, fetches %d; want the primary after one fetch", c1.Label, d.KeyFetches())
+		}
+		if st := w.call(c1); st != http.StatusOK {
+			t.Fatalf("upstream answered %d to the primary", st)
+		}
+		// Periodic refetch.
+		advance(credential.DefaultKeysInterval)
+		if d.KeyFetches() != 2 {
+			t.Fatalf("key fetches after one interval = %d, want 2", d.KeyFetches())
+		}
 
-				// regen_key('Primary'): the next request fails, and after one
-				// refetch (for 100 concurrent reports) the new key is served.
-				p2 := d.RegenerateKey("primary")
-				if st := w.call(c1); st != http.StatusUnauthorized {
-					t.Fatalf("upstream answered %d to a regenerated key, want 401", st)
-				}
-				release := d.Hold()
-				before := d.KeyFetches()
-				var wg sync.WaitGroup
-				results := make([]bool, 100)
-				for i := range results {
-					wg.Add(1)
-					go func() { defer wg.Done(); results[i] = src.Rejected(ctx(t), c1) }()
-				}
-				synctest.Wait()
-				if got := credential.Waiters(src); got != 100 {
-					t.Fatalf("%d Rejected callers wait for the refetch, want 100", got)
-				}
-				release()
-				wg.Wait()
-				if f := d.KeyFetches() - before; f != 1 {
-					t.Fatalf("100 concurrent Rejected caused %d key fetches, want 1", f)
-				}
-				for i, r := range results {
-					if !r {
-						t.Fatalf("caller %d told not to replay", i)
-					}
-				}
-				c2 := mustCredential(t, src)
-				if c2.Value.Reveal() != p2 || c2.Label != "primary key" {
-					t.Fatalf("after regeneration got %s, want the new primary", c2.Label)
-				}
-				if st := w.call(c2); st != http.StatusOK {
-					t.Fatalf("upstream answered %d to the new primary", st)
-				}
+		// regen_key('Primary'): the next request fails, and after one
+		// refetch (for 100 concurrent reports) the new key is served.
+		p2 := d.RegenerateKey("primary")
+		if st := w.call(c1); st != http.StatusUnauthorized {
+			t.Fatalf("upstream answered %d to a regenerated key, want 401", st)
+		}
+		release := d.Hold()
+		before := d.KeyFetches()
+		var wg sync.WaitGroup
+		results := make([]bool, 100)
+		for i := range results {
+			wg.Add(1)
+			go func() { defer wg.Done(); results[i] = src.Rejected(ctx(t), c1) }()
+		}
+		synctest.Wait()
+		if got := credential.Waiters(src); got != 100 {
+			t.Fatalf("%d Rejected callers wait for the refetch, want 100", got)
+		}
+		release()
+		wg.Wait()
+		if f := d.KeyFetches() - before; f != 1 {
+			t.Fatalf("100 concurrent Rejected caused %d key fetches, want 1", f)
+		}
+		for i, r := range results {
+			if !r {
+				t.Fatalf("caller %d told not to replay", i)
+			}
+		}
+		c2 := mustCredential(t, src)
+		if c2.Value.Reveal() != p2 || c2.Label != "primary key" {
+			t.Fatalf("after regeneration got %s, want the new primary", c2.Label)
+		}
+		if st := w.call(c2); st != http.StatusOK {
+			t.Fatalf("upstream answered %d to the new primary", st)
+		}
 
-				// The upstream refuses the primary although the control plane
-				// still lists it: refetch, same primary, fall back to secondary.
-				advance(5 * time.Second) // past RejectInterval
-				up.Refuse(p2, true)
-				if !src.Rejected(ctx(t), c2) {
-					t.Fatal("Rejected(primary) said no replay although a secondary exists")
-				}
-				if f := d.KeyFetches() - before; f != 2 {
-					t.Fatalf("key fetches = %d, want a refetch", f)
-				}
-				c3 := mustCredential(t, src)
-				if c3.Value.Reveal() != s1 || c3.Label != "secondary key" {
-					t.Fatalf("got %s, want the secondary", c3.Label)
-				}
-				if st := w.call(c3); st != http.StatusOK {
-					t.Fatalf("upstream answered %d to the secondary", st)
-				}
+		// The upstream refuses the primary although the control plane
+		// still lists it: refetch, same primary, fall back to secondary.
+		advance(5 * time.Second) // past RejectInterval
+		up.Refuse(p2, true)
+		if !src.Rejected(ctx(t), c2) {
+			t.Fatal("Rejected(primary) said no replay although a secondary exists")
+		}
+		if f := d.KeyFetches() - before; f != 2 {
+			t.Fatalf("key fetches = %d, want a refetch", f)
+		}
+		c3 := mustCredential(t, src)
+		if c3.Value.Reveal() != s1 || c3.Label != "secondary key" {
+			t.Fatalf("got %s, want the secondary", c3.Label)
+		}
+		if st := w.call(c3); st != http.StatusOK {
+			t.Fatalf("upstream answered %d to the secondary", st)
+		}
 
-				// Sticky across periodic refetches.
-				up.Refuse(p2, false)
-				advance(credential.DefaultKeysInterval)
-				if c := mustCredential(t, src); c != c3 {
-					t.Fatalf("periodic refetch switched to %s", c.Label)
-				}
-				if st := src.Status(); st.Label != "secondary key" || !st.Ready {
-					t.Errorf("status = %+v", st)
-				}
+		// Sticky across periodic refetches.
+		up.Refuse(p2, false)
+		advance(credential.DefaultKeysInterval)
+		if c := mustCredential(t, src); c != c3 {
+			t.Fatalf("periodic refetch switched to %s", c.Label)
+		}
+		if st := src.Status(); st.Label != "secondary key" || !st.Ready {
+			t.Errorf("status = %+v", st)
+		}
 
-				// Regenerating the secondary in use: follow it, stay on the
-				// secondary slot.
-				advance(5 * time.Second)
-				s2 := d.RegenerateKey("secondary")
-				if !src.Rejected(ctx(t), c3) {
-					t.Fatal("Rejected(old secondary) said no replay")
-				}
-				if c := mustCredential(t, src); c.Value.Reveal() != s2 || c.Label != "secondary key" {
-					t.Fatalf("got %s, want the regenerated secondary", c.Label)
-				}
+		// Regenerating the secondary in use: follow it, stay on the
+		// secondary slot.
+		advance(5 * time.Second)
+		s2 := d.RegenerateKey("secondary")
+		if !src.Rejected(ctx(t), c3) {
+			t.Fatal("Rejected(old secondary) said no replay")
+		}
+		if c := mustCredential(t, src); c.Value.Reveal() != s2 || c.Label != "secondary key" {
+			t.Fatalf("got %s, want the regenerated secondary", c.Label)
+		}
 
-				// Keys do not expire: an hour-long outage is invisible.
-				w.aml.SetOutage(true)
-				c4 := mustCredential(t, src)
-				for range 12 {
-					advance(5 * time.Minute)
-					if c := mustCredential(t, src); c != c4 {
-						t.Fatal("key changed during the outage")
-					}
-					if st := w.call(c4); st != http.StatusOK {
-						t.Fatalf("upstream answered %d during the outage", st)
-					}
-				}
-				if st := src.Status(); !st.Ready || st.LastError == "" {
-					t.Errorf("status during outage = %+v, want ready with the last error", st)
-				}
-				w.assertNotLogged(p1, s1, p2, s2)
-			})
-		})
-	}
+		// Keys do not expire: an hour-long outage is invisible.
+		w.aml.SetOutage(true)
+		c4 := mustCredential(t, src)
+		for range 12 {
+			advance(5 * time.Minute)
+			if c := mustCredential(t, src); c != c4 {
+				t.Fatal("key changed during the outage")
+			}
+			if st := w.call(c4); st != http.StatusOK {
+				t.Fatalf("upstream answered %d during the outage", st)
+			}
+		}
+		if st := src.Status(); !st.Ready || st.LastError == "" {
+			t.Errorf("status during outage = %+v, want ready with the last error", st)
+		}
+		w.assertNotLogged(p1, s1, p2, s2)
+	})
 }
 
 // TestAMLKeysRateLimitSwitchesLocally checks that a rejection within
 // RejectInterval of the last refetch switches keys without fetching again.
 func TestAMLKeysRateLimitSwitchesLocally(t *testing.T) {
 	inWorld(t, func(t *testing.T, w *world) {
-		src, d := w.startKeys(keysKinds[0])
+		src, d := start(w, keysKinds[0])
 		c1 := mustCredential(t, src)
 		p2 := d.RegenerateKey("primary")
 		if !src.Rejected(ctx(t), c1) {
