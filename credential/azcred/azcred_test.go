@@ -6,10 +6,8 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +21,7 @@ import (
 	"github.com/modelgate/modelgate/credential"
 	"github.com/modelgate/modelgate/credential/azcred"
 	"github.com/modelgate/modelgate/internal/problem"
+	"github.com/modelgate/modelgate/internal/testcert"
 	"github.com/modelgate/modelgate/test/fakeazure"
 )
 
@@ -110,21 +109,7 @@ func selfSigned(t *testing.T) (*x509.Certificate, *rsa.PrivateKey) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "modelgate-test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert, key
+	return testcert.Issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: "modelgate-test"}}, key, nil, nil), key
 }
 
 func TestClientCertificateAgainstFakeAAD(t *testing.T) {
@@ -132,14 +117,9 @@ func TestClientCertificateAgainstFakeAAD(t *testing.T) {
 	dir := t.TempDir()
 
 	cert, key := selfSigned(t)
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	certPEM, keyPEM := testcert.PEM(t, cert, key)
 	pemPath := filepath.Join(dir, "sp.pem")
-	pemData := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})...)
-	if err := os.WriteFile(pemPath, pemData, 0o600); err != nil {
+	if err := os.WriteFile(pemPath, append(certPEM, keyPEM...), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
