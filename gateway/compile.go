@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"reflect"
 	"strings"
@@ -59,6 +60,14 @@ func Compile(cfg *config.Config, deps Deps, o CompileOptions) (*Snapshot, error)
 	keys := c.keyIndex()
 	c.identityProviders()
 	upstreams := c.upstreams(o.DecideOnly)
+	for name, u := range c.cfg.Upstreams {
+		// A mirror that names another upstream (not a backend of its own).
+		if m := u.Mirror; m != nil && upstreams[name].Pool != nil {
+			if _, own := upstreams[name].Pool.Index(m.Backend); !own {
+				upstreams[name].MirrorTo = upstreams[m.Backend]
+			}
+		}
+	}
 	c.routes(keys, upstreams)
 	c.tls()
 	if err := errors.Join(c.errs...); err != nil {
@@ -541,17 +550,23 @@ func (c *compiler) warnings() {
 			}
 		}
 	}
-	for _, name := range sortedNames(c.cfg.Upstreams) {
-		u := c.cfg.Upstreams[name]
-		if u.Parsed == nil || u.Parsed.Scheme != "http" || u.Auth.Type == config.AuthNone || privateHost(u.Parsed.Hostname()) {
-			continue
+	clearText := func(p string, u *url.URL, a config.Auth) {
+		if u == nil || u.Scheme != "http" || a.Type == config.AuthNone || privateHost(u.Hostname()) {
+			return
 		}
 		what := "token"
-		if u.Auth.Type == config.AuthKey || u.Auth.Type == config.AuthAMLKeys {
+		if a.Type == config.AuthKey || a.Type == config.AuthAMLKeys {
 			what = "key"
 		}
-		c.warns = append(c.warns, problem.At("upstreams."+name+".url",
-			"warning: the upstream's %s is sent over plain http to %s, which is not a private address: anyone on the path can read it; use https", what, u.Parsed.Hostname()))
+		c.warns = append(c.warns, problem.At(p+".url",
+			"warning: the upstream's %s is sent over plain http to %s, which is not a private address: anyone on the path can read it; use https", what, u.Hostname()))
+	}
+	for _, name := range sortedNames(c.cfg.Upstreams) {
+		u := c.cfg.Upstreams[name]
+		clearText("upstreams."+name, u.Parsed, u.Auth)
+		for i, b := range u.Backends {
+			clearText(fmt.Sprintf("upstreams.%s.backends[%d]", name, i), b.Parsed, b.Auth)
+		}
 	}
 }
 

@@ -128,6 +128,17 @@ func poolState(rs *RouteState, upstream string, pl *pool.Pool) {
 	}
 }
 
+// Mirrors reports every pool's mirror, for metrics.
+func (s *Snapshot) Mirrors() []metrics.MirrorState {
+	var out []metrics.MirrorState
+	for _, name := range sortedNames(s.pools) {
+		if m := s.pools[name].Mirror(); m != nil {
+			out = append(out, metrics.MirrorState{Upstream: name, Dropped: m.Dropped(), InFlight: m.InFlight()})
+		}
+	}
+	return out
+}
+
 // Backends reports every pool member's breaker, for metrics.
 func (s *Snapshot) Backends() []metrics.BackendState {
 	var out []metrics.BackendState

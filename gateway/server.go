@@ -47,7 +47,7 @@ func NewServer(snap *Snapshot, load Loader, deps Deps) *Server {
 			rep := s.snap.Load().Readiness()
 			ok, failed := s.ReloadCounts()
 			return metrics.State{Credentials: rep.Credentials, IdentityProviders: rep.IdentityProviders, ReloadsOK: ok, ReloadsFailed: failed,
-				Backends: s.snap.Load().Backends()}
+				Backends: s.snap.Load().Backends(), Mirrors: s.snap.Load().Mirrors()}
 		})
 	}
 	return s

@@ -43,6 +43,17 @@ type State struct {
 	ReloadsFailed     uint64
 	// Backends are the pools' members and their breakers.
 	Backends []BackendState
+	// Mirrors are the pools' shadow traffic.
+	Mirrors []MirrorState
+}
+
+// MirrorState is one pool's mirror.
+type MirrorState struct {
+	Upstream string
+	// Dropped counts copies not sent because max_in_flight were in flight.
+	Dropped uint64
+	// InFlight is the copies being sent now.
+	InFlight int
 }
 
 // BackendState is one pool member's breaker, for the gauges.
@@ -273,12 +284,16 @@ var (
 		"Configuration reloads, by outcome.", []string{"outcome"}, nil)
 	descBreaker = prometheus.NewDesc(namespace+"_backend_breaker_state",
 		"A pool backend's circuit breaker: 1 for its current state (closed, open, half-open), 0 for the others.", []string{"upstream", "backend", "state"}, nil)
+	descMirrorDropped = prometheus.NewDesc(namespace+"_mirror_dropped_total",
+		"Mirror copies dropped because the pool's in-flight bound was reached, by upstream.", []string{"upstream"}, nil)
+	descMirrorInFlight = prometheus.NewDesc(namespace+"_mirror_in_flight",
+		"Mirror copies being sent now, by upstream.", []string{"upstream"}, nil)
 	descAvailable = prometheus.NewDesc(namespace+"_backend_available",
 		"1 when a pool backend may take traffic (breaker closed, credential valid).", []string{"upstream", "backend"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCredValid, descCredExpiry, descCredRefresh, descJWKSReady, descJWKSKeys, descJWKSAge, descJWKSRefresh, descReloads, descBreaker, descAvailable} {
+	for _, d := range []*prometheus.Desc{descCredValid, descCredExpiry, descCredRefresh, descJWKSReady, descJWKSKeys, descJWKSAge, descJWKSRefresh, descReloads, descBreaker, descAvailable, descMirrorDropped, descMirrorInFlight} {
 		ch <- d
 	}
 }
@@ -319,6 +334,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descBreaker, prometheus.GaugeValue, b2f(b.Breaker == state), b.Upstream, b.Backend, state)
 		}
 		ch <- prometheus.MustNewConstMetric(descAvailable, prometheus.GaugeValue, b2f(b.Available), b.Upstream, b.Backend)
+	}
+	for _, m := range st.Mirrors {
+		ch <- prometheus.MustNewConstMetric(descMirrorDropped, prometheus.CounterValue, float64(m.Dropped), m.Upstream)
+		ch <- prometheus.MustNewConstMetric(descMirrorInFlight, prometheus.GaugeValue, float64(m.InFlight), m.Upstream)
 	}
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.ReloadsOK), "success")
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(st.ReloadsFailed), "failure")

@@ -30,7 +30,7 @@ func compileUpstream(u *Upstream) *Upstream {
 	c := &Upstream{
 		Name: u.Name, Auth: u.Auth,
 		Headers: maps.Clone(u.Headers), IdentityHeaders: maps.Clone(u.IdentityHeaders),
-		Backends: u.Backends, Pool: u.Pool, Tries: u.Tries,
+		Backends: u.Backends, Pool: u.Pool, Tries: u.Tries, MirrorTo: u.MirrorTo,
 	}
 	if u.URL != nil {
 		target := *u.URL

@@ -89,6 +89,26 @@ type poolTransport struct {
 	u        *Upstream
 	backends []*Backend
 	pool     *pool.Pool
+	mirrorTo func() *Backend // the mirror target in another upstream, if any
+}
+
+// mirrorTarget returns where mirror copies to upstream u go: u itself when
+// it is a single URL, else the backend its own pool would pick now.
+func mirrorTarget(u *Upstream, base http.RoundTripper) func() *Backend {
+	if u.Pool == nil {
+		b := &Backend{Name: u.Name, URL: u.URL, Auth: u.Auth, headers: u.headers, identity: u.identity, rt: base}
+		if u.Auth != nil {
+			b.rt = &authTransport{base: base, auth: u.Auth}
+		}
+		return func() *Backend { return b }
+	}
+	backends := compileBackends(u, base)
+	return func() *Backend {
+		if i, ok := u.Pool.Pick(0); ok {
+			return backends[i]
+		}
+		return nil
+	}
 }
 
 func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -250,8 +270,13 @@ func (t *poolTransport) mirror(req *http.Request, st *reqState) {
 	if m == nil || req.GetBody == nil && req.Body != nil && req.Body != http.NoBody || !m.Sample() {
 		return
 	}
-	_, idx := m.Target()
-	if idx < 0 || idx >= len(t.backends) || !m.TryAcquire() {
+	var b *Backend
+	if _, idx := m.Target(); idx >= 0 && idx < len(t.backends) {
+		b = t.backends[idx]
+	} else if t.mirrorTo != nil {
+		b = t.mirrorTo()
+	}
+	if b == nil || !m.TryAcquire() {
 		return
 	}
 	// A context of its own: the mirror outlives the request, and must not
@@ -265,7 +290,6 @@ func (t *poolTransport) mirror(req *http.Request, st *reqState) {
 		}
 		out.Body = body
 	}
-	b := t.backends[idx]
 	t.target(out, b, st)
 	go func() {
 		defer m.Release()

@@ -53,6 +53,9 @@ type Upstream struct {
 	Pool     *pool.Pool
 	// Tries, when not nil, counts each try per backend (*metrics.Pool).
 	Tries TryObserver
+	// MirrorTo is the other upstream a pool's mirror names, when its
+	// target is not one of the pool's own backends.
+	MirrorTo *Upstream
 
 	// Set only on New's private copy.
 	headers  []headerKV
@@ -210,7 +213,11 @@ func (h *Handler) reverseProxy(u *Upstream, base http.RoundTripper, pool httputi
 	case u.Pool != nil:
 		u.URL = nil
 		u.backends = compileBackends(u, base)
-		rt = &poolTransport{h: h, u: u, backends: u.backends, pool: u.Pool}
+		pt := &poolTransport{h: h, u: u, backends: u.backends, pool: u.Pool}
+		if u.MirrorTo != nil {
+			pt.mirrorTo = mirrorTarget(compileUpstream(u.MirrorTo), base)
+		}
+		rt = pt
 		u.identity = nil
 		for _, b := range u.backends {
 			u.identity = append(u.identity, b.identity...)
