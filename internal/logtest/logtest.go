@@ -2,12 +2,8 @@
 package logtest
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
-	"strings"
 	"sync"
-	"testing"
 )
 
 // Buffer is a bytes.Buffer safe for concurrent writes, for the log and
@@ -29,21 +25,4 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
-}
-
-// Lines decodes every line written so far as one JSON object, failing t on
-// a line that is not JSON.
-func (b *Buffer) Lines(t testing.TB) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(b.String()))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("log line is not JSON: %v: %s", err, sc.Text())
-		}
-		out = append(out, m)
-	}
-	return out
 }

@@ -90,6 +90,22 @@ func (g *testGateway) Stop() error {
 // logBuffer collects the gateway's log output; safe for concurrent use.
 type logBuffer struct{ logtest.Buffer }
 
+// Lines decodes every JSON log line.
+func (b *logBuffer) Lines(t testing.TB) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(b.String()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("log line is not JSON: %v: %s", err, sc.Text())
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
 // RequestLines returns the per-request lines ("msg":"request").
 func (b *logBuffer) RequestLines(t testing.TB) []map[string]any {
 	t.Helper()
