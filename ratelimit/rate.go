@@ -8,9 +8,12 @@
 // this identity call now, and if not, when?" so the proxy can answer 429
 // with Retry-After (RFC 9110 §10.2.3, [RetryAfterSeconds]).
 //
-// Limits are per process. Each gateway replica keeps its own buckets, so N
-// replicas behind a load balancer admit up to N times the configured rate.
-// Size limits with that in mind, or pin an identity to a replica.
+// Without a store, limits are per process: each gateway replica keeps its
+// own buckets, so N replicas behind a load balancer admit up to N times the
+// configured rate. With a [Store] (Redis, limits.store in the
+// configuration), [Shared] counts the same limits in the store, so every
+// replica draws on one budget; what happens while the store fails is the
+// store's on_error.
 package ratelimit
 
 import (
