@@ -344,16 +344,6 @@ type Workspace struct {
 	ManagementHost string `yaml:"management_host"`
 }
 
-// Credential types for the gateway's own Azure identity.
-const (
-	CredClientSecret      = "client_secret"
-	CredClientCertificate = "client_certificate"
-	CredManagedIdentity   = "managed_identity"
-	CredWorkloadIdentity  = "workload_identity"
-	CredAzureCLI          = "azure_cli"
-	CredDefault           = "default"
-)
-
 // Credential is one of the gateway's own Azure identities.
 type Credential struct {
 	// Type is client_secret, client_certificate, managed_identity,
@@ -379,12 +369,6 @@ type Credential struct {
 	// clouds). It must be https.
 	AuthorityHost string `yaml:"authority_host"`
 }
-
-// Identity provider types.
-const (
-	IdPAzureAD = "azure_ad"
-	IdPOIDC    = "oidc"
-)
 
 // IdentityProvider validates inbound access tokens.
 type IdentityProvider struct {

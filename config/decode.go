@@ -28,19 +28,14 @@ type FieldError struct {
 }
 
 func (e *FieldError) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
+	s := e.File
 	if e.Line > 0 {
-		b.WriteString(":")
-		b.WriteString(strconv.Itoa(e.Line))
+		s += ":" + strconv.Itoa(e.Line)
 	}
-	b.WriteString(": ")
 	if e.Path != "" {
-		b.WriteString(oneLine(e.Path))
-		b.WriteString(": ")
+		s += ": " + oneLine(e.Path)
 	}
-	b.WriteString(oneLine(e.Msg))
-	return b.String()
+	return s + ": " + oneLine(e.Msg)
 }
 
 // oneLine escapes control characters, so that a key or value written in
@@ -528,5 +523,3 @@ func validEnvName(s string) bool {
 	}
 	return true
 }
-
-func reflectValueOf(ptr any) reflect.Value { return reflect.ValueOf(ptr).Elem() }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 
 	"github.com/modelgate/modelgate/internal/problem"
@@ -80,7 +81,7 @@ func parse(name string, data []byte, o LoadOptions) (*Config, error) {
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
-	d.decode(root, reflectValueOf(cfg), "")
+	d.decode(root, reflect.ValueOf(cfg).Elem(), "")
 	if d.aliases > maxAliasExpansions {
 		// What was decoded is cut short; validating it would only add noise.
 		return nil, errors.Join(d.errs...)

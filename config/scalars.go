@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -95,7 +96,7 @@ func (m *Match) decodeNode(d *decoder, n *yaml.Node, path string) {
 	switch n.Kind {
 	case yaml.SequenceNode:
 		var list []string
-		d.decode(n, reflectValueOf(&list), path)
+		d.decode(n, reflect.ValueOf(&list).Elem(), path)
 		m.AnyOf = list
 	case yaml.MappingNode:
 		type plain struct {
@@ -103,7 +104,7 @@ func (m *Match) decodeNode(d *decoder, n *yaml.Node, path string) {
 			AllOf []string `yaml:"all_of"`
 		}
 		var p plain
-		d.decodeStruct(n, reflectValueOf(&p), path)
+		d.decodeStruct(n, reflect.ValueOf(&p).Elem(), path)
 		m.AnyOf, m.AllOf = p.AnyOf, p.AllOf
 	default:
 		d.errorf(n, path, "expected a list (any of) or a mapping with any_of / all_of, got %s", kindName(n))

@@ -4,13 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/netip"
 	"net/url"
 	"path"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/modelgate/modelgate/internal/guid"
@@ -46,14 +46,7 @@ func lineOf(lines map[string]int, p string) int {
 	}
 }
 
-func sortedKeys[M ~map[string]V, V any](m M) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func sortedKeys[M ~map[string]V, V any](m M) []string { return slices.Sorted(maps.Keys(m)) }
 
 func (v *validator) validate() {
 	v.server()
@@ -371,69 +364,57 @@ func (v *validator) endpoint(p, rawURL string, headers, identityHeaders map[stri
 	return parsed
 }
 
+// authFields lists, per auth type, the optional fields it reads; the
+// others must be empty. What each type needs (service, endpoint, workspace,
+// credential, key) is checked where the credential is built (package
+// credential).
+var authFields = map[string][]string{
+	AuthNone:             {"refresh_interval"},
+	AuthKey:              {"key", "secondary_key", "refresh_interval"},
+	AuthAMLKeys:          {"credential", "workspace", "service", "endpoint", "refresh_interval"},
+	AuthAMLServiceToken:  {"credential", "workspace", "service"},
+	AuthAMLEndpointToken: {"credential", "workspace", "endpoint"},
+	AuthAADToken:         {"credential", "scope"},
+}
+
+// auth checks the file's own rules for an auth section: fields that do not
+// belong to the type, secrets from the environment, and names that must
+// exist. It fills the type's defaults.
 func (v *validator) auth(p string, a *Auth) {
-	forbid := func(field string, set bool) {
-		if set {
-			v.errAt(p+"."+field, "is not used by auth type %s: remove it", a.Type)
-		}
+	allowed, ok := authFields[a.Type]
+	switch {
+	case a.Type == "":
+		v.errAt(p+".type", "missing: write key, aml_keys, aml_service_token, aml_endpoint_token, aad_token or none")
+		return
+	case !ok:
+		v.errAt(p+".type", "%q is not an auth type: write key, aml_keys, aml_service_token, aml_endpoint_token, aad_token or none", a.Type)
+		return
 	}
-	// What each type needs (service, endpoint, workspace, credential, key)
-	// is checked where the credential is built (package credential); the
-	// file's own rules are checked here: fields that do not belong to the
-	// type, secrets from the environment, and names that must exist.
-	credential := func() {
-		if _, ok := v.cfg.Credentials[a.Credential]; a.Credential != "" && !ok {
-			v.errAt(p+".credential", "no credential named %q in credentials: (have: %s)", a.Credential, strings.Join(sortedKeys(v.cfg.Credentials), ", "))
-		}
-	}
-	switch a.Type {
-	case AuthNone:
-		forbid("key", a.Key != "")
-		forbid("secondary_key", a.SecondaryKey != "")
-		forbid("credential", a.Credential != "")
-		forbid("workspace", a.Workspace != nil)
-		forbid("service", a.Service != "")
-		forbid("endpoint", a.Endpoint != "")
-		forbid("scope", a.Scope != "")
-	case AuthKey:
+	if a.Type == AuthKey {
 		v.fromEnv(p+".key", a.Key)
 		v.fromEnv(p+".secondary_key", a.SecondaryKey)
-		forbid("credential", a.Credential != "")
-		forbid("workspace", a.Workspace != nil)
-		forbid("service", a.Service != "")
-		forbid("endpoint", a.Endpoint != "")
-		forbid("scope", a.Scope != "")
-	case AuthAMLKeys, AuthAMLServiceToken, AuthAMLEndpointToken, AuthAADToken:
-		forbid("key", a.Key != "")
-		forbid("secondary_key", a.SecondaryKey != "")
-		credential()
-		switch a.Type {
-		case AuthAMLKeys:
-			forbid("scope", a.Scope != "")
-			if a.RefreshInterval == 0 {
-				a.RefreshInterval = Duration(DefaultKeysRefresh)
-			}
-		case AuthAMLServiceToken:
-			forbid("endpoint", a.Endpoint != "")
-			forbid("scope", a.Scope != "")
-		case AuthAMLEndpointToken:
-			forbid("service", a.Service != "")
-			forbid("scope", a.Scope != "")
-		case AuthAADToken:
-			if a.Scope == "" {
-				a.Scope = DefaultAADScope
-			}
-			forbid("workspace", a.Workspace != nil)
-			forbid("service", a.Service != "")
-			forbid("endpoint", a.Endpoint != "")
+	}
+	for _, f := range []struct {
+		field string
+		set   bool
+	}{{"key", a.Key != ""}, {"secondary_key", a.SecondaryKey != ""}, {"credential", a.Credential != ""}, {"workspace", a.Workspace != nil},
+		{"service", a.Service != ""}, {"endpoint", a.Endpoint != ""}, {"scope", a.Scope != ""}, {"refresh_interval", a.RefreshInterval != 0}} {
+		if f.set && !slices.Contains(allowed, f.field) {
+			v.errAt(p+"."+f.field, "is not used by auth type %s: remove it", a.Type)
 		}
-		if a.Type != AuthAMLKeys {
-			forbid("refresh_interval", a.RefreshInterval != 0)
+	}
+	if _, ok := v.cfg.Credentials[a.Credential]; a.Credential != "" && !ok && slices.Contains(allowed, "credential") {
+		v.errAt(p+".credential", "no credential named %q in credentials: (have: %s)", a.Credential, strings.Join(sortedKeys(v.cfg.Credentials), ", "))
+	}
+	switch a.Type {
+	case AuthAMLKeys:
+		if a.RefreshInterval == 0 {
+			a.RefreshInterval = Duration(DefaultKeysRefresh)
 		}
-	case "":
-		v.errAt(p+".type", "missing: write key, aml_keys, aml_service_token, aml_endpoint_token, aad_token or none")
-	default:
-		v.errAt(p+".type", "%q is not an auth type: write key, aml_keys, aml_service_token, aml_endpoint_token, aad_token or none", a.Type)
+	case AuthAADToken:
+		if a.Scope == "" {
+			a.Scope = DefaultAADScope
+		}
 	}
 }
 
@@ -529,8 +510,6 @@ func (v *validator) credentialHeaders() {
 	}
 }
 
-var headerNamePattern = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-
 // cors checks a route's cors section and fills its defaults.
 func (v *validator) cors(p string, c *CORS) {
 	if len(c.AllowOrigins) == 0 {
@@ -560,14 +539,14 @@ func (v *validator) cors(p string, c *CORS) {
 	if c.ExposeHeaders == nil {
 		c.ExposeHeaders = []string{"X-Request-Id", "Retry-After"}
 	}
-	for i, h := range c.AllowHeaders {
-		if !headerNamePattern.MatchString(h) {
-			v.errAt(fmt.Sprintf("%s.allow_headers[%d]", p, i), "%q is not a header name", h)
-		}
-	}
-	for i, h := range c.ExposeHeaders {
-		if !headerNamePattern.MatchString(h) {
-			v.errAt(fmt.Sprintf("%s.expose_headers[%d]", p, i), "%q is not a header name", h)
+	for _, hs := range [...]struct {
+		field string
+		list  []string
+	}{{"allow_headers", c.AllowHeaders}, {"expose_headers", c.ExposeHeaders}} {
+		for i, h := range hs.list {
+			if !httpx.ValidHeaderName(h) {
+				v.errAt(fmt.Sprintf("%s.%s[%d]", p, hs.field, i), "%q is not a header name", h)
+			}
 		}
 	}
 	if c.MaxAge < 0 {

@@ -12,6 +12,7 @@
 package azcred
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -125,11 +126,7 @@ func New(o Options) (azcore.TokenCredential, error) {
 	if err != nil {
 		return nil, err
 	}
-	cred, err := build(o, co)
-	if err != nil {
-		return nil, err
-	}
-	return cred, nil
+	return build(o, co)
 }
 
 // types lists the identity types, for messages.
@@ -154,16 +151,9 @@ func (o Options) validate() (azcore.ClientOptions, error) {
 	set := []struct {
 		field string
 		set   bool
-	}{
-		{"tenant_id", o.TenantID != ""},
-		{"client_id", o.ClientID != ""},
-		{"client_secret", !o.ClientSecret.IsZero()},
-		{"certificate_path", o.CertificatePath != ""},
-		{"certificate_password", !o.CertificatePassword.IsZero()},
-		{"resource_id", o.ResourceID != ""},
-		{"token_file_path", o.TokenFilePath != ""},
-		{"authority_host", o.AuthorityHost != ""},
-	}
+	}{{"tenant_id", o.TenantID != ""}, {"client_id", o.ClientID != ""}, {"client_secret", !o.ClientSecret.IsZero()},
+		{"certificate_path", o.CertificatePath != ""}, {"certificate_password", !o.CertificatePassword.IsZero()},
+		{"resource_id", o.ResourceID != ""}, {"token_file_path", o.TokenFilePath != ""}, {"authority_host", o.AuthorityHost != ""}}
 	need := func(field, val, what string) {
 		if val == "" {
 			probs.Add(field, "missing: %s", what)
@@ -186,9 +176,9 @@ func (o Options) validate() (azcore.ClientOptions, error) {
 		// azidentity falls back to the environment the AKS webhook fills;
 		// check here so that the problem names the configuration field.
 		const hint = `on AKS, enable workload identity on the pod (label azure.workload.identity/use: "true")`
-		need("tenant_id", firstOf(o.TenantID, os.Getenv("AZURE_TENANT_ID")), "set it or AZURE_TENANT_ID; "+hint)
-		need("client_id", firstOf(o.ClientID, os.Getenv("AZURE_CLIENT_ID")), "set it or AZURE_CLIENT_ID; "+hint)
-		need("token_file_path", firstOf(o.TokenFilePath, os.Getenv("AZURE_FEDERATED_TOKEN_FILE")), "set it or AZURE_FEDERATED_TOKEN_FILE; "+hint)
+		need("tenant_id", cmp.Or(o.TenantID, os.Getenv("AZURE_TENANT_ID")), "set it or AZURE_TENANT_ID; "+hint)
+		need("client_id", cmp.Or(o.ClientID, os.Getenv("AZURE_CLIENT_ID")), "set it or AZURE_CLIENT_ID; "+hint)
+		need("token_file_path", cmp.Or(o.TokenFilePath, os.Getenv("AZURE_FEDERATED_TOKEN_FILE")), "set it or AZURE_FEDERATED_TOKEN_FILE; "+hint)
 	case AzureCLI, Default:
 	case "":
 		probs.Add("type", "missing: write %s", types)
@@ -316,11 +306,4 @@ func build(o Options, co azcore.ClientOptions) (azcore.TokenCredential, error) {
 		return nil, &problem.Error{Msg: fmt.Sprintf("azidentity refused the %s credential: %v", o.Type, err), Err: err}
 	}
 	return cred, nil
-}
-
-func firstOf(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
