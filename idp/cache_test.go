@@ -11,17 +11,25 @@ import (
 	"github.com/modelgate/modelgate/test/fakeaad"
 )
 
+// cachedToken mints a v2 token and has p verify it once, so that p has it
+// cached; it returns the token and its claims.
+func cachedToken(t *testing.T, e *env, p *idp.Provider) (string, *idp.Claims) {
+	t.Helper()
+	tok := e.aad.Mint(e.aad.V2Claims("", fakeaad.APIClientID))
+	c, err := p.Verify(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok, c
+}
+
 func TestCache(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("hit returns the same claims", func(t *testing.T) {
 		e := newEnv(t)
 		p := e.provider(t, nil)
-		tok := e.aad.Mint(e.aad.V2Claims("", fakeaad.APIClientID))
-		a, err := p.Verify(ctx, tok)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tok, a := cachedToken(t, e, p)
 		b, err := p.Verify(ctx, tok)
 		if err != nil {
 			t.Fatal(err)
@@ -65,42 +73,37 @@ func TestCache(t *testing.T) {
 		})
 	})
 
-	t.Run("not-yet-valid on a hit when the clock is earlier", func(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		dropNbf bool
+		want    idp.Reason
+	}{
 		// explain -at evaluates as of an instant, possibly before nbf.
-		e := newEnv(t)
-		var skew atomic.Int64
-		p := e.provider(t, func(o *idp.Options) { o.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) } })
-		tok := e.aad.Mint(e.aad.V2Claims("", fakeaad.APIClientID))
-		if _, err := p.Verify(ctx, tok); err != nil {
-			t.Fatal(err)
-		}
-		skew.Store(int64(-time.Hour))
-		_, err := p.Verify(ctx, tok)
-		wantReason(t, err, idp.ReasonTokenNotYetValid, http.StatusUnauthorized, tok)
-	})
-
-	t.Run("iat in the future on a hit", func(t *testing.T) {
-		e := newEnv(t)
-		var skew atomic.Int64
-		p := e.provider(t, func(o *idp.Options) { o.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) } })
-		c := e.aad.V2Claims("", fakeaad.APIClientID)
-		delete(c, "nbf")
-		tok := e.aad.Mint(c)
-		if _, err := p.Verify(ctx, tok); err != nil {
-			t.Fatal(err)
-		}
-		skew.Store(int64(-time.Hour))
-		_, err := p.Verify(ctx, tok)
-		wantReason(t, err, idp.ReasonTokenUsedBeforeIssued, http.StatusUnauthorized, tok)
-	})
+		{"not-yet-valid on a hit when the clock is earlier", false, idp.ReasonTokenNotYetValid},
+		{"iat in the future on a hit", true, idp.ReasonTokenUsedBeforeIssued},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			var skew atomic.Int64
+			p := e.provider(t, func(o *idp.Options) { o.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) } })
+			c := e.aad.V2Claims("", fakeaad.APIClientID)
+			if tc.dropNbf {
+				delete(c, "nbf")
+			}
+			tok := e.aad.Mint(c)
+			if _, err := p.Verify(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+			skew.Store(int64(-time.Hour))
+			_, err := p.Verify(ctx, tok)
+			wantReason(t, err, tc.want, http.StatusUnauthorized, tok)
+		})
+	}
 
 	t.Run("key removal invalidates", func(t *testing.T) {
 		e := newEnv(t)
 		p := e.provider(t, nil)
-		tok := e.aad.Mint(e.aad.V2Claims("", fakeaad.APIClientID))
-		if _, err := p.Verify(ctx, tok); err != nil {
-			t.Fatal(err)
-		}
+		tok, _ := cachedToken(t, e, p)
 		e.aad.RotateKey()
 		e.aad.DropRetiredKeys() // the key that signed tok is revoked
 		if err := p.Refresh(ctx); err != nil {
@@ -113,11 +116,7 @@ func TestCache(t *testing.T) {
 	t.Run("unchanged refresh keeps entries", func(t *testing.T) {
 		e := newEnv(t)
 		p := e.provider(t, nil)
-		tok := e.aad.Mint(e.aad.V2Claims("", fakeaad.APIClientID))
-		a, err := p.Verify(ctx, tok)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tok, a := cachedToken(t, e, p)
 		if err := p.Refresh(ctx); err != nil {
 			t.Fatal(err)
 		}
