@@ -1,6 +1,7 @@
 package credential
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -36,14 +37,6 @@ type AMLServiceTokenOptions struct {
 	Refresh RefreshPolicy
 }
 
-// serviceTokenResponse is POST {base}/token's answer.
-type serviceTokenResponse struct {
-	AccessToken  string   `json:"accessToken"`
-	TokenType    string   `json:"tokenType"`
-	RefreshAfter unixTime `json:"refreshAfter"`
-	ExpiryOn     unixTime `json:"expiryOn"`
-}
-
 // NewAMLServiceToken returns the aml_service_token source: AKS web service
 // token auth, as the Azure ML SDK's service.get_token(). It POSTs
 // {api_host}/modelmanagement/v1.0/.../services/{name}/token with the
@@ -59,34 +52,16 @@ func NewAMLServiceToken(o AMLServiceTokenOptions) (*TokenSource, error) {
 	if err := probs.Err(); err != nil {
 		return nil, err
 	}
-	cp := &controlPlane{
-		cred:      o.Credential,
-		scope:     orDefault(o.Scope, ScopeWorkspaceAPI),
-		http:      newHTTPClient(o.HTTPClient),
-		workspace: o.Workspace.Name,
-		name:      o.Name,
-	}
+	cp := &controlPlane{o.Credential, cmp.Or(o.Scope, ScopeWorkspaceAPI), newHTTPClient(o.HTTPClient), o.Workspace.Name, o.Name}
 	op := operation{
 		name:   "get aml service token",
 		target: fmt.Sprintf("service %q", o.Service),
 		action: "get web service tokens (Microsoft.MachineLearningServices/workspaces/services/*)",
 	}
-	u := base + "/token"
-	return NewTokenSource(TokenSourceOptions{
-		Name:  o.Name,
-		Type:  "aml_service_token",
-		Label: "aml service token",
-		Fetch: func(ctx context.Context) (Token, error) {
-			var r serviceTokenResponse
-			if err := cp.post(ctx, op, u, &r); err != nil {
-				return Token{}, err
-			}
-			return tokenFrom(op, r.AccessToken, r.RefreshAfter, r.ExpiryOn, "expiryOn")
-		},
-		Clock:   o.Clock,
-		Logger:  o.Logger,
-		Refresh: o.Refresh,
-	})
+	return controlPlaneToken(cp, TokenSourceOptions{Name: o.Name, Type: "aml_service_token", Label: "aml service token", Clock: o.Clock, Logger: o.Logger, Refresh: o.Refresh},
+		op, base+"/token", "expiryOn", func(r serviceTokenResponse) (string, unixTime, unixTime) {
+			return r.AccessToken, r.RefreshAfter, r.ExpiryOn
+		})
 }
 
 // AMLEndpointTokenOptions configures NewAMLEndpointToken.
@@ -113,14 +88,6 @@ type AMLEndpointTokenOptions struct {
 	Refresh RefreshPolicy
 }
 
-// endpointTokenResponse is ARM onlineEndpoints/{name}/token's answer.
-type endpointTokenResponse struct {
-	AccessToken         string   `json:"accessToken"`
-	TokenType           string   `json:"tokenType"`
-	ExpiryTimeUTC       unixTime `json:"expiryTimeUtc"`
-	RefreshAfterTimeUTC unixTime `json:"refreshAfterTimeUtc"`
-}
-
 // NewAMLEndpointToken returns the aml_endpoint_token source: an online
 // endpoint in aml_token mode. It POSTs ARM's
 // .../onlineEndpoints/{name}/token, refreshes at refreshAfterTimeUtc and
@@ -135,43 +102,51 @@ func NewAMLEndpointToken(o AMLEndpointTokenOptions) (*TokenSource, error) {
 	if err := probs.Err(); err != nil {
 		return nil, err
 	}
-	cp := &controlPlane{
-		cred:      o.Credential,
-		scope:     orDefault(o.Scope, ScopeARM),
-		http:      newHTTPClient(o.HTTPClient),
-		workspace: o.Workspace.Name,
-		name:      o.Name,
-	}
+	cp := &controlPlane{o.Credential, cmp.Or(o.Scope, ScopeARM), newHTTPClient(o.HTTPClient), o.Workspace.Name, o.Name}
 	op := operation{
 		name:   "get aml endpoint token",
 		target: fmt.Sprintf("online endpoint %q", o.Endpoint),
 		action: "get online endpoint tokens (Microsoft.MachineLearningServices/workspaces/onlineEndpoints/token/action)",
 	}
-	return NewTokenSource(TokenSourceOptions{
-		Name:  o.Name,
-		Type:  "aml_endpoint_token",
-		Label: "aml endpoint token",
-		Fetch: func(ctx context.Context) (Token, error) {
-			var r endpointTokenResponse
-			if err := cp.post(ctx, op, u, &r); err != nil {
-				return Token{}, err
-			}
-			return tokenFrom(op, r.AccessToken, r.RefreshAfterTimeUTC, r.ExpiryTimeUTC, "expiryTimeUtc")
-		},
-		Clock:   o.Clock,
-		Logger:  o.Logger,
-		Refresh: o.Refresh,
-	})
+	return controlPlaneToken(cp, TokenSourceOptions{Name: o.Name, Type: "aml_endpoint_token", Label: "aml endpoint token", Clock: o.Clock, Logger: o.Logger, Refresh: o.Refresh},
+		op, u, "expiryTimeUtc", func(r endpointTokenResponse) (string, unixTime, unixTime) {
+			return r.AccessToken, r.RefreshAfterTimeUTC, r.ExpiryTimeUTC
+		})
 }
 
-func tokenFrom(op operation, value string, refreshAfter, expiry unixTime, expiryField string) (Token, error) {
-	if value == "" {
-		return Token{}, fmt.Errorf("credential: %s: response has no accessToken", op.name)
+// serviceTokenResponse is POST {base}/token's answer.
+type serviceTokenResponse struct {
+	AccessToken  string   `json:"accessToken"`
+	RefreshAfter unixTime `json:"refreshAfter"`
+	ExpiryOn     unixTime `json:"expiryOn"`
+}
+
+// endpointTokenResponse is ARM onlineEndpoints/{name}/token's answer.
+type endpointTokenResponse struct {
+	AccessToken         string   `json:"accessToken"`
+	ExpiryTimeUTC       unixTime `json:"expiryTimeUtc"`
+	RefreshAfterTimeUTC unixTime `json:"refreshAfterTimeUtc"`
+}
+
+// controlPlaneToken returns a TokenSource for o whose fetch posts to u and
+// reads the token, its refresh hint and its expiry from the answer, of
+// type R, with fields.
+func controlPlaneToken[R any](cp *controlPlane, o TokenSourceOptions, op operation, u, expiryField string, fields func(R) (token string, refreshAfter, expiry unixTime)) (*TokenSource, error) {
+	o.Fetch = func(ctx context.Context) (Token, error) {
+		var r R
+		if err := cp.post(ctx, op, u, &r); err != nil {
+			return Token{}, err
+		}
+		value, refreshAfter, expiry := fields(r)
+		if value == "" {
+			return Token{}, fmt.Errorf("credential: %s: response has no accessToken", op.name)
+		}
+		if expiry.time().IsZero() {
+			return Token{}, fmt.Errorf("credential: %s: response has no %s", op.name, expiryField)
+		}
+		return Token{Value: Secret(value), RefreshAt: refreshAfter.time(), ExpiresAt: expiry.time()}, nil
 	}
-	if expiry.time().IsZero() {
-		return Token{}, fmt.Errorf("credential: %s: response has no %s", op.name, expiryField)
-	}
-	return Token{Value: Secret(value), RefreshAt: refreshAfter.time(), ExpiresAt: expiry.time()}, nil
+	return NewTokenSource(o)
 }
 
 // AADTokenOptions configures NewAADToken.
@@ -201,7 +176,7 @@ func NewAADToken(o AADTokenOptions) (*TokenSource, error) {
 	if err := probs.Err(); err != nil {
 		return nil, err
 	}
-	scope := orDefault(o.Scope, ScopeAzureML)
+	scope := cmp.Or(o.Scope, ScopeAzureML)
 	cred := o.Credential
 	return NewTokenSource(TokenSourceOptions{
 		Name:  o.Name,
@@ -218,11 +193,4 @@ func NewAADToken(o AADTokenOptions) (*TokenSource, error) {
 		Logger:  o.Logger,
 		Refresh: o.Refresh,
 	})
-}
-
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

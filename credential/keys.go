@@ -1,6 +1,7 @@
 package credential
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -375,7 +376,7 @@ type listKeysResponse struct {
 // rejected value it switches to the other key. The choice is sticky. It is
 // safe for concurrent use.
 type AMLKeysSource struct {
-	r *refresher[keyPair]
+	engine[keyPair]
 
 	mu  sync.Mutex
 	sel keySelector
@@ -397,7 +398,7 @@ func NewAMLKeys(o AMLKeysOptions) (*AMLKeysSource, error) {
 	)
 	if o.Service != "" {
 		u = o.Workspace.serviceBase(o.Service, &probs) + "/listkeys"
-		scope = orDefault(o.Scope, ScopeWorkspaceAPI)
+		scope = cmp.Or(o.Scope, ScopeWorkspaceAPI)
 		op = operation{
 			name:   "list service keys",
 			target: fmt.Sprintf("service %q", o.Service),
@@ -405,7 +406,7 @@ func NewAMLKeys(o AMLKeysOptions) (*AMLKeysSource, error) {
 		}
 	} else {
 		u = o.Workspace.endpointURL(o.Endpoint, "listKeys", o.APIVersion, &probs)
-		scope = orDefault(o.Scope, ScopeARM)
+		scope = cmp.Or(o.Scope, ScopeARM)
 		op = operation{
 			name:   "list online endpoint keys",
 			target: fmt.Sprintf("online endpoint %q", o.Endpoint),
@@ -418,13 +419,7 @@ func NewAMLKeys(o AMLKeysOptions) (*AMLKeysSource, error) {
 	if o.Interval <= 0 {
 		o.Interval = DefaultKeysInterval
 	}
-	cp := &controlPlane{
-		cred:      o.Credential,
-		scope:     scope,
-		http:      newHTTPClient(o.HTTPClient),
-		workspace: o.Workspace.Name,
-		name:      o.Name,
-	}
+	cp := &controlPlane{o.Credential, scope, newHTTPClient(o.HTTPClient), o.Workspace.Name, o.Name}
 	s := &AMLKeysSource{sel: keySelector{rememberAll: true}}
 	s.r = newRefresher(refresherConfig[keyPair]{
 		name: o.Name,
@@ -500,13 +495,6 @@ func (s *AMLKeysSource) Rejected(ctx context.Context, c Credential) bool {
 	return changed
 }
 
-// Usable reports, without fetching or allocating, whether fetched keys are
-// held (for pools).
-func (s *AMLKeysSource) Usable() bool {
-	_, ok := s.r.peek()
-	return ok
-}
-
 // Status reports the fetch state and which key is in use (by label).
 func (s *AMLKeysSource) Status() Status {
 	st, cur := s.r.status()
@@ -517,13 +505,4 @@ func (s *AMLKeysSource) Status() Status {
 	}
 	st.Label = s.sel.label
 	return st
-}
-
-// Start begins the first fetch in the background.
-func (s *AMLKeysSource) Start() { s.r.start() }
-
-// Close stops refreshing and waits for a fetch in flight to return.
-func (s *AMLKeysSource) Close() error {
-	s.r.close()
-	return nil
 }

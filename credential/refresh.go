@@ -122,14 +122,7 @@ var (
 // goroutine of their own with a context derived from the engine's, so that a
 // caller giving up does not cancel a fetch other callers wait for.
 type refresher[T any] struct {
-	name     string
-	kind     string
-	fetch    func(context.Context) (T, lifetime, error)
-	describe func(T) []slog.Attr // safe attributes for the refresh log line
-	interval time.Duration       // refetch period for values that do not expire
-	clock    Clock
-	log      *slog.Logger
-	pol      RefreshPolicy
+	refresherConfig[T]
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -157,11 +150,12 @@ type refresher[T any] struct {
 	closed      bool
 }
 
+// refresherConfig is what a source tells the engine.
 type refresherConfig[T any] struct {
 	name, kind string
 	fetch      func(context.Context) (T, lifetime, error)
-	describe   func(T) []slog.Attr
-	interval   time.Duration
+	describe   func(T) []slog.Attr // safe attributes for the refresh log line
+	interval   time.Duration       // refetch period for values that do not expire
 	clock      Clock
 	log        *slog.Logger
 	pol        RefreshPolicy
@@ -177,19 +171,31 @@ func newRefresher[T any](c refresherConfig[T]) *refresher[T] {
 	if c.describe == nil {
 		c.describe = func(T) []slog.Attr { return nil }
 	}
+	c.log = c.log.With(slog.String("source", c.name), slog.String("type", c.kind))
+	c.pol = c.pol.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	return &refresher[T]{
-		name:     c.name,
-		kind:     c.kind,
-		fetch:    c.fetch,
-		describe: c.describe,
-		interval: c.interval,
-		clock:    c.clock,
-		log:      c.log.With(slog.String("source", c.name), slog.String("type", c.kind)),
-		pol:      c.pol.withDefaults(),
-		ctx:      ctx,
-		cancel:   cancel,
-	}
+	return &refresher[T]{refresherConfig: c, ctx: ctx, cancel: cancel}
+}
+
+// engine gives a fetching source the lifecycle and the Usable check of its
+// refresh engine.
+type engine[T any] struct{ r *refresher[T] }
+
+// Start begins the first fetch in the background.
+func (e engine[T]) Start() { e.r.start() }
+
+// Close stops refreshing and waits for a fetch in flight to return.
+func (e engine[T]) Close() error {
+	e.r.close()
+	return nil
+}
+
+// Usable reports, without fetching or allocating, whether the source holds
+// a credential it may hand out now (for pools, which skip a backend whose
+// credential is unavailable).
+func (e engine[T]) Usable() bool {
+	_, ok := e.r.peek()
+	return ok
 }
 
 // start begins the first fetch without waiting for it.

@@ -56,7 +56,7 @@ type TokenSourceOptions struct {
 // one, in which case a replay is pointless.
 type TokenSource struct {
 	label string
-	r     *refresher[bearerToken]
+	engine[bearerToken]
 }
 
 var _ ManagedSource = (*TokenSource)(nil)
@@ -76,13 +76,11 @@ func NewTokenSource(o TokenSourceOptions) (*TokenSource, error) {
 	if o.Label == "" {
 		o.Label = "token"
 	}
-	fetch := o.Fetch
-	label := o.Label
 	r := newRefresher(refresherConfig[bearerToken]{
 		name: o.Name,
 		kind: o.Type,
 		fetch: func(ctx context.Context) (bearerToken, lifetime, error) {
-			t, err := fetch(ctx)
+			t, err := o.Fetch(ctx)
 			if err != nil {
 				return bearerToken{}, lifetime{}, err
 			}
@@ -91,12 +89,12 @@ func NewTokenSource(o TokenSourceOptions) (*TokenSource, error) {
 			}
 			return bearerToken{t.Value, bearer(t.Value)}, lifetime{refreshAt: t.RefreshAt, expiresAt: t.ExpiresAt}, nil
 		},
-		describe: func(bearerToken) []slog.Attr { return []slog.Attr{slog.String("label", label)} },
+		describe: func(bearerToken) []slog.Attr { return []slog.Attr{slog.String("label", o.Label)} },
 		clock:    o.Clock,
 		log:      o.Logger,
 		pol:      o.Refresh,
 	})
-	return &TokenSource{label: label, r: r}, nil
+	return &TokenSource{label: o.Label, engine: engine[bearerToken]{r}}, nil
 }
 
 // Credential returns the cached token, or waits (bounded by ctx) for the
@@ -135,14 +133,6 @@ func (s *TokenSource) Rejected(ctx context.Context, c Credential) bool {
 	return changed
 }
 
-// Usable reports, without fetching or allocating, whether the source holds
-// a credential it may hand out now (for pools, which skip a backend whose
-// credential is unavailable).
-func (s *TokenSource) Usable() bool {
-	_, ok := s.r.peek()
-	return ok
-}
-
 // Status reports the source's state without the token.
 func (s *TokenSource) Status() Status {
 	st, cur := s.r.status()
@@ -150,13 +140,4 @@ func (s *TokenSource) Status() Status {
 		st.Label = s.label
 	}
 	return st
-}
-
-// Start begins the first fetch in the background.
-func (s *TokenSource) Start() { s.r.start() }
-
-// Close stops refreshing and waits for a fetch in flight to return.
-func (s *TokenSource) Close() error {
-	s.r.close()
-	return nil
 }
