@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bytes"
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -74,24 +73,7 @@ upstreams:
 routes:
   - { name: r, path: /, upstream: u, public: true }
 `)
-	deps := Deps{Logger: testLogger(t)}
-	snap, err := Build(context.Background(), cfg, deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewServer(snap, nil, deps)
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := srv.EnableTLS(ctx); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.RunListeners(ctx, Listeners{Public: pub, Admin: adm}) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	serveTLS(t, cfg, Listeners{Public: pub, Admin: adm})
 
 	conn, err := tls.Dial("tcp", pub.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
 	if err != nil {

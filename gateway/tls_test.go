@@ -13,8 +13,35 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/test/pebble"
 )
+
+// serveTLS builds cfg, enables its TLS listener and serves ls until the
+// test ends, when it checks that the server stopped cleanly.
+func serveTLS(t *testing.T, cfg *config.Config, ls Listeners) *Server {
+	t.Helper()
+	deps := Deps{Logger: testLogger(t)}
+	snap, err := Build(context.Background(), cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(snap, nil, deps)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := srv.EnableTLS(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.RunListeners(ctx, ls) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return srv
+}
 
 // TestACMEWithPebble: the gateway obtains a certificate from an ACME CA
 // (Pebble, in process, validating against the gateway's own loopback
@@ -59,24 +86,7 @@ upstreams:
 routes:
   - { name: r, path: /, upstream: u, public: true }
 `)
-	deps := Deps{Logger: testLogger(t)}
-	snap, err := Build(context.Background(), cfg, deps)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := NewServer(snap, nil, deps)
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := srv.EnableTLS(ctx); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.RunListeners(ctx, Listeners{Public: pub, Admin: adm, HTTP: httpLn}) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
+	srv := serveTLS(t, cfg, Listeners{Public: pub, Admin: adm, HTTP: httpLn})
 
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		TLSClientConfig:   &tls.Config{RootCAs: ca.IssuerRoots(t), ServerName: domain},
@@ -86,7 +96,10 @@ routes:
 		},
 	}}
 	url := "https://" + domain + ":" + strconv.Itoa(pub.Addr().(*net.TCPAddr).Port) + "/score"
-	var resp *http.Response
+	var (
+		resp *http.Response
+		err  error
+	)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		resp, err = client.Get(url)
