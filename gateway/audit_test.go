@@ -82,8 +82,7 @@ routes:
 // TestFastRequestLines: the production JSON encoder writes one valid JSON
 // line per request with the audit schema and no credential in it.
 func TestFastRequestLines(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	t.Cleanup(up.Close)
+	up := emptyUpstream(t)
 	const key = "mgk_canary-client-key-0123456789"
 	y := `
 key_sets:

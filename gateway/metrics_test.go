@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -15,8 +14,7 @@ import (
 // credential and reload state appear at scrape time; no identity, key or
 // token reaches a label.
 func TestMetrics(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	t.Cleanup(up.Close)
+	up := emptyUpstream(t)
 	const key = "mgk_metrics-canary-0123456789abc"
 	y := `
 key_sets:

@@ -13,8 +13,7 @@ import (
 // TestRateLimit429: the per-identity limit answers 429 with Retry-After and
 // the JSON error, per caller; other callers are unaffected.
 func TestRateLimit429(t *testing.T) {
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-	t.Cleanup(up.Close)
+	up := emptyUpstream(t)
 	const a, b = "mgk_caller-a-0123456789abcdef", "mgk_caller-b-0123456789abcdef"
 	y := `
 key_sets:

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -112,6 +114,14 @@ func TestReloadCarriesOverUnchangedComponents(t *testing.T) {
 	if !second.providers["aad"].Ready() {
 		t.Error("closing the old snapshot stopped a carried-over provider")
 	}
+}
+
+// emptyUpstream is an upstream that answers every request 200 with no
+// body; it closes when the test ends.
+func emptyUpstream(t *testing.T) *httptest.Server {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(up.Close)
+	return up
 }
 
 func sha(s string) string {
