@@ -192,28 +192,15 @@ func inexactNames(b []byte) bool {
 	return false
 }
 
+// claimNames are the JSON names of tokenClaims' fields.
+var claimNames = [...]string{"iss", "sub", "aud", "exp", "nbf", "iat", "ver", "tid", "oid",
+	"appid", "azp", "roles", "scp", "groups", "_claim_names", "hasgroups", "name"}
+
 // caseVariant reports whether the ASCII name equals a claim name (all lower
 // case) ignoring case but not exactly.
 func caseVariant(name []byte) bool {
-	// The JSON names of tokenClaims' fields.
-	claimNames := [...]string{"iss", "sub", "aud", "exp", "nbf", "iat", "ver", "tid", "oid",
-		"appid", "azp", "roles", "scp", "groups", "_claim_names", "hasgroups", "name"}
 	for _, c := range claimNames {
-		if len(name) != len(c) {
-			continue
-		}
-		exact, folded := true, true
-		for i := 0; i < len(name) && folded; i++ {
-			x := name[i]
-			if x != c[i] {
-				exact = false
-			}
-			if 'A' <= x && x <= 'Z' {
-				x += 'a' - 'A'
-			}
-			folded = x == c[i]
-		}
-		if folded && !exact {
+		if len(name) == len(c) && string(name) != c && strings.EqualFold(string(name), c) {
 			return true
 		}
 	}

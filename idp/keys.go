@@ -115,7 +115,7 @@ func (s *source) start(limited bool) (*fetchCall, bool) {
 	if s.inflight != nil {
 		return s.inflight, true
 	}
-	if limited && !s.limiter.AllowN(s.p.cfg.now(), 1) {
+	if limited && !s.limiter.AllowN(s.p.cfg.Now(), 1) {
 		return nil, false
 	}
 	if !s.p.goStart() {
@@ -177,7 +177,7 @@ func (s *source) run(c *fetchCall) {
 	if err == nil {
 		changed = s.apply(st)
 	}
-	now := s.p.cfg.now()
+	now := s.p.cfg.Now()
 	s.mu.Lock()
 	s.inflight = nil
 	s.lastAttempt = now
@@ -195,8 +195,8 @@ func (s *source) run(c *fetchCall) {
 }
 
 func (s *source) log(ctx context.Context, st *keyState, changed bool, dropped []string, err error) {
-	l := s.p.cfg.log
-	attrs := []slog.Attr{slog.String("provider", s.p.cfg.name), slog.String("source", s.label)}
+	l := s.p.cfg.Logger
+	attrs := []slog.Attr{slog.String("provider", s.p.cfg.Name), slog.String("source", s.label)}
 	if err != nil {
 		have := s.state.Load()
 		n := 0
@@ -482,7 +482,7 @@ func (p *Provider) get(ctx context.Context, rawURL string) ([]byte, error) {
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
-	resp, err := p.cfg.client.Do(req)
+	resp, err := p.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return nil, err
 	}

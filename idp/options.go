@@ -160,9 +160,10 @@ type Options struct {
 	CacheSize int
 }
 
-// config is Options compiled: validated, defaulted, normalized.
+// config is Options compiled: validated, defaulted, normalized. The
+// embedded Options hold the defaults applied.
 type config struct {
-	name, typ string
+	Options
 
 	// azure_ad
 	tenant    string // lower-case GUID, "common" or "organizations"
@@ -171,20 +172,7 @@ type config struct {
 	authority string // scheme://host[:port], no trailing slash
 	cloud     azcloud.Cloud
 
-	// oidc
-	issuer       string
-	discoveryURL string
-	jwksURI      string
-
-	static    []byte
 	audiences map[string]struct{}
-	leeway    time.Duration
-	refresh   time.Duration
-	retryMin  time.Duration
-	client    *http.Client
-	log       *slog.Logger
-	now       func() time.Time
-	cacheSize int
 }
 
 // compile validates o and applies defaults. Every problem is reported, each
@@ -192,20 +180,8 @@ type config struct {
 // provider's section, so that the config loader can place it in the file.
 func (o *Options) compile() (*config, error) {
 	var probs problem.List
-	c := &config{
-		name:      o.Name,
-		typ:       o.Type,
-		static:    o.StaticJWKS,
-		leeway:    o.Leeway,
-		refresh:   o.RefreshInterval,
-		retryMin:  o.RetryMin,
-		client:    o.HTTPClient,
-		log:       o.Logger,
-		now:       o.Now,
-		cacheSize: o.CacheSize,
-		audiences: make(map[string]struct{}),
-	}
-	if c.name == "" {
+	c := &config{Options: *o, audiences: make(map[string]struct{})}
+	if c.Name == "" {
 		probs.Add("", "the identity provider has no name")
 	}
 	forbid := func(field string, set bool) {
@@ -267,9 +243,6 @@ func (o *Options) compile() (*config, error) {
 		forbid("allowed_tenants", len(o.AllowedTenants) > 0)
 		forbid("cloud", o.Cloud != "")
 		forbid("authority_host", o.AuthorityHost != "")
-		c.issuer = o.Issuer
-		c.discoveryURL = o.DiscoveryURL
-		c.jwksURI = o.JWKSURI
 		for _, f := range []struct{ field, v string }{{"discovery_url", o.DiscoveryURL}, {"jwks_uri", o.JWKSURI}} {
 			if f.v != "" {
 				if _, err := httpx.SecureURL(f.v); err != nil {
@@ -290,8 +263,8 @@ func (o *Options) compile() (*config, error) {
 					probs.Add("issuer", "%v", err)
 				}
 			}
-			if c.discoveryURL == "" {
-				c.discoveryURL = strings.TrimSuffix(o.Issuer, "/") + "/.well-known/openid-configuration"
+			if c.DiscoveryURL == "" {
+				c.DiscoveryURL = strings.TrimSuffix(o.Issuer, "/") + "/.well-known/openid-configuration"
 			}
 		}
 	case "":
@@ -322,35 +295,35 @@ func (o *Options) compile() (*config, error) {
 	}
 
 	switch {
-	case c.leeway == 0:
-		c.leeway = DefaultLeeway
-	case c.leeway < 0 || c.leeway > maxLeeway:
-		probs.Add("leeway", "%v is outside 0..%v", c.leeway, maxLeeway)
+	case c.Leeway == 0:
+		c.Leeway = DefaultLeeway
+	case c.Leeway < 0 || c.Leeway > maxLeeway:
+		probs.Add("leeway", "%v is outside 0..%v", c.Leeway, maxLeeway)
 	}
 	switch {
-	case c.refresh == 0:
-		c.refresh = DefaultRefreshInterval
-	case c.refresh < time.Second:
-		probs.Add("refresh_interval", "%v is less than 1s", c.refresh)
+	case c.RefreshInterval == 0:
+		c.RefreshInterval = DefaultRefreshInterval
+	case c.RefreshInterval < time.Second:
+		probs.Add("refresh_interval", "%v is less than 1s", c.RefreshInterval)
 	}
 	switch {
-	case c.retryMin == 0:
-		c.retryMin = defaultRetryMin
-	case c.retryMin < 0 || c.retryMin > retryMax:
-		probs.Add("retry_min", "%v is outside 0..%v", c.retryMin, retryMax)
+	case c.RetryMin == 0:
+		c.RetryMin = defaultRetryMin
+	case c.RetryMin < 0 || c.RetryMin > retryMax:
+		probs.Add("retry_min", "%v is outside 0..%v", c.RetryMin, retryMax)
 	}
-	if c.cacheSize == 0 {
-		c.cacheSize = DefaultCacheSize
+	if c.CacheSize == 0 {
+		c.CacheSize = DefaultCacheSize
 	}
-	if c.client == nil {
-		c.client = &http.Client{Timeout: fetchTimeout}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: fetchTimeout}
 	}
-	c.client = guardRedirects(c.client)
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
+	c.HTTPClient = guardRedirects(c.HTTPClient)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.now == nil {
-		c.now = time.Now
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 	if err := probs.Err(); err != nil {
 		return nil, err

@@ -61,13 +61,13 @@ func New(o Options) (*Provider, error) {
 			jwt.WithValidMethods([]string{"RS256"}), // pinned; never from the token
 			jwt.WithExpirationRequired(),
 			jwt.WithIssuedAt(),
-			jwt.WithLeeway(cfg.leeway),
-			jwt.WithTimeFunc(cfg.now),
+			jwt.WithLeeway(cfg.Leeway),
+			jwt.WithTimeFunc(cfg.Now),
 			jwt.WithStrictDecoding(), // no non-canonical base64 variants of a signed token
 		),
 	}
-	if cfg.cacheSize > 0 {
-		p.cache = newCache(cfg.cacheSize)
+	if cfg.CacheSize > 0 {
+		p.cache = newCache(cfg.CacheSize)
 	}
 	p.bg, p.stop = context.WithCancel(context.Background())
 
@@ -76,14 +76,14 @@ func New(o Options) (*Provider, error) {
 			p:           p,
 			label:       label,
 			metadataURL: metadataURL,
-			jwksURI:     cfg.jwksURI,
-			static:      cfg.static != nil,
-			azure:       cfg.typ == TypeAzureAD,
-			wantIssuer:  cfg.issuer,
+			jwksURI:     cfg.JWKSURI,
+			static:      cfg.StaticJWKS != nil,
+			azure:       cfg.Type == TypeAzureAD,
+			wantIssuer:  cfg.Issuer,
 			limiter:     rate.NewLimiter(rate.Every(UnknownKIDRefreshInterval), 1),
 		}
 	}
-	switch cfg.typ {
+	switch cfg.Type {
 	case TypeAzureAD:
 		base := cfg.authority + "/" + cfg.tenant
 		p.sources = []*source{
@@ -91,17 +91,17 @@ func New(o Options) (*Provider, error) {
 			newSource("v2", base+"/v2.0/.well-known/openid-configuration"),
 		}
 	default:
-		md := cfg.discoveryURL
-		if cfg.jwksURI != "" {
+		md := cfg.DiscoveryURL
+		if cfg.JWKSURI != "" {
 			md = ""
 		}
 		p.sources = []*source{newSource("oidc", md)}
 	}
 
-	if cfg.static != nil {
+	if cfg.StaticJWKS != nil {
 		if err := p.loadStatic(); err != nil {
 			p.stop()
-			return nil, fmt.Errorf("identity provider %q: static key set: %w", cfg.name, err)
+			return nil, fmt.Errorf("identity provider %q: static key set: %w", cfg.Name, err)
 		}
 	}
 	return p, nil
@@ -116,7 +116,7 @@ func New(o Options) (*Provider, error) {
 // its cancellation; it stops at Close. Start does nothing with StaticJWKS,
 // after Close, or when called again.
 func (p *Provider) Start(ctx context.Context) {
-	if p.cfg.static != nil || !p.started.CompareAndSwap(false, true) {
+	if p.cfg.StaticJWKS != nil || !p.started.CompareAndSwap(false, true) {
 		return
 	}
 	vals := context.WithoutCancel(ctx)
@@ -156,12 +156,12 @@ func (p *Provider) loadStatic() error {
 				return err
 			}
 		}
-		dropped, err := st.setKeys(s, p.cfg.static)
+		dropped, err := st.setKeys(s, p.cfg.StaticJWKS)
 		if err != nil {
 			return err
 		}
 		s.log(context.Background(), st, true, dropped, nil)
-		now := p.cfg.now()
+		now := p.cfg.Now()
 		s.mu.Lock()
 		s.lastAttempt, s.lastSuccess = now, now
 		s.mu.Unlock()
@@ -196,10 +196,10 @@ func (p *Provider) loop() {
 			return
 		case <-t.C:
 		}
-		next := p.cfg.refresh
+		next := p.cfg.RefreshInterval
 		if err := p.refreshAll(ctx); err != nil {
 			failures++
-			next = min(p.cfg.retryMin<<min(failures-1, 20), retryMax, p.cfg.refresh)
+			next = min(p.cfg.RetryMin<<min(failures-1, 20), retryMax, p.cfg.RefreshInterval)
 		} else {
 			failures = 0
 		}
@@ -259,7 +259,7 @@ func (p *Provider) WaitReady(ctx context.Context) error {
 }
 
 // Name is the provider's configured name.
-func (p *Provider) Name() string { return p.cfg.name }
+func (p *Provider) Name() string { return p.cfg.Name }
 
 // Close stops background fetching and waits for fetches in flight. Verify
 // keeps working with the keys already fetched, without refetching. Close is
@@ -300,7 +300,7 @@ type SourceStatus struct {
 
 // Status returns a snapshot of the provider's state.
 func (p *Provider) Status() Status {
-	st := Status{Name: p.cfg.name, Type: p.cfg.typ, Ready: p.Ready()}
+	st := Status{Name: p.cfg.Name, Type: p.cfg.Type, Ready: p.Ready()}
 	var errs []string
 	for i, s := range p.sources {
 		ss := SourceStatus{Name: s.label}
@@ -373,7 +373,7 @@ func (p *Provider) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if p.cache != nil {
 		// gen was read before verification: if the keys changed meanwhile,
 		// the entry is stale from the start.
-		p.cache.put(key, cacheEntry{claims: c, gen: gen, until: c.ExpiresAt.Add(p.cfg.leeway)}, p.cfg.now())
+		p.cache.put(key, cacheEntry{claims: c, gen: gen, until: c.ExpiresAt.Add(p.cfg.Leeway)}, p.cfg.Now())
 	}
 	return c, nil
 }
@@ -381,14 +381,14 @@ func (p *Provider) Verify(ctx context.Context, raw string) (*Claims, error) {
 // checkTimes re-applies the time-based checks to a cached result, exactly as
 // jwt's validator does them.
 func (p *Provider) checkTimes(c *Claims) *Error {
-	now := p.cfg.now()
-	if !now.Before(c.ExpiresAt.Add(p.cfg.leeway)) {
+	now := p.cfg.Now()
+	if !now.Before(c.ExpiresAt.Add(p.cfg.Leeway)) {
 		return p.fail(ReasonTokenExpired, detailExpired, jwt.ErrTokenExpired)
 	}
-	if !c.NotBefore.IsZero() && now.Before(c.NotBefore.Add(-p.cfg.leeway)) {
+	if !c.NotBefore.IsZero() && now.Before(c.NotBefore.Add(-p.cfg.Leeway)) {
 		return p.fail(ReasonTokenNotYetValid, detailNotYetValid, jwt.ErrTokenNotValidYet)
 	}
-	if !c.IssuedAt.IsZero() && now.Before(c.IssuedAt.Add(-p.cfg.leeway)) {
+	if !c.IssuedAt.IsZero() && now.Before(c.IssuedAt.Add(-p.cfg.Leeway)) {
 		return p.fail(ReasonTokenUsedBeforeIssued, detailUsedBefore, jwt.ErrTokenUsedBeforeIssued)
 	}
 	return nil
@@ -411,7 +411,7 @@ func (p *Provider) verify(ctx context.Context, raw string) (*Claims, error) {
 		return nil, p.classify(tok, err)
 	}
 	st := tc.src.state.Load()
-	if p.cfg.typ == TypeAzureAD {
+	if p.cfg.Type == TypeAzureAD {
 		tid := canonicalID(tc.Tid)
 		switch {
 		case tid == "":
@@ -443,7 +443,7 @@ func (p *Provider) verify(ctx context.Context, raw string) (*Claims, error) {
 	if !p.audienceOK(tc.Aud) {
 		return nil, p.fail(ReasonWrongAudience, detailWrongAudience, nil)
 	}
-	return tc.claims(p.cfg.name), nil
+	return tc.claims(p.cfg.Name), nil
 }
 
 func (p *Provider) audienceOK(aud []string) bool {
@@ -470,7 +470,7 @@ func (p *Provider) key(ctx context.Context, t *jwt.Token, tc *tokenClaims) (any,
 		return nil, errNoKID
 	}
 	s := p.sources[0]
-	if p.cfg.typ == TypeAzureAD {
+	if p.cfg.Type == TypeAzureAD {
 		switch tc.Ver {
 		case "1.0":
 		case "2.0":
@@ -525,5 +525,5 @@ func (p *Provider) classify(tok *jwt.Token, err error) *Error {
 }
 
 func (p *Provider) fail(r Reason, detail string, err error) *Error {
-	return &Error{Provider: p.cfg.name, Reason: r, Detail: detail, Err: err}
+	return &Error{Provider: p.cfg.Name, Reason: r, Detail: detail, Err: err}
 }
