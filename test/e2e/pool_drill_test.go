@@ -336,13 +336,11 @@ func TestPoolDrillChaos(t *testing.T) {
 	}
 	// Classify each failure by what the gateway logged for it: a
 	// connection the backend closed under a request that had been sent
-	// (EOF, reset, broken pipe, or net/http's "server closed idle
+	// (EOF, reset, broken pipe, a closed connection, or net/http's "server closed idle
 	// connection" on a reused connection), on a backend the chaos loop
-	// had just stopped, is a kill race: the gateway does not retry it
-	// because it cannot tell it from a model that failed mid-request
-	// (proxy/pool.go's failureCondition counts only dial errors as
-	// connect_error). Anything else is a failure while a backend was
-	// available.
+	// had just stopped, is a kill race. The pool retries most of these as
+	// connect_error; those it does not are reported apart. Anything else
+	// is a failure while a backend was available.
 	upErr := map[string]string{}
 	for _, l := range g.Logs.Lines(t) {
 		if l["msg"] == "upstream error" {
@@ -356,7 +354,7 @@ func TestPoolDrillChaos(t *testing.T) {
 		backendOf[id], _ = l["backend"].(string)
 	}
 	closedUnder := func(e string) bool {
-		for _, s := range []string{"EOF", "connection reset by peer", "broken pipe", "server closed idle connection"} {
+		for _, s := range []string{"EOF", "connection reset by peer", "broken pipe", "server closed idle connection", "use of closed network connection"} {
 			if strings.Contains(e, s) {
 				return true
 			}

@@ -276,7 +276,7 @@ func TestPoolRules(t *testing.T) {
 		g := startPool(t, []string{"backends:",
 			backendLine("a", a.URL, "priority: 1"),
 			backendLine("b", b.URL, "priority: 2"),
-			"circuit_breaker: { consecutive_failures: 1, open_for: 400ms }",
+			"circuit_breaker: { consecutive_failures: 1, open_for: 1s }",
 		})
 		for range 3 {
 			if r := score(t, g, `{}`); servedBy(r) != "a" {
@@ -294,8 +294,8 @@ func TestPoolRules(t *testing.T) {
 		}
 		a.start(t)
 		start := time.Now()
-		waitFor(t, 3*time.Second, "traffic to return to priority 1", func() bool { return servedBy(score(t, g, `{}`)) == "a" })
-		t.Logf("returned to priority 1 %v after its restart (open_for 400ms)", time.Since(start).Round(10*time.Millisecond))
+		waitFor(t, 4*time.Second, "traffic to return to priority 1", func() bool { return servedBy(score(t, g, `{}`)) == "a" })
+		t.Logf("returned to priority 1 %v after its restart (open_for 1s)", time.Since(start).Round(10*time.Millisecond))
 	})
 
 	t.Run("a 429 or 503 with Retry-After opens the backend for that long, capped by max_open_for, and no longer", func(t *testing.T) {
@@ -354,7 +354,7 @@ func TestPoolRules(t *testing.T) {
 					t.Fatalf("a still skipped %v after its Retry-After (want back within %v)", time.Since(after), tt.max)
 				case back.Sub(before) < tt.min:
 					t.Errorf("a back after %v, before its Retry-After %v", back.Sub(before), tt.min)
-				case back.Sub(after) > tt.max+200*time.Millisecond:
+				case back.Sub(after) > tt.max+700*time.Millisecond: // polling and a loaded machine
 					t.Errorf("a back after %v, want at most %v", back.Sub(after), tt.max)
 				}
 			})
@@ -421,13 +421,13 @@ func TestPoolRules(t *testing.T) {
 				g := startPool(t, []string{"backends:",
 					backendLine("a", a.URL, "priority: 1"),
 					backendLine("b", b.URL, "priority: 2"),
-					"retry: { attempts: 2, on: " + on + ", per_try_timeout: 300ms }",
+					"retry: { attempts: 2, on: " + on + ", per_try_timeout: 500ms }",
 				})
 				start := time.Now()
 				r := score(t, g, `{}`)
 				took := time.Since(start)
-				if took > 2*time.Second {
-					t.Errorf("answer took %v with per_try_timeout 300ms", took)
+				if took > 3*time.Second {
+					t.Errorf("answer took %v with per_try_timeout 500ms", took)
 				}
 				if listed {
 					if servedBy(r) != "b" || tries(g.audit(t, r)) != 2 {
@@ -716,7 +716,12 @@ func TestPoolRules(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		if other.hits.Load() != 3 {
-			t.Skipf("bug: mirror.backend naming another upstream is accepted by config but proxy/pool.go's mirror sends nothing (idx < 0): the other upstream got %d of 3 copies", other.hits.Load())
+			t.Errorf("the other upstream got %d of 3 copies", other.hits.Load())
+		}
+		for _, q := range other.requests() {
+			if string(q.body) != `{}` || q.header.Get("Authorization") != "Bearer "+upstreamKey {
+				t.Errorf("copy body %q auth %q, want the request's body with the other upstream's credential", q.body, q.header.Get("Authorization"))
+			}
 		}
 	})
 
@@ -783,8 +788,8 @@ func TestPoolRules(t *testing.T) {
 		g := startPool(t, []string{"backends:",
 			backendLine("a", a.URL, "priority: 1"),
 			backendLine("b", b.URL, "priority: 2"),
-			"health_check: { path: /health, interval: 100ms, timeout: 100ms }",
-			"circuit_breaker: { open_for: 300ms }",
+			"health_check: { path: /health, interval: 300ms, timeout: 300ms }",
+			"circuit_breaker: { open_for: 1s }",
 		})
 		waitFor(t, 3*time.Second, "a's failed probe to open it", func() bool {
 			_, rep, _ := readyz(t, g)
@@ -796,7 +801,7 @@ func TestPoolRules(t *testing.T) {
 			}
 		}
 		aDown.Store(false)
-		waitFor(t, 3*time.Second, "a back after a passing probe", func() bool { return servedBy(score(t, g, `{}`)) == "a" })
+		waitFor(t, 5*time.Second, "a back after a passing probe", func() bool { return servedBy(score(t, g, `{}`)) == "a" })
 		m := scrapeMetrics(t, g)
 		if !regexp.MustCompile(`modelgate_backend_health_checks_total\{backend="a",result="down",upstream="churn"\} [1-9]`).MatchString(m) {
 			t.Errorf("no failed probe of a counted:\n%s", grepLines(m, "health_checks"))
