@@ -243,7 +243,10 @@ func failureCondition(ctx context.Context, err error) pool.Condition {
 		return 0 // the client went away: nothing to retry, nobody to blame
 	case errors.As(err, &oe) && oe.Op == "dial", errors.Is(err, syscall.ECONNREFUSED):
 		return pool.ConnectError
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, net.ErrClosed), strings.HasSuffix(err.Error(), "server closed idle connection"):
+		// (net/http's errServerClosedIdle is unexported; its text is the
+		// only handle on it.)
 		// The backend dropped the connection before answering: a stale
 		// keep-alive connection, or a backend that died with the request
 		// in flight. Nothing reached the client, and the backend's work
