@@ -317,13 +317,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		seen[k.Value] = true
-		idx := -1
-		for _, f := range fields {
-			if f.name == k.Value {
-				idx = f.index
-				break
-			}
-		}
+		idx := slices.IndexFunc(fields, func(f fieldInfo) bool { return f.name == k.Value })
 		if idx < 0 {
 			names := make([]string, 0, len(fields))
 			for _, f := range fields {
@@ -334,7 +328,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		d.lines[fp] = k.Line
-		d.decode(val, v.Field(idx), fp)
+		d.decode(val, v.Field(fields[idx].index), fp)
 		d.lines[fp] = k.Line
 	}
 }

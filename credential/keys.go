@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,24 +62,11 @@ func (s *keySelector) apply(p keyPair, seq uint64) {
 		return
 	}
 	s.pair, s.pairSeq = p, seq
-	keep := s.rejected[:0]
-	for _, v := range s.rejected {
-		if v.Equal(p.primary) || v.Equal(p.secondary) {
-			keep = append(keep, v)
-		}
-	}
-	s.rejected = keep
+	s.rejected = slices.DeleteFunc(s.rejected, func(v Secret) bool { return !v.Equal(p.primary) && !v.Equal(p.secondary) })
 	s.choose()
 }
 
-func (s *keySelector) isRejected(v Secret) bool {
-	for _, r := range s.rejected {
-		if r.Equal(v) {
-			return true
-		}
-	}
-	return false
-}
+func (s *keySelector) isRejected(v Secret) bool { return slices.ContainsFunc(s.rejected, v.Equal) }
 
 // reject records that the upstream refused v.
 func (s *keySelector) reject(v Secret) {
@@ -197,12 +185,8 @@ func NewKey(o KeyOptions) (*KeySource, error) {
 	if o.Primary.IsZero() {
 		return nil, problem.At("key", "missing: the upstream's key, as ${NAME} from the environment")
 	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	if o.Clock == nil {
-		o.Clock = SystemClock()
-	}
+	o.Logger = cmp.Or(o.Logger, slog.New(slog.DiscardHandler))
+	o.Clock = cmp.Or(o.Clock, SystemClock())
 	if o.RetryInterval <= 0 {
 		o.RetryInterval = DefaultKeyRetry
 	}

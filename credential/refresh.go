@@ -1,6 +1,7 @@
 package credential
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -162,16 +163,11 @@ type refresherConfig[T any] struct {
 }
 
 func newRefresher[T any](c refresherConfig[T]) *refresher[T] {
-	if c.clock == nil {
-		c.clock = SystemClock()
-	}
-	if c.log == nil {
-		c.log = slog.New(slog.DiscardHandler)
-	}
+	c.clock = cmp.Or(c.clock, SystemClock())
 	if c.describe == nil {
 		c.describe = func(T) []slog.Attr { return nil }
 	}
-	c.log = c.log.With(slog.String("source", c.name), slog.String("type", c.kind))
+	c.log = cmp.Or(c.log, slog.New(slog.DiscardHandler)).With(slog.String("source", c.name), slog.String("type", c.kind))
 	c.pol = c.pol.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	return &refresher[T]{refresherConfig: c, ctx: ctx, cancel: cancel}

@@ -249,38 +249,33 @@ func (d *numericDate) time() time.Time {
 
 // claims builds the public Claims from verified token claims.
 func (c *tokenClaims) claims(provider string) *Claims {
+	// v1 names the client in appid, v2 in azp; other tokens in either.
+	appID := c.AppID
+	if c.Ver == "2.0" || (c.Ver != "1.0" && c.Azp != "") {
+		appID = c.Azp
+	}
 	out := &Claims{
-		Provider:  provider,
-		Version:   c.Ver,
-		Issuer:    c.Iss,
-		Subject:   c.Sub,
-		ObjectID:  canonicalID(c.Oid),
-		TenantID:  canonicalID(c.Tid),
-		Audience:  c.Aud,
-		Roles:     c.Roles,
-		Groups:    c.Groups,
-		ExpiresAt: c.Exp.time(),
-		NotBefore: c.Nbf.time(),
-		IssuedAt:  c.Iat.time(),
-		Name:      c.Name,
+		Provider:      provider,
+		Version:       c.Ver,
+		Issuer:        c.Iss,
+		Subject:       c.Sub,
+		ObjectID:      canonicalID(c.Oid),
+		TenantID:      canonicalID(c.Tid),
+		AppID:         canonicalID(appID),
+		Audience:      c.Aud,
+		Roles:         c.Roles,
+		Groups:        c.Groups,
+		ExpiresAt:     c.Exp.time(),
+		NotBefore:     c.Nbf.time(),
+		IssuedAt:      c.Iat.time(),
+		Name:          c.Name,
+		GroupsOverage: c.groupsOverage,
 	}
-	switch {
-	case c.Ver == "1.0":
-		out.AppID = c.AppID
-	case c.Ver == "2.0":
-		out.AppID = c.Azp
-	case c.Azp != "":
-		out.AppID = c.Azp
-	default:
-		out.AppID = c.AppID
-	}
-	out.AppID = canonicalID(out.AppID)
 	if c.Scp != "" {
 		out.Scopes = strings.Fields(c.Scp)
 	}
 	for i, g := range out.Groups { // freshly decoded: ours to modify
 		out.Groups[i] = canonicalID(g)
 	}
-	out.GroupsOverage = c.groupsOverage
 	return out
 }

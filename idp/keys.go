@@ -33,11 +33,7 @@ import (
 type source struct {
 	p           *Provider
 	label       string // "v1", "v2", "oidc": for logs and status
-	metadataURL string // "" when the key set URL is fixed or keys are static
-	jwksURI     string // fixed key set URL (oidc jwks_uri), else from metadata
-	static      bool
-	azure       bool
-	wantIssuer  string // oidc: the exact issuer
+	metadataURL string // "" when the key set URL is fixed (p.cfg.JWKSURI) or keys are static
 	limiter     *rate.Limiter
 
 	state atomic.Pointer[keyState] // nil until the first successful fetch
@@ -129,7 +125,7 @@ func (s *source) start(limited bool) (*fetchCall, bool) {
 
 // refresh fetches now, or joins the fetch in flight, and waits for it.
 func (s *source) refresh(ctx context.Context) error {
-	if s.static {
+	if s.p.cfg.StaticJWKS != nil {
 		return nil
 	}
 	c, ok := s.start(false)
@@ -148,7 +144,7 @@ func (s *source) refresh(ctx context.Context) error {
 // waits at most UnknownKIDWait for it. It reports whether a fetch succeeded
 // in that time; a slower fetch carries on in the background.
 func (s *source) refreshForUnknownKID(ctx context.Context) bool {
-	if s.static {
+	if s.p.cfg.StaticJWKS != nil {
 		return false
 	}
 	c, ok := s.start(true)
@@ -240,7 +236,7 @@ func (s *source) apply(st *keyState) bool {
 
 // fetch reads the metadata (if any) and the key set, and builds a snapshot.
 func (s *source) fetch(ctx context.Context) (*keyState, []string, error) {
-	st := &keyState{issuer: s.wantIssuer, jwksURI: s.jwksURI}
+	st := &keyState{issuer: s.p.cfg.Issuer, jwksURI: s.p.cfg.JWKSURI}
 	if s.metadataURL != "" {
 		var md struct {
 			Issuer  string `json:"issuer"`
@@ -281,11 +277,11 @@ func (s *source) checkMetadata(st *keyState, issuer, jwksURI string) error {
 	if st.jwksURI == "" {
 		st.jwksURI = jwksURI
 	}
-	if !s.azure {
+	if s.p.cfg.Type != TypeAzureAD {
 		// OpenID Connect Discovery 1.0 §4.3: the document's issuer MUST be
 		// identical to the issuer it was requested for.
-		if issuer != s.wantIssuer {
-			return fmt.Errorf("issuer %q is not the configured issuer %q", issuer, s.wantIssuer)
+		if issuer != s.p.cfg.Issuer {
+			return fmt.Errorf("issuer %q is not the configured issuer %q", issuer, s.p.cfg.Issuer)
 		}
 		return nil
 	}

@@ -1,6 +1,7 @@
 package idp
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -184,11 +185,6 @@ func (o *Options) compile() (*config, error) {
 	if c.Name == "" {
 		probs.Add("", "the identity provider has no name")
 	}
-	forbid := func(field string, set bool) {
-		if set {
-			probs.Add(field, "is not used by identity provider type %s: remove it", o.Type)
-		}
-	}
 	switch o.Type {
 	case TypeAzureAD:
 		for _, f := range []struct{ field, v string }{{"issuer", o.Issuer}, {"discovery_url", o.DiscoveryURL}, {"jwks_uri", o.JWKSURI}} {
@@ -239,10 +235,14 @@ func (o *Options) compile() (*config, error) {
 			}
 		}
 	case TypeOIDC:
-		forbid("tenant_id", o.TenantID != "")
-		forbid("allowed_tenants", len(o.AllowedTenants) > 0)
-		forbid("cloud", o.Cloud != "")
-		forbid("authority_host", o.AuthorityHost != "")
+		for _, f := range []struct {
+			field string
+			set   bool
+		}{{"tenant_id", o.TenantID != ""}, {"allowed_tenants", len(o.AllowedTenants) > 0}, {"cloud", o.Cloud != ""}, {"authority_host", o.AuthorityHost != ""}} {
+			if f.set {
+				probs.Add(f.field, "is not used by identity provider type oidc: remove it")
+			}
+		}
 		for _, f := range []struct{ field, v string }{{"discovery_url", o.DiscoveryURL}, {"jwks_uri", o.JWKSURI}} {
 			if f.v != "" {
 				if _, err := httpx.SecureURL(f.v); err != nil {
@@ -315,13 +315,8 @@ func (o *Options) compile() (*config, error) {
 	if c.CacheSize == 0 {
 		c.CacheSize = DefaultCacheSize
 	}
-	if c.HTTPClient == nil {
-		c.HTTPClient = &http.Client{Timeout: fetchTimeout}
-	}
-	c.HTTPClient = guardRedirects(c.HTTPClient)
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
+	c.HTTPClient = guardRedirects(cmp.Or(c.HTTPClient, &http.Client{Timeout: fetchTimeout}))
+	c.Logger = cmp.Or(c.Logger, slog.New(slog.DiscardHandler))
 	if c.Now == nil {
 		c.Now = time.Now
 	}

@@ -72,16 +72,7 @@ func New(o Options) (*Provider, error) {
 	p.bg, p.stop = context.WithCancel(context.Background())
 
 	newSource := func(label, metadataURL string) *source {
-		return &source{
-			p:           p,
-			label:       label,
-			metadataURL: metadataURL,
-			jwksURI:     cfg.JWKSURI,
-			static:      cfg.StaticJWKS != nil,
-			azure:       cfg.Type == TypeAzureAD,
-			wantIssuer:  cfg.Issuer,
-			limiter:     rate.NewLimiter(rate.Every(UnknownKIDRefreshInterval), 1),
-		}
+		return &source{p: p, label: label, metadataURL: metadataURL, limiter: rate.NewLimiter(rate.Every(UnknownKIDRefreshInterval), 1)}
 	}
 	switch cfg.Type {
 	case TypeAzureAD:
@@ -142,8 +133,8 @@ func (p *Provider) fetchContext() (context.Context, context.CancelFunc) {
 // would have found.
 func (p *Provider) loadStatic() error {
 	for _, s := range p.sources {
-		st := &keyState{issuer: s.wantIssuer, jwksURI: "static"}
-		if s.azure {
+		st := &keyState{issuer: p.cfg.Issuer, jwksURI: "static"}
+		if p.cfg.Type == TypeAzureAD {
 			tid := p.cfg.tenant
 			if p.cfg.multi {
 				tid = tenantTemplate
@@ -197,7 +188,7 @@ func (p *Provider) loop() {
 		case <-t.C:
 		}
 		next := p.cfg.RefreshInterval
-		if err := p.refreshAll(ctx); err != nil {
+		if err := p.Refresh(ctx); err != nil {
 			failures++
 			next = min(p.cfg.RetryMin<<min(failures-1, 20), retryMax, p.cfg.RefreshInterval)
 		} else {
@@ -209,7 +200,11 @@ func (p *Provider) loop() {
 	}
 }
 
-func (p *Provider) refreshAll(ctx context.Context) error {
+// Refresh fetches metadata and keys now (joining a fetch in flight), without
+// the unknown-kid rate limit, and returns when every source is done or ctx
+// ends. A failure keeps the last good keys. It is for operators and tests;
+// normal operation needs no calls. With StaticJWKS it does nothing.
+func (p *Provider) Refresh(ctx context.Context) error {
 	errs := make([]error, len(p.sources))
 	var wg sync.WaitGroup
 	for i, s := range p.sources {
@@ -217,14 +212,6 @@ func (p *Provider) refreshAll(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// Refresh fetches metadata and keys now (joining a fetch in flight), without
-// the unknown-kid rate limit, and returns when every source is done or ctx
-// ends. A failure keeps the last good keys. It is for operators and tests;
-// normal operation needs no calls. With StaticJWKS it does nothing.
-func (p *Provider) Refresh(ctx context.Context) error {
-	return p.refreshAll(ctx)
 }
 
 func (p *Provider) checkReady() {

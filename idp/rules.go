@@ -214,35 +214,11 @@ func (r *Rule) Evaluate(c *Claims) (ok bool, reason Reason, detail string) {
 	return true, "", ""
 }
 
-func (ch *check) matchOne(v string) bool {
-	if v == "" {
-		return false
-	}
-	if ch.any != nil {
-		if _, ok := ch.any[v]; !ok {
-			return false
-		}
-	}
-	for _, want := range ch.all {
-		if want != v {
-			return false
-		}
-	}
-	return true
-}
+func (ch *check) matchOne(v string) bool { return v != "" && ch.matchMany([]string{v}) }
 
 func (ch *check) matchMany(vals []string) bool {
-	if ch.any != nil {
-		found := false
-		for _, v := range vals {
-			if _, ok := ch.any[v]; ok {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return false
-		}
+	if ch.any != nil && !slices.ContainsFunc(vals, func(v string) bool { _, ok := ch.any[v]; return ok }) {
+		return false
 	}
 	for _, want := range ch.all {
 		if !slices.Contains(vals, want) {

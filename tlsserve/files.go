@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,12 +76,7 @@ func (f *fileSource) load() (bool, error) {
 	if err != nil {
 		return false, f.fail(err)
 	}
-	h := sha256.New()
-	h.Write(certPEM)
-	h.Write([]byte{0})
-	h.Write(keyPEM)
-	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
+	sum := sha256.Sum256(slices.Concat(certPEM, []byte{0}, keyPEM))
 	if sum == f.lastSum {
 		return false, f.lastErr // already tried, and logged if it failed
 	}
@@ -108,12 +104,11 @@ func (f *fileSource) load() (bool, error) {
 	case now.Before(leaf.NotBefore):
 		f.log.Warn("tls: loaded certificate is not valid yet", attrs...)
 	}
-	old := f.cur.Swap(&cert)
-	if old == nil {
-		f.log.Info("tls: loaded certificate", attrs...)
-	} else {
-		f.log.Info("tls: reloaded certificate", attrs...)
+	msg := "tls: reloaded certificate"
+	if f.cur.Swap(&cert) == nil {
+		msg = "tls: loaded certificate"
 	}
+	f.log.Info(msg, attrs...)
 	return true, nil
 }
 

@@ -20,6 +20,7 @@
 package tlsserve
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -195,11 +196,7 @@ func New(ctx context.Context, o Options) (*Manager, error) {
 	if err := validate(&o); err != nil {
 		return nil, err
 	}
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("component", "tlsserve")
+	log := cmp.Or(o.Logger, slog.New(slog.DiscardHandler)).With("component", "tlsserve")
 	ctx, cancel := context.WithCancel(ctx)
 	m := &Manager{log: log, cancel: cancel, done: make(chan struct{})}
 
@@ -390,14 +387,7 @@ func (m *Manager) Ready() error {
 	}
 	var missing []string
 	for _, d := range m.domains {
-		ok := false
-		for _, c := range m.cache.AllMatchingCertificates(d) {
-			if !c.Expired() {
-				ok = true
-				break
-			}
-		}
-		if !ok {
+		if !slices.ContainsFunc(m.cache.AllMatchingCertificates(d), func(c certmagic.Certificate) bool { return !c.Expired() }) {
 			missing = append(missing, d)
 		}
 	}

@@ -168,7 +168,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	printDemoTokens(stdout, base, scorer, reader, cfgFile, upstreamKey)
 	if *ready != "" {
-		if err := writeFile(*ready, base+"\n"); err != nil {
+		if err := os.WriteFile(*ready, []byte(base+"\n"), 0o600); err != nil {
 			return err
 		}
 	}
@@ -218,10 +218,6 @@ Admin endpoints (never on the public listener): %s/healthz  %s/readyz  %[18]s/me
 		base, base,
 		model,
 		admin, admin)
-}
-
-func writeFile(path, content string) error {
-	return os.WriteFile(path, []byte(content), 0o600)
 }
 
 func printDemoTokens(w io.Writer, base, scorer, reader, cfgFile, upstreamKey string) {

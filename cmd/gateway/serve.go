@@ -205,9 +205,7 @@ func watchFiles(ctx context.Context, files func() []string, every time.Duration,
 			sum := sha256.Sum256(b)
 			h.Write(sum[:])
 		}
-		var d [32]byte
-		copy(d[:], h.Sum(nil))
-		return d, true
+		return [32]byte(h.Sum(nil)), true
 	}
 	last, _ := digest()
 	t := time.NewTicker(every)
