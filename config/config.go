@@ -37,6 +37,8 @@ type Config struct {
 	Upstreams map[string]*Upstream `yaml:"upstreams"`
 	// Routes map incoming host and path prefix to an upstream and a policy.
 	Routes []*Route `yaml:"routes"`
+	// Limits holds what rate limits share across replicas.
+	Limits Limits `yaml:"limits"`
 
 	// File is the path the configuration was loaded from.
 	File string `yaml:"-"`
@@ -475,8 +477,10 @@ type AllowRule struct {
 }
 
 // RateLimit bounds a route's request rate with token buckets
-// (golang.org/x/time/rate). Limits are per gateway replica: with N replicas
-// behind a load balancer a caller may reach up to N times the rate.
+// (golang.org/x/time/rate), or GCRA in limits.store when one is configured.
+// Without a store, limits are per gateway replica: with N replicas behind a
+// load balancer a caller may reach up to N times the rate. With a store,
+// every replica counts against one budget.
 type RateLimit struct {
 	// PerIdentity is "N/s", "N/m" or "N/h" per caller identity (key id, or
 	// tenant + object id / app id for tokens).
@@ -492,6 +496,33 @@ type RateLimit struct {
 	// stays bounded under millions of identities; idle ones are forgotten).
 	// Default 100000.
 	MaxIdentities int `yaml:"max_identities"`
+}
+
+// Limits configures what request limits are counted in.
+type Limits struct {
+	// Store, when set, counts every route's rate_limit in a shared store,
+	// so N replicas admit the configured rate in total, not N times it.
+	// Omit it for in-memory limits per replica.
+	Store *LimitsStore `yaml:"store"`
+}
+
+// LimitsStore is a shared store for request limits (package ratelimit
+// validates it).
+type LimitsStore struct {
+	// Type is redis: Redis 6+ or Valkey, standalone, or Azure Cache for
+	// Redis.
+	Type string `yaml:"type"`
+	// URL is redis://[user:password@]host:6379/0, or rediss:// for TLS.
+	// Write the password through ${NAME} or ${file:PATH}; the URL never
+	// appears in logs, errors or /readyz with its password.
+	URL Secret `yaml:"url"`
+	// Timeout bounds every store call on the request path: no request
+	// waits longer than this for the store. Default 50ms.
+	Timeout Duration `yaml:"timeout"`
+	// OnError decides what requests get while the store fails or is
+	// slower than timeout: local (count in this replica's memory, as
+	// without a store; the default), allow (admit) or deny (503).
+	OnError string `yaml:"on_error"`
 }
 
 // Secret is a value that never prints itself (see redact.Secret): its

@@ -68,6 +68,7 @@ func Compile(cfg *config.Config, deps Deps, o CompileOptions) (*Snapshot, error)
 			}
 		}
 	}
+	c.limitsStore(o.DecideOnly)
 	c.routes(keys, upstreams)
 	c.tls()
 	if err := errors.Join(c.errs...); err != nil {
@@ -104,6 +105,8 @@ type compiler struct {
 	// between the upstreams that name them (azidentity caches tokens per
 	// credential).
 	azure map[string]azcore.TokenCredential
+	// store is limits.store, when configured.
+	store *ratelimit.Store
 }
 
 // fail records err's problems below the field path prefix.
@@ -430,9 +433,41 @@ func (c *compiler) routes(keys *policy.KeyIndex, upstreams map[string]*proxy.Ups
 			lim, err := c.limiter(r.RateLimit)
 			c.fail(p+".rate_limit", err)
 			route.Limiter = lim
+			if c.store != nil && lim != nil {
+				route.Limiter = ratelimit.NewShared(c.store, r.Name, lim.Options(), lim)
+			}
 		}
 		c.snap.Routes = append(c.snap.Routes, route)
 	}
+}
+
+// limitsStore builds limits.store (package ratelimit validates it), or
+// shares an unchanged one with the previous snapshot, so a reload keeps its
+// connections and state. Building it connects to nothing; the snapshot's
+// Start begins its health check. `gateway explain` (decideOnly) needs no
+// store.
+func (c *compiler) limitsStore(decideOnly bool) {
+	ls := c.cfg.Limits.Store
+	if ls == nil || decideOnly {
+		return
+	}
+	const key = "limits.store"
+	if p := c.reuse(key, *ls); p != nil {
+		c.store = p.value.(*ratelimit.Store)
+		c.snap.store = c.store
+		return
+	}
+	o := ratelimit.StoreOptions{Type: ls.Type, URL: ls.URL, Timeout: ls.Timeout.D(), OnError: ls.OnError, Logger: c.deps.Logger}
+	if c.deps.Metrics != nil {
+		o.OnFailure = c.deps.Metrics.LimitsStoreFailure
+	}
+	s, err := ratelimit.NewStore(o)
+	if err != nil {
+		c.fail(key, err)
+		return
+	}
+	c.store, c.snap.store = s, s
+	c.own(key, *ls, s, func(context.Context) { s.Start() }, s.Close)
 }
 
 // limiter compiles a route's rate_limit section; package ratelimit owns its

@@ -6,6 +6,7 @@ import (
 
 	"github.com/modelgate/modelgate/metrics"
 	"github.com/modelgate/modelgate/pool"
+	"github.com/modelgate/modelgate/ratelimit"
 
 	"github.com/modelgate/modelgate/config"
 
@@ -30,6 +31,9 @@ type Readiness struct {
 	// TLS is "ready", what the certificate manager still waits for, or
 	// absent without TLS.
 	TLS string `json:"tls,omitempty"`
+	// LimitsStore is limits.store's state, absent without one. A degraded
+	// store never makes the gateway unready: requests follow its on_error.
+	LimitsStore *ratelimit.StoreStatus `json:"limits_store,omitempty"`
 }
 
 // Route states in Readiness.
@@ -90,6 +94,10 @@ func (s *Snapshot) Readiness() Readiness {
 		}
 		rep.Routes[r.Name] = rs
 		serving = serving || rs.State != RouteDown
+	}
+	if s.store != nil {
+		st := s.store.Status()
+		rep.LimitsStore = &st
 	}
 	if len(rep.Starting) > 0 || !serving {
 		rep.Ready = false

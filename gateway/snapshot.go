@@ -22,6 +22,7 @@ import (
 	"github.com/modelgate/modelgate/internal/jsonline"
 	"github.com/modelgate/modelgate/metrics"
 	"github.com/modelgate/modelgate/proxy"
+	"github.com/modelgate/modelgate/ratelimit"
 )
 
 // Deps are the process-wide dependencies a Snapshot is built with. They are
@@ -87,6 +88,7 @@ type Snapshot struct {
 	pools     map[string]*pool.Pool               // by upstream name, for upstreams with backends
 	parts     map[string]*part                    // by field path; see part
 	tls       *tlsState                           // server.tls compiled; nil without TLS
+	store     *ratelimit.Store                    // limits.store; nil for in-memory limits
 }
 
 // part is a component with background work (an identity provider's key

@@ -80,6 +80,7 @@ type Metrics struct {
 	tries       *prometheus.CounterVec
 	retries     *prometheus.CounterVec
 	probes      *prometheus.CounterVec
+	storeFails  prometheus.Counter
 
 	mu     sync.Mutex
 	routes map[string]*Route
@@ -128,6 +129,10 @@ func New(version string) *Metrics {
 		Namespace: namespace, Name: "backend_health_checks_total",
 		Help: "Active health-check probes, by upstream, backend and result (up, down, skipped).",
 	}, []string{"upstream", "backend", "result"})
+	m.storeFails = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "limits_store_failures_total",
+		Help: "Calls to limits.store that failed or outlasted its timeout; requests then followed its on_error.",
+	})
 
 	goVersion := ""
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -139,7 +144,7 @@ func New(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.requests, m.gatewayTime, m.upstream, m.limited, m.denied, m.tries, m.retries, m.probes, build,
+	m.reg.MustRegister(m.requests, m.gatewayTime, m.upstream, m.limited, m.denied, m.tries, m.retries, m.probes, m.storeFails, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{m: m})
 	return m
@@ -256,6 +261,9 @@ func (p *Pool) Try(i int, failed, retry bool) {
 		p.retries[i].Inc()
 	}
 }
+
+// LimitsStoreFailure counts one failed limits.store call.
+func (m *Metrics) LimitsStoreFailure() { m.storeFails.Inc() }
 
 // HealthCheck counts one probe's result.
 func (m *Metrics) HealthCheck(upstream, backend, result string) {

@@ -27,6 +27,7 @@ const (
 	CodeUpstreamTimeout        = "upstream_timeout"
 	CodeUpstreamRejectedCred   = "upstream_credential_rejected"
 	CodeRateLimited            = "rate_limited"
+	CodeLimitsUnavailable      = "limits_unavailable" // limits.store failed and its on_error is deny
 	CodeClientClosedRequest    = "client_closed_request"
 	CodeUpstreamAborted        = "upstream_aborted" // logged only: the answer had begun when the upstream broke off
 	StatusClientClosedRequest  = 499                // nginx's code; logged, never sent

@@ -80,6 +80,18 @@ type Limiter interface {
 	Allow(identity string, now time.Time) (ok bool, retryAfter time.Duration)
 }
 
+// CheckLimiter is a Limiter that counts in a store shared by replicas;
+// *ratelimit.Shared implements it. When a Route's Limiter implements it,
+// the proxy calls Check (with the request's context, so a caller that
+// leaves stops the wait) instead of Allow, answers 503
+// limits_unavailable when the verdict says so (limits.store on_error:
+// deny), and sets x-ratelimit-limit-requests and
+// x-ratelimit-remaining-requests, the names OpenAI's API uses, on the
+// answer.
+type CheckLimiter interface {
+	Check(ctx context.Context, identity string, now time.Time) ratelimit.Verdict
+}
+
 // Route is one route. New copies it, so changing a Route afterwards does
 // not change a Handler.
 type Route struct {
@@ -97,7 +109,8 @@ type Route struct {
 	// other request.
 	CORS *CORS
 
-	cors *corsPolicy // set only on New's private copy
+	cors  *corsPolicy  // set only on New's private copy
+	check CheckLimiter // Limiter, when it is one; set by New
 }
 
 // RouteObserver records answered requests; *metrics.Route implements it.
@@ -201,6 +214,7 @@ func New(o Options) *Handler {
 		rc := *r
 		rc.Upstream = u
 		rc.cors = compileCORS(r.CORS, h.credHeaders)
+		rc.check, _ = r.Limiter.(CheckLimiter)
 		routes = append(routes, &rc)
 	}
 	h.router = NewRouter(routes)
@@ -352,7 +366,11 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 			// a trusted load balancer, the address it reports.
 			who = h.clientBucket(r, st)
 		}
-		if ok, wait := route.Limiter.Allow(who, h.now()); !ok {
+		if route.check != nil {
+			if !h.checkLimit(w, r, st, route.check, who) {
+				return
+			}
+		} else if ok, wait := route.Limiter.Allow(who, h.now()); !ok {
 			st.errCode = CodeRateLimited
 			secs := strconv.Itoa(ratelimit.RetryAfterSeconds(wait))
 			w.Header().Set(headerRetryAfter, secs)
@@ -387,6 +405,37 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 		return
 	}
 	route.Upstream.rp.ServeHTTP(w, out)
+}
+
+// Headers an answer carries where a shared request limit applies.
+const (
+	headerLimitRequests     = "X-Ratelimit-Limit-Requests"
+	headerRemainingRequests = "X-Ratelimit-Remaining-Requests"
+)
+
+// checkLimit asks a store-backed limiter about the request and answers
+// 429 or 503 when it may not proceed; it reports whether it may.
+func (h *Handler) checkLimit(w *statusWriter, r *http.Request, st *reqState, l CheckLimiter, who string) bool {
+	v := l.Check(r.Context(), who, h.now())
+	if v.Limit > 0 {
+		w.Header().Set(headerLimitRequests, strconv.Itoa(v.Limit))
+		w.Header().Set(headerRemainingRequests, strconv.Itoa(v.Remaining))
+	}
+	if v.OK {
+		return true
+	}
+	secs := strconv.Itoa(ratelimit.RetryAfterSeconds(v.RetryAfter))
+	w.Header().Set(headerRetryAfter, secs)
+	if v.Unavailable {
+		st.errCode = CodeLimitsUnavailable
+		WriteError(w, http.StatusServiceUnavailable, CodeLimitsUnavailable,
+			"the gateway cannot check this route's rate limit right now: wait "+secs+" s (Retry-After) and try again")
+		return false
+	}
+	st.errCode = CodeRateLimited
+	WriteError(w, http.StatusTooManyRequests, CodeRateLimited,
+		"too many requests on this route: wait "+secs+" s (Retry-After) and try again")
+	return false
 }
 
 func remoteHost(addr string) string {

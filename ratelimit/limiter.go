@@ -73,6 +73,8 @@ type Options struct {
 // evicted a few at a time by later calls (or all at once by [Limiter.Sweep]).
 // No call costs more than O(1) amortized.
 type Limiter struct {
+	opts Options // as given to New, for Options
+
 	overall      *rate.Limiter // nil: no overall limit
 	overallLimit rate.Limit
 
@@ -145,7 +147,7 @@ func New(o Options) (*Limiter, error) {
 		return nil, err
 	}
 
-	l := &Limiter{}
+	l := &Limiter{opts: o}
 	if !o.Overall.IsZero() {
 		b := o.OverallBurst
 		if b == 0 {
@@ -180,6 +182,10 @@ func New(o Options) (*Limiter, error) {
 	}
 	return l, nil
 }
+
+// Options returns the options l was built from, so the same limits can be
+// counted elsewhere ([NewShared]).
+func (l *Limiter) Options() Options { return l.opts }
 
 // Allow reports whether a request from identity may proceed at time now,
 // and takes a token from the identity's bucket and from the overall bucket
