@@ -375,11 +375,8 @@ func NewAMLKeys(o AMLKeysOptions) (*AMLKeysSource, error) {
 	if (o.Service == "") == (o.Endpoint == "") {
 		probs.Add("", "set service (an ACI/AKS web service) or endpoint (an online endpoint), one of them")
 	}
-	var (
-		u     string
-		op    operation
-		scope string
-	)
+	var u, scope string
+	var op operation
 	if o.Service != "" {
 		u = o.Workspace.serviceBase(o.Service, &probs) + "/listkeys"
 		scope = cmp.Or(o.Scope, ScopeWorkspaceAPI)

@@ -50,26 +50,18 @@ type RefreshPolicy struct {
 }
 
 func (p RefreshPolicy) withDefaults() RefreshPolicy {
-	if p.MinBackoff <= 0 {
-		p.MinBackoff = time.Second
+	for _, f := range [...]struct {
+		d   *time.Duration
+		def time.Duration
+	}{{&p.MinBackoff, time.Second}, {&p.MaxBackoff, 2 * time.Minute}, {&p.FetchTimeout, 30 * time.Second},
+		{&p.RejectInterval, 5 * time.Second}, {&p.RefreshAhead, 5 * time.Minute}} {
+		if *f.d <= 0 {
+			*f.d = f.def
+		}
 	}
-	if p.MaxBackoff <= 0 {
-		p.MaxBackoff = 2 * time.Minute
-	}
-	if p.MaxBackoff < p.MinBackoff {
-		p.MaxBackoff = p.MinBackoff
-	}
+	p.MaxBackoff = max(p.MaxBackoff, p.MinBackoff)
 	if p.Rand == nil {
 		p.Rand = rand.Float64
-	}
-	if p.FetchTimeout <= 0 {
-		p.FetchTimeout = 30 * time.Second
-	}
-	if p.RejectInterval <= 0 {
-		p.RejectInterval = 5 * time.Second
-	}
-	if p.RefreshAhead <= 0 {
-		p.RefreshAhead = 5 * time.Minute
 	}
 	return p
 }
@@ -406,13 +398,9 @@ func (r *refresher[T]) run(fl *flight) {
 	if err == nil {
 		r.seq++
 		r.cur = &entry[T]{val: val, seq: r.seq, fetchedAt: now, lifetime: lt}
-		r.rejectedSeq = 0
-		r.consecutive = 0
-		r.lastErr = nil
-		r.lastErrAt = time.Time{}
+		r.rejectedSeq, r.consecutive, r.lastErr, r.lastErrAt, r.retryAt = 0, 0, nil, time.Time{}, time.Time{}
 		r.lastRefresh = now
 		r.refreshes++
-		r.retryAt = time.Time{}
 		next := r.nextRefreshAt(r.cur, now)
 		r.scheduleLocked(now, next)
 		attrs = append(attrs, slog.String("outcome", "ok"), slog.Uint64("generation", r.seq))

@@ -1,6 +1,7 @@
 package credential
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,12 +71,7 @@ func NewTokenSource(o TokenSourceOptions) (*TokenSource, error) {
 	if o.Fetch == nil {
 		return nil, fmt.Errorf("credential: token source %q needs a fetch function", o.Name)
 	}
-	if o.Type == "" {
-		o.Type = "token"
-	}
-	if o.Label == "" {
-		o.Label = "token"
-	}
+	o.Type, o.Label = cmp.Or(o.Type, "token"), cmp.Or(o.Label, "token")
 	r := newRefresher(refresherConfig[bearerToken]{
 		name: o.Name,
 		kind: o.Type,

@@ -82,31 +82,27 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return err
 		}
 	}
-	adm, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		pub.Close()
-		return err
+	// The admin listener, the fake model and the demo token issuer take free
+	// loopback ports.
+	var lns [3]net.Listener
+	for i := range lns {
+		if lns[i], err = lc.Listen(ctx, "tcp", "127.0.0.1:0"); err != nil {
+			pub.Close()
+			for _, ln := range lns[:i] {
+				ln.Close()
+			}
+			return err
+		}
 	}
+	adm, modelLn, idpLn := lns[0], lns[1], lns[2]
 
 	// The fake model endpoint wants its own key, which only the gateway holds.
 	upstreamKey := newKey()
-	modelLn, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		pub.Close()
-		adm.Close()
-		return err
-	}
 	model := &http.Server{Handler: demomodel.Handler("fraud-v1", upstreamKey, "X-Caller-Id"), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = model.Serve(modelLn) }()
 	defer model.Close()
 
 	// The demo token issuer: OIDC discovery and keys on loopback.
-	idpLn, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		pub.Close()
-		adm.Close()
-		return err
-	}
 	issuer, err := demoidp.New("http://" + idpLn.Addr().String())
 	if err != nil {
 		return err

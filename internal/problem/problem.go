@@ -45,9 +45,7 @@ func At(path, format string, args ...any) *Error {
 type List struct{ errs []error }
 
 // Add records a problem at path.
-func (l *List) Add(path, format string, args ...any) {
-	l.errs = append(l.errs, At(path, format, args...))
-}
+func (l *List) Add(path, format string, args ...any) { l.AddErr(nil, path, format, args...) }
 
 // AddErr records a problem at path that wraps sentinel.
 func (l *List) AddErr(sentinel error, path, format string, args ...any) {
