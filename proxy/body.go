@@ -268,10 +268,7 @@ func tooLargeMessage(limit int64) string {
 // not start when the declared length is beyond that. HTTP/2 needs none of
 // this: the stream is reset, not the connection.
 func (h *Handler) discardRefused(w http.ResponseWriter, r *http.Request, st *reqState) {
-	if r.ProtoMajor != 1 {
-		return
-	}
-	if r.ContentLength > 2*h.maxBody {
+	if r.ProtoMajor != 1 || r.ContentLength > 2*h.maxBody {
 		return
 	}
 	_ = http.NewResponseController(w).Flush()

@@ -28,13 +28,7 @@ const allowedMethods = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 // without case: methods are case-sensitive (RFC 9110 §9.1), but some
 // upstream servers are not.
 func refusedMethod(method string) bool {
-	switch len(method) {
-	case 5:
-		return strings.EqualFold(method, "TRACE") || strings.EqualFold(method, "TRACK")
-	case 7:
-		return strings.EqualFold(method, "CONNECT")
-	}
-	return false
+	return strings.EqualFold(method, "TRACE") || strings.EqualFold(method, "TRACK") || strings.EqualFold(method, "CONNECT")
 }
 
 // setPeer records the connection's peer address and whether it is a
@@ -101,12 +95,7 @@ func (h *Handler) clientAddr(r *http.Request, st *reqState) netip.Addr {
 }
 
 func (h *Handler) isTrusted(a netip.Addr) bool {
-	for _, p := range h.trusted {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(h.trusted, func(p netip.Prefix) bool { return p.Contains(a) })
 }
 
 // CodeCORSOriginNotAllowed answers a preflight from an origin the route's

@@ -18,29 +18,23 @@ import (
 // {"error":{"code":"...","message":"..."}}. A missing upstream credential is
 // answered with credential.CodeUnavailable (503).
 const (
-	CodeNoRoute                = "no_route"
-	CodeBadPath                = "bad_path"
-	CodeBodyTooLarge           = "body_too_large"
-	CodeBadRequest             = "bad_request"
-	CodeRequestTimeout         = "request_timeout" // the request body stopped arriving (server.read_body_timeout)
-	CodeUpstreamUnavailable    = "upstream_unavailable"
-	CodeUpstreamTimeout        = "upstream_timeout"
-	CodeUpstreamRejectedCred   = "upstream_credential_rejected"
-	CodeRateLimited            = "rate_limited"
-	CodeLimitsUnavailable      = "limits_unavailable" // limits.store failed and its on_error is deny
-	CodeClientClosedRequest    = "client_closed_request"
-	CodeUpstreamAborted        = "upstream_aborted" // logged only: the answer had begun when the upstream broke off
-	StatusClientClosedRequest  = 499                // nginx's code; logged, never sent
-	maxErrorMessageLength      = 512
-	contentTypeJSON            = "application/json"
-	headerContentTypeOptions   = "X-Content-Type-Options"
-	headerWWWAuthenticate      = "Www-Authenticate"
-	headerRetryAfter           = "Retry-After"
-	headerRequestID            = "X-Request-Id"
-	headerContentTypeNoSniff   = "nosniff"
-	headerCacheControl         = "Cache-Control"
-	headerCacheControlNoStore  = "no-store"
-	defaultUpstreamFailureText = "the model endpoint could not be reached: try again later"
+	CodeNoRoute               = "no_route"
+	CodeBadPath               = "bad_path"
+	CodeBodyTooLarge          = "body_too_large"
+	CodeBadRequest            = "bad_request"
+	CodeRequestTimeout        = "request_timeout" // the request body stopped arriving (server.read_body_timeout)
+	CodeUpstreamUnavailable   = "upstream_unavailable"
+	CodeUpstreamTimeout       = "upstream_timeout"
+	CodeUpstreamRejectedCred  = "upstream_credential_rejected"
+	CodeRateLimited           = "rate_limited"
+	CodeLimitsUnavailable     = "limits_unavailable" // limits.store failed and its on_error is deny
+	CodeClientClosedRequest   = "client_closed_request"
+	CodeUpstreamAborted       = "upstream_aborted" // logged only: the answer had begun when the upstream broke off
+	StatusClientClosedRequest = 499                // nginx's code; logged, never sent
+	maxErrorMessageLength     = 512
+	headerWWWAuthenticate     = "Www-Authenticate"
+	headerRetryAfter          = "Retry-After"
+	headerRequestID           = "X-Request-Id"
 )
 
 type errorBody struct {
@@ -63,9 +57,9 @@ func WriteError(w http.ResponseWriter, status int, code, message string) {
 	enc.SetEscapeHTML(false) // "<token>" reads better than "\u003ctoken\u003e"
 	_ = enc.Encode(&b)
 	h := w.Header()
-	h.Set("Content-Type", contentTypeJSON)
-	h.Set(headerContentTypeOptions, headerContentTypeNoSniff)
-	h.Set(headerCacheControl, headerCacheControlNoStore)
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Length", strconv.Itoa(buf.Len()))
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
@@ -121,7 +115,7 @@ func classify(err error) (status int, code, msg string) {
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return http.StatusGatewayTimeout, CodeUpstreamTimeout, "the model endpoint did not answer in time: try again later"
 	}
-	return http.StatusBadGateway, CodeUpstreamUnavailable, defaultUpstreamFailureText
+	return http.StatusBadGateway, CodeUpstreamUnavailable, "the model endpoint could not be reached: try again later"
 }
 
 // proxyError is the ReverseProxy's ErrorHandler: every transport failure
@@ -140,8 +134,6 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 			clientBody = true
 			status, code, msg = classifyBody(r.Context(), be.err)
 		}
-	}
-	if st != nil {
 		st.errCode = code
 	}
 	if status == StatusClientClosedRequest {

@@ -20,8 +20,8 @@ type headerKV struct {
 }
 
 type identityHeader struct {
-	key   string // canonical header name
-	field string
+	key string                        // canonical header name
+	get func(*policy.Identity) string // the identity field it carries
 }
 
 // compileUpstream returns New's private copy of u, with its configured
@@ -30,14 +30,18 @@ func compileUpstream(u *Upstream) *Upstream {
 	c := &Upstream{
 		Name: u.Name, Auth: u.Auth,
 		Headers: maps.Clone(u.Headers), IdentityHeaders: maps.Clone(u.IdentityHeaders),
-		Backends: u.Backends, Pool: u.Pool, Tries: u.Tries, MirrorTo: u.MirrorTo,
-	}
-	if u.URL != nil {
-		target := *u.URL
-		c.URL = &target
+		Backends: u.Backends, Pool: u.Pool, Tries: u.Tries, MirrorTo: u.MirrorTo, URL: cloneURL(u.URL),
 	}
 	c.headers, c.identity = compileHeaders(c.Headers, c.IdentityHeaders)
 	return c
+}
+
+func cloneURL(u *url.URL) *url.URL {
+	if u == nil {
+		return nil
+	}
+	c := *u
+	return &c
 }
 
 // compileHeaders turns configured headers and identity headers into the
@@ -47,7 +51,11 @@ func compileHeaders(headers, identityHeaders map[string]string) (hs []headerKV, 
 		hs = append(hs, headerKV{key: http.CanonicalHeaderKey(k), val: []string{v}})
 	}
 	for field, name := range identityHeaders {
-		ids = append(ids, identityHeader{key: http.CanonicalHeaderKey(name), field: field})
+		get := identityFields[field]
+		if get == nil {
+			get = func(*policy.Identity) string { return "" }
+		}
+		ids = append(ids, identityHeader{key: http.CanonicalHeaderKey(name), get: get})
 	}
 	return hs, ids
 }
@@ -77,7 +85,7 @@ func setBackendHeaders(hdr http.Header, headers []headerKV, identity []identityH
 	}
 	if st.ident != nil {
 		for _, ih := range identity {
-			if v := identityField(st.ident, ih.field); v != "" {
+			if v := ih.get(st.ident); v != "" {
 				hdr[ih.key] = []string{v}
 			}
 		}
@@ -203,27 +211,20 @@ func (h *Handler) rewrite(u *Upstream, pr *httputil.ProxyRequest) {
 	}
 }
 
-func identityField(id *policy.Identity, field string) string {
-	switch field {
-	case "key_id":
-		return id.KeyID
-	case "oid":
-		return id.ObjectID
-	case "tid":
-		return id.TenantID
-	case "appid":
-		return id.AppID
-	case "sub":
-		return id.Subject
-	case "provider":
+// identityFields reads each identity field an identity header may carry.
+var identityFields = map[string]func(*policy.Identity) string{
+	"key_id": func(id *policy.Identity) string { return id.KeyID },
+	"oid":    func(id *policy.Identity) string { return id.ObjectID },
+	"tid":    func(id *policy.Identity) string { return id.TenantID },
+	"appid":  func(id *policy.Identity) string { return id.AppID },
+	"sub":    func(id *policy.Identity) string { return id.Subject },
+	"method": func(id *policy.Identity) string { return id.Method },
+	"provider": func(id *policy.Identity) string {
 		if id.Method == policy.MethodKey {
 			return id.KeySet
 		}
 		return id.Provider
-	case "method":
-		return id.Method
-	}
-	return ""
+	},
 }
 
 // setForwarded sets X-Forwarded-For/Host/Proto and Forwarded (RFC 7239).

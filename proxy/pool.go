@@ -45,16 +45,8 @@ type usable interface{ Usable() bool }
 func compileBackends(u *Upstream, base http.RoundTripper) []*Backend {
 	out := make([]*Backend, len(u.Backends))
 	for i, b := range u.Backends {
-		c := &Backend{Name: b.Name, Auth: b.Auth, Headers: maps.Clone(b.Headers), IdentityHeaders: maps.Clone(b.IdentityHeaders)}
-		if b.URL != nil {
-			target := *b.URL
-			c.URL = &target
-		}
+		c := &Backend{Name: b.Name, URL: cloneURL(b.URL), Auth: b.Auth, Headers: maps.Clone(b.Headers), IdentityHeaders: maps.Clone(b.IdentityHeaders), rt: withAuth(base, b.Auth)}
 		c.headers, c.identity = compileHeaders(c.Headers, c.IdentityHeaders)
-		c.rt = base
-		if c.Auth != nil {
-			c.rt = &authTransport{base: base, auth: c.Auth}
-		}
 		out[i] = c
 	}
 	return out
@@ -96,10 +88,7 @@ type poolTransport struct {
 // it is a single URL, else the backend its own pool would pick now.
 func mirrorTarget(u *Upstream, base http.RoundTripper) func() *Backend {
 	if u.Pool == nil {
-		b := &Backend{Name: u.Name, URL: u.URL, Auth: u.Auth, headers: u.headers, identity: u.identity, rt: base}
-		if u.Auth != nil {
-			b.rt = &authTransport{base: base, auth: u.Auth}
-		}
+		b := &Backend{Name: u.Name, URL: u.URL, Auth: u.Auth, headers: u.headers, identity: u.identity, rt: withAuth(base, u.Auth)}
 		return func() *Backend { return b }
 	}
 	backends := compileBackends(u, base)
@@ -310,15 +299,13 @@ func (t *poolTransport) mirror(req *http.Request, st *reqState) {
 // prefix (and its escaped form when it differs), which each backend's own
 // base path precedes.
 func routeRest(in *http.Request, prefix string) (rest, rawRest string) {
-	rest = strings.TrimPrefix(in.URL.Path, prefix)
+	cut := prefix // the root route keeps the whole path
 	if prefix == "/" {
-		rest = in.URL.Path
+		cut = ""
 	}
+	rest = strings.TrimPrefix(in.URL.Path, cut)
 	if raw := in.URL.RawPath; raw != "" && strings.HasPrefix(raw, prefix) {
-		r := raw[len(prefix):]
-		if prefix == "/" {
-			r = raw
-		}
+		r := raw[len(cut):]
 		if dec, err := url.PathUnescape(r); err == nil && dec == rest {
 			rawRest = r
 		}

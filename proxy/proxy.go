@@ -8,6 +8,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -180,12 +181,9 @@ func New(o Options) *Handler {
 		bodyTimeout: o.ReadBodyTimeout,
 		trusted:     slices.Clone(o.TrustedProxies),
 		credHeaders: slices.Clone(o.CredentialHeaders),
-		log:         o.Logger,
+		log:         cmp.Or(o.Logger, slog.New(slog.DiscardHandler)),
 		audit:       o.Audit,
 		now:         o.Now,
-	}
-	if h.log == nil {
-		h.log = slog.New(slog.DiscardHandler)
 	}
 	if h.audit == nil {
 		h.audit = jsonline.NewHandler(h.log.Handler())
@@ -199,8 +197,7 @@ func New(o Options) *Handler {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	h.idPrefix = hex.EncodeToString(rnd[:]) + "-"
-	pool := newBufferPool()
-	h.pool = pool
+	h.pool = newBufferPool()
 	errLog := slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)
 	compiled := map[*Upstream]*Upstream{}
 	routes := make([]*Route, 0, len(o.Routes))
@@ -208,7 +205,7 @@ func New(o Options) *Handler {
 		u := compiled[r.Upstream]
 		if u == nil {
 			u = compileUpstream(r.Upstream)
-			u.rp = h.reverseProxy(u, o.Transport, pool, errLog)
+			u.rp = h.reverseProxy(u, o.Transport, h.pool, errLog)
 			compiled[r.Upstream] = u
 		}
 		rc := *r
@@ -222,9 +219,8 @@ func New(o Options) *Handler {
 }
 
 func (h *Handler) reverseProxy(u *Upstream, base http.RoundTripper, pool httputil.BufferPool, errLog *log.Logger) *httputil.ReverseProxy {
-	var rt http.RoundTripper = base
-	switch {
-	case u.Pool != nil:
+	rt := withAuth(base, u.Auth)
+	if u.Pool != nil {
 		u.URL = nil
 		u.backends = compileBackends(u, base)
 		pt := &poolTransport{h: h, u: u, backends: u.backends, pool: u.Pool}
@@ -236,8 +232,6 @@ func (h *Handler) reverseProxy(u *Upstream, base http.RoundTripper, pool httputi
 		for _, b := range u.backends {
 			u.identity = append(u.identity, b.identity...)
 		}
-	case u.Auth != nil:
-		rt = &authTransport{base: base, auth: u.Auth}
 	}
 	return &httputil.ReverseProxy{
 		Rewrite:   func(pr *httputil.ProxyRequest) { h.rewrite(u, pr) },

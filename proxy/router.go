@@ -76,13 +76,8 @@ func hostOnly(h string) string {
 	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") {
 		h = h[:i]
 	}
-	h = strings.TrimSuffix(h, ".")
-	for i := 0; i < len(h); i++ {
-		if c := h[i]; c >= 'A' && c <= 'Z' {
-			return strings.ToLower(h)
-		}
-	}
-	return h
+	// strings.ToLower returns h itself, unallocated, when it has no upper case.
+	return strings.ToLower(strings.TrimSuffix(h, "."))
 }
 
 // badPath reports why a request path cannot be routed safely, or "".
@@ -172,20 +167,8 @@ func badPathBytes(path string, depth int) string {
 // parent directory for some server: after cutting path parameters (";x"),
 // it is made only of dots and spaces and has a dot.
 func dotSegment(seg string) bool {
-	if i := strings.IndexByte(seg, ';'); i >= 0 {
-		seg = seg[:i]
-	}
-	dot := false
-	for i := 0; i < len(seg); i++ {
-		switch seg[i] {
-		case '.':
-			dot = true
-		case ' ':
-		default:
-			return false
-		}
-	}
-	return dot
+	seg, _, _ = strings.Cut(seg, ";")
+	return strings.Trim(seg, ". ") == "" && strings.Contains(seg, ".")
 }
 
 // normalizesToSeparator reports whether NFKC normalization (or a server's

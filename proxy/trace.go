@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"math/rand/v2"
+	"strings"
 )
 
 // W3C Trace Context (https://www.w3.org/TR/trace-context/): a valid
@@ -20,46 +22,26 @@ const headerTracestate = "Tracestate"
 // forbids.
 func parseTraceparent(v string) (traceID string, ok bool) {
 	// 00-<32 hex>-<16 hex>-<2 hex>
-	if len(v) != 55 || v[0] != '0' || v[1] != '0' || v[2] != '-' || v[35] != '-' || v[52] != '-' {
+	if len(v) != 55 || v[:3] != "00-" || v[35] != '-' || v[52] != '-' {
 		return "", false
 	}
-	if !lowerHex(v[3:35]) || !lowerHex(v[36:52]) || !lowerHex(v[53:55]) {
+	traceID, spanID := v[3:35], v[36:52]
+	if !lowerHex(traceID) || !lowerHex(spanID) || !lowerHex(v[53:]) || allZero(traceID) || allZero(spanID) {
 		return "", false
 	}
-	if allZero(v[3:35]) || allZero(v[36:52]) {
-		return "", false
-	}
-	return v[3:35], true
+	return traceID, true
 }
 
-func lowerHex(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+func lowerHex(s string) bool { return strings.TrimLeft(s, "0123456789abcdef") == "" }
 
-func allZero(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] != '0' {
-			return false
-		}
-	}
-	return true
-}
+func allZero(s string) bool { return strings.TrimLeft(s, "0") == "" }
 
 // newTraceparent makes a sampled version-00 traceparent with random ids.
 // Trace ids need to be unique, not secret, so math/rand/v2's generator does.
 func newTraceparent() (header, traceID string) {
 	var b [24]byte
 	for i := 0; i < len(b); i += 8 {
-		u := rand.Uint64() | 1 // never all zero
-		for j := range 8 {
-			b[i+j] = byte(u >> (8 * j))
-		}
+		binary.LittleEndian.PutUint64(b[i:], rand.Uint64()|1) // never all zero
 	}
 	var out [55]byte
 	copy(out[:], "00-")

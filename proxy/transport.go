@@ -35,6 +35,15 @@ type authTransport struct {
 	auth UpstreamAuth
 }
 
+// withAuth returns base with auth's credential injected, or base itself
+// when auth is nil.
+func withAuth(base http.RoundTripper, auth UpstreamAuth) http.RoundTripper {
+	if auth == nil {
+		return base
+	}
+	return &authTransport{base: base, auth: auth}
+}
+
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	st := stateFrom(ctx)
