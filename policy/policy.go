@@ -9,8 +9,10 @@
 package policy
 
 import (
+	"cmp"
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -58,14 +60,7 @@ func (id *Identity) computeKey() string {
 	case MethodKey:
 		return "key:" + id.KeySet + "/" + id.KeyID
 	case MethodToken:
-		who := id.ObjectID
-		if who == "" {
-			who = id.AppID
-		}
-		if who == "" {
-			who = id.Subject
-		}
-		return "token:" + id.Provider + "/" + id.TenantID + "/" + who
+		return "token:" + id.Provider + "/" + id.TenantID + "/" + cmp.Or(id.ObjectID, id.AppID, id.Subject)
 	}
 	return MethodPublic
 }
@@ -152,22 +147,13 @@ func Public() *Policy { return &Policy{public: true} }
 func New(keys *KeyIndex, specs []RuleSpec) *Policy {
 	p := &Policy{keys: keys}
 	for i, s := range specs {
-		r := rule{keySet: s.KeySet, token: s.Token}
+		r := rule{keySet: s.KeySet, token: s.Token, name: "allow[" + strconv.Itoa(i) + "] key_set=" + s.KeySet}
 		if s.Token != nil {
-			r.name = "allow[" + itoa(i) + "] identity_provider=" + s.Token.ProviderName
-		} else {
-			r.name = "allow[" + itoa(i) + "] key_set=" + s.KeySet
+			r.name = "allow[" + strconv.Itoa(i) + "] identity_provider=" + s.Token.ProviderName
 		}
 		p.rules = append(p.rules, r)
 	}
 	return p
-}
-
-func itoa(i int) string {
-	if i < 10 {
-		return string(rune('0' + i))
-	}
-	return itoa(i/10) + string(rune('0'+i%10))
 }
 
 // IsPublic reports whether the policy admits everyone.
