@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"cmp"
 	"errors"
 	"github.com/modelgate/modelgate/internal/problem"
 	"hash/maphash"
@@ -149,26 +150,16 @@ func New(o Options) (*Limiter, error) {
 
 	l := &Limiter{opts: o}
 	if !o.Overall.IsZero() {
-		b := o.OverallBurst
-		if b == 0 {
-			b = o.Overall.DefaultBurst()
-		}
 		l.overallLimit = o.Overall.Limit()
-		l.overall = rate.NewLimiter(l.overallLimit, b)
+		l.overall = rate.NewLimiter(l.overallLimit, cmp.Or(o.OverallBurst, o.Overall.DefaultBurst()))
 	}
 	if !o.PerIdentity.IsZero() {
 		l.perID = true
 		l.idLimit = o.PerIdentity.Limit()
-		l.idBurst = o.PerIdentityBurst
-		if l.idBurst == 0 {
-			l.idBurst = o.PerIdentity.DefaultBurst()
-		}
+		l.idBurst = cmp.Or(o.PerIdentityBurst, o.PerIdentity.DefaultBurst())
 		l.idleAfter = durationForTokens(float64(l.idBurst), l.idLimit)
 
-		capacity := o.MaxIdentities
-		if capacity == 0 {
-			capacity = DefaultMaxIdentities
-		}
+		capacity := cmp.Or(o.MaxIdentities, DefaultMaxIdentities)
 		// Largest power of two not above min(maxShards, capacity), so that
 		// shards*shardCap never exceeds capacity and each shard holds one.
 		n := 1 << (bits.Len(uint(min(maxShards, capacity))) - 1)

@@ -59,15 +59,8 @@ func ParseRate(s string) (Rate, error) {
 	if !ok {
 		return Rate{}, fmt.Errorf("%w %q: missing \"/unit\": write N/s, N/m or N/h, e.g. \"5/s\"", ErrInvalidRate, s)
 	}
-	var per time.Duration
-	switch unit {
-	case "s":
-		per = time.Second
-	case "m":
-		per = time.Minute
-	case "h":
-		per = time.Hour
-	default:
+	per, ok := units[unit]
+	if !ok {
 		return Rate{}, fmt.Errorf("%w %q: unit %q is not one of s, m, h (per second, minute, hour)", ErrInvalidRate, s, unit)
 	}
 	// Digits only: strconv.Atoi would also take a sign, and "+5" or "-0" in a
@@ -84,6 +77,9 @@ func ParseRate(s string) (Rate, error) {
 	}
 	return Rate{Events: n, Per: per}, nil
 }
+
+// units are the periods a rate may be written with.
+var units = map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}
 
 // IsZero reports whether r is the zero Rate, which [Options] reads as "no
 // limit".
@@ -104,33 +100,20 @@ func (r Rate) Limit() rate.Limit {
 // to spend a whole minute's or hour's budget at once. Configure a larger
 // burst (e.g. burst: 100 for "100/m") for window-like behaviour.
 func (r Rate) DefaultBurst() int {
-	b := math.Ceil(float64(r.Limit()))
-	if b < 1 {
-		return 1
-	}
-	if b > MaxEvents {
-		return MaxEvents
-	}
-	return int(b)
+	return int(min(max(math.Ceil(float64(r.Limit())), 1), MaxEvents))
 }
 
 // String formats r as ParseRate reads it ("5/s"); the zero Rate is "none".
 func (r Rate) String() string {
-	var unit string
-	switch r.Per {
-	case time.Second:
-		unit = "s"
-	case time.Minute:
-		unit = "m"
-	case time.Hour:
-		unit = "h"
-	default:
-		if r.IsZero() {
-			return "none"
+	for unit, per := range units {
+		if per == r.Per {
+			return strconv.Itoa(r.Events) + "/" + unit
 		}
-		return fmt.Sprintf("%d/%s", r.Events, r.Per)
 	}
-	return strconv.Itoa(r.Events) + "/" + unit
+	if r.IsZero() {
+		return "none"
+	}
+	return fmt.Sprintf("%d/%s", r.Events, r.Per)
 }
 
 // RetryAfterSeconds converts a wait from [Limiter.Allow] into the value of a
@@ -141,11 +124,5 @@ func RetryAfterSeconds(d time.Duration) int {
 	if d%time.Second != 0 {
 		s++
 	}
-	if s < 1 {
-		return 1
-	}
-	if s > math.MaxInt32 {
-		return math.MaxInt32
-	}
-	return int(s)
+	return int(min(max(s, 1), math.MaxInt32))
 }
