@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -37,10 +38,7 @@ type Server struct {
 
 // NewServer returns a server that serves snap. load is used by Reload.
 func NewServer(snap *Snapshot, load Loader, deps Deps) *Server {
-	s := &Server{deps: deps, load: load, log: deps.Logger}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
+	s := &Server{deps: deps, load: load, log: cmp.Or(deps.Logger, slog.New(slog.DiscardHandler))}
 	s.snap.Store(snap)
 	if deps.Metrics != nil {
 		deps.Metrics.SetState(func() metrics.State {

@@ -5,11 +5,13 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -60,9 +62,7 @@ type Deps struct {
 
 // withDefaults fills in the dependencies left zero.
 func (d Deps) withDefaults(cfg *config.Config) Deps {
-	if d.Logger == nil {
-		d.Logger = slog.New(slog.DiscardHandler)
-	}
+	d.Logger = cmp.Or(d.Logger, slog.New(slog.DiscardHandler))
 	if d.Now == nil {
 		d.Now = time.Now
 	}
@@ -174,14 +174,7 @@ func (s *Snapshot) each(f func(*part)) {
 	}
 }
 
-func sortedNames[M ~map[string]V, V any](m M) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func sortedNames[M ~map[string]V, V any](m M) []string { return slices.Sorted(maps.Keys(m)) }
 
 // NewTransport builds the one upstream transport the gateway shares across
 // all upstreams. Its timeouts bound connecting and waiting for response
