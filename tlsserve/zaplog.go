@@ -3,6 +3,7 @@ package tlsserve
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"slices"
 
 	"go.uber.org/zap"
@@ -50,12 +51,7 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	for _, f := range fields {
 		f.AddTo(enc)
 	}
-	keys := make([]string, 0, len(enc.Fields))
-	for k := range enc.Fields {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(enc.Fields)) {
 		r.AddAttrs(slog.Any(k, enc.Fields[k]))
 	}
 	return c.h.Handle(context.Background(), r)
