@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -152,12 +153,7 @@ func isSpoofable(k string) bool {
 	if _, ok := spoofableSet[k]; ok {
 		return true
 	}
-	for _, p := range spoofablePrefixes {
-		if strings.HasPrefix(k, p) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(spoofablePrefixes, func(p string) bool { return strings.HasPrefix(k, p) })
 }
 
 // rewrite builds the outbound request. ReverseProxy has already removed
