@@ -417,6 +417,8 @@ type Route struct {
 	Allow []*AllowRule `yaml:"allow"`
 	// RateLimit bounds request rates on this route.
 	RateLimit *RateLimit `yaml:"rate_limit"`
+	// TokenLimit bounds the LLM tokens each identity may use on this route.
+	TokenLimit *TokenLimit `yaml:"token_limit"`
 	// CORS lets browser apps on other origins call this route. Without it,
 	// a preflight OPTIONS is treated like any other request (it needs a
 	// credential, and is forwarded once admitted).
@@ -496,6 +498,18 @@ type RateLimit struct {
 	// stays bounded under millions of identities; idle ones are forgotten).
 	// Default 100000.
 	MaxIdentities int `yaml:"max_identities"`
+}
+
+// TokenLimit bounds each identity's LLM tokens on a route (OpenAI-shaped
+// usage): a request is admitted while the identity has tokens left in
+// every window, and the answer's usage.total_tokens (a JSON answer's, or
+// the last server-sent event that carries usage) is charged after it.
+// Counted in limits.store when one is configured, else per replica.
+type TokenLimit struct {
+	// PerMinute is the tokens per identity per UTC minute; 0: no limit.
+	PerMinute int64 `yaml:"per_minute"`
+	// PerDay is the tokens per identity per UTC day; 0: no limit.
+	PerDay int64 `yaml:"per_day"`
 }
 
 // Limits configures what request limits are counted in.

@@ -437,6 +437,13 @@ func (c *compiler) routes(keys *policy.KeyIndex, upstreams map[string]*proxy.Ups
 				route.Limiter = ratelimit.NewShared(c.store, r.Name, lim.Options(), lim)
 			}
 		}
+		if tl := r.TokenLimit; tl != nil {
+			tokens, err := ratelimit.NewTokens(ratelimit.TokenOptions{PerMinute: tl.PerMinute, PerDay: tl.PerDay}, c.store, r.Name)
+			c.fail(p+".token_limit", err)
+			if err == nil {
+				route.Tokens = tokens
+			}
+		}
 		c.snap.Routes = append(c.snap.Routes, route)
 	}
 }

@@ -81,6 +81,8 @@ type Metrics struct {
 	retries     *prometheus.CounterVec
 	probes      *prometheus.CounterVec
 	storeFails  prometheus.Counter
+	tokens      *prometheus.CounterVec
+	noUsage     *prometheus.CounterVec
 
 	mu     sync.Mutex
 	routes map[string]*Route
@@ -133,6 +135,14 @@ func New(version string) *Metrics {
 		Namespace: namespace, Name: "limits_store_failures_total",
 		Help: "Calls to limits.store that failed or outlasted its timeout; requests then followed its on_error.",
 	})
+	m.tokens = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "tokens_total",
+		Help: "LLM tokens answers reported on routes with a token_limit, by route and kind (prompt, completion, total).",
+	}, []string{"route", "kind"})
+	m.noUsage = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "token_usage_missing_total",
+		Help: "Answers on routes with a token_limit that reported no usage, so charged nothing, by route.",
+	}, []string{"route"})
 
 	goVersion := ""
 	if bi, ok := debug.ReadBuildInfo(); ok {
@@ -144,7 +154,7 @@ func New(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.requests, m.gatewayTime, m.upstream, m.limited, m.denied, m.tries, m.retries, m.probes, m.storeFails, build,
+	m.reg.MustRegister(m.requests, m.gatewayTime, m.upstream, m.limited, m.denied, m.tries, m.retries, m.probes, m.storeFails, m.tokens, m.noUsage, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{m: m})
 	return m
@@ -179,6 +189,10 @@ func (m *Metrics) Route(name string) *Route {
 		upstream:    m.upstream.WithLabelValues(name),
 		limited:     m.limited.WithLabelValues(name),
 		denied:      map[int]prometheus.Counter{},
+		prompt:      m.tokens.WithLabelValues(name, "prompt"),
+		completion:  m.tokens.WithLabelValues(name, "completion"),
+		total:       m.tokens.WithLabelValues(name, "total"),
+		noUsage:     m.noUsage.WithLabelValues(name),
 	}
 	for i, c := range statusClasses {
 		for j, a := range authMethods {
@@ -199,7 +213,20 @@ type Route struct {
 	upstream    prometheus.Observer
 	limited     prometheus.Counter
 	denied      map[int]prometheus.Counter // read-only after creation
+
+	prompt, completion, total, noUsage prometheus.Counter
 }
+
+// Tokens counts one answer's reported LLM tokens by kind.
+func (r *Route) Tokens(prompt, completion, total int64) {
+	r.prompt.Add(float64(prompt))
+	r.completion.Add(float64(completion))
+	r.total.Add(float64(total))
+}
+
+// NoUsage counts an answer on a token-limited route that reported no
+// usage.
+func (r *Route) NoUsage() { r.noUsage.Inc() }
 
 // Observe records one answered request. auth is "", "key", "token" or
 // "public"; upstream is zero when the request never went upstream.

@@ -399,6 +399,7 @@ func TestNoSecretOrIdentityInLabels(t *testing.T) {
 		"outcome":   {"success", "failure", "ok"},
 		"state":     {"closed", "open", "half-open"},
 		"result":    {"up", "down", "skipped"},
+		"kind":      {"prompt", "completion", "total"},
 		"version":   {"v1.2.3"},
 		"goversion": nil, // the toolchain's; checked below
 	}

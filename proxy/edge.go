@@ -226,6 +226,9 @@ var corsResponseHeaders = []string{
 
 // modifyResponse is the ReverseProxy's ModifyResponse.
 func modifyResponse(res *http.Response) error {
+	if st := stateFrom(res.Request.Context()); st != nil && st.tok != nil {
+		watchUsage(res, st)
+	}
 	if st := stateFrom(res.Request.Context()); st != nil && st.route != nil && st.route.cors != nil {
 		for _, k := range corsResponseHeaders {
 			delete(res.Header, k)

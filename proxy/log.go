@@ -72,6 +72,11 @@ func (h *Handler) requestFields(f *jsonline.Line, r *http.Request, st *reqState,
 		f.Str("backend", st.backend)
 		f.Int("tries", int64(st.tries))
 	}
+	if st.tok != nil && st.tok.usage.TotalTokens > 0 {
+		f.Int("prompt_tokens", st.tok.usage.PromptTokens)
+		f.Int("completion_tokens", st.tok.usage.CompletionTokens)
+		f.Int("total_tokens", st.tok.usage.TotalTokens)
+	}
 	if st.replayed {
 		f.Bool("replayed", true)
 	}

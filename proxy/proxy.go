@@ -103,6 +103,8 @@ type Route struct {
 	Policy   *policy.Policy
 	// Limiter, when not nil, rate-limits admitted callers (429).
 	Limiter Limiter
+	// Tokens, when not nil, bounds admitted callers' LLM tokens (429).
+	Tokens TokenLimiter
 	// Metrics, when not nil, records every answered request.
 	Metrics RouteObserver
 	// CORS, when not nil, answers preflights at the gateway and labels
@@ -274,9 +276,10 @@ type reqState struct {
 	backend  string // the pool backend that answered (or was tried last)
 	tries    int    // pool tries made
 	retries  int
-	rest     string     // the path after the route's prefix
-	rawRest  string     // its escaped form, when that differs
-	body     bodyReader // the client's body, under the read timeout
+	rest     string      // the path after the route's prefix
+	rawRest  string      // its escaped form, when that differs
+	body     bodyReader  // the client's body, under the read timeout
+	tok      *tokenState // token limit bookkeeping (tokens.go); nil unless a token limit admitted the request
 }
 
 type stateKey struct{}
@@ -311,6 +314,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				st.errCode = CodeClientClosedRequest
 			}
 		}
+		h.chargeTokens(st)
 		h.logRequest(r, st, sw, start)
 	}()
 	h.serve(sw, r, st)
@@ -353,14 +357,16 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 	}
 	st.ident, st.rule = d.Identity, d.Rule
 
-	if route.Limiter != nil {
+	if route.Limiter != nil || route.Tokens != nil {
 		who := d.Identity.Key()
 		if d.Identity.Method == policy.MethodPublic {
 			// No credential: each client address gets its own bucket; behind
 			// a trusted load balancer, the address it reports.
 			who = h.clientBucket(r, st)
 		}
-		if route.check != nil {
+		if route.Limiter == nil {
+			// A token limit only: checked below.
+		} else if route.check != nil {
 			if !h.checkLimit(w, r, st, route.check, who) {
 				return
 			}
@@ -370,6 +376,9 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 			w.Header().Set(headerRetryAfter, secs)
 			WriteError(w, http.StatusTooManyRequests, CodeRateLimited,
 				"too many requests on this route: wait "+secs+" s (Retry-After) and try again")
+			return
+		}
+		if route.Tokens != nil && !h.checkTokens(w, r, st, route.Tokens, who) {
 			return
 		}
 	}

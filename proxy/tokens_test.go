@@ -1,0 +1,49 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+// TestWatchUsage: usage is found in a JSON answer and in the last SSE data
+// event that carries it, however the body is split into reads, and the
+// body reaches the reader unchanged.
+func TestWatchUsage(t *testing.T) {
+	usage := `"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}`
+	tests := []struct {
+		name, ctype, body string
+		want              int64
+	}{
+		{"json", "application/json; charset=utf-8", `{"id":"x",` + usage + `}`, 7},
+		{"json without usage", "application/json", `{"id":"x"}`, 0},
+		{"json usage null", "application/json", `{"usage":null}`, 0},
+		{"sse last event", "text/event-stream", "data: {\"a\":1}\n\ndata: {\"choices\":[]," + usage + "}\n\ndata: [DONE]\n\n", 7},
+		{"sse crlf", "text/event-stream", "data: {\"a\":1}\r\n\r\ndata: {" + usage + "}\r\n\r\n", 7},
+		{"sse no final newline", "text/event-stream", "data: {" + usage + "}", 7},
+		{"sse usage null mid-stream", "text/event-stream", "data: {\"usage\":null}\n\ndata: {\"x\":1}\n\n", 0},
+		{"sse comment mentioning usage", "text/event-stream", ": \"usage\" {" + usage + "}\n\n", 0},
+		{"sse line too long", "text/event-stream", "data: {\"pad\":\"" + strings.Repeat("x", maxUsageBytes) + "\"," + usage + "}\n\n", 0},
+		{"text", "text/plain", usage, 0},
+	}
+	for _, tt := range tests {
+		for _, oneByte := range []bool{false, true} {
+			st := &reqState{tok: &tokenState{}}
+			res := &http.Response{Header: http.Header{"Content-Type": {tt.ctype}}, Body: io.NopCloser(strings.NewReader(tt.body))}
+			watchUsage(res, st)
+			var r io.Reader = res.Body
+			if oneByte && len(tt.body) < 10000 {
+				r = iotest.OneByteReader(r)
+			}
+			got, err := io.ReadAll(r)
+			if err != nil || string(got) != tt.body {
+				t.Errorf("%s: body changed or failed: %v", tt.name, err)
+			}
+			if st.tok.usage.TotalTokens != tt.want {
+				t.Errorf("%s (one byte at a time: %v): total %d, want %d", tt.name, oneByte, st.tok.usage.TotalTokens, tt.want)
+			}
+		}
+	}
+}
