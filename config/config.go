@@ -510,6 +510,12 @@ type TokenLimit struct {
 	PerMinute int64 `yaml:"per_minute"`
 	// PerDay is the tokens per identity per UTC day; 0: no limit.
 	PerDay int64 `yaml:"per_day"`
+	// InjectStreamUsage adds "stream_options": {"include_usage": true} to
+	// JSON requests with "stream": true and no stream_options (OpenAI-style
+	// chat completions), so a streamed answer reports its usage; the body
+	// is otherwise unchanged. Only bodies the gateway buffers (up to
+	// server.buffer_body_bytes) are changed. Default false.
+	InjectStreamUsage bool `yaml:"inject_stream_usage"`
 }
 
 // Limits configures what request limits are counted in.

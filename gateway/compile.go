@@ -443,6 +443,7 @@ func (c *compiler) routes(keys *policy.KeyIndex, upstreams map[string]*proxy.Ups
 			if err == nil {
 				route.Tokens = tokens
 			}
+			route.InjectStreamUsage = tl.InjectStreamUsage
 		}
 		c.snap.Routes = append(c.snap.Routes, route)
 	}

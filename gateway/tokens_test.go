@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -18,12 +19,17 @@ import (
 )
 
 // fakeLLM answers /json with a JSON completion and /sse with a stream whose
-// last data event carries usage; each reports 60 tokens (45 + 15).
+// last data event carries usage when the request asked for it
+// (stream_options.include_usage); each reports 60 tokens (45 + 15).
 func fakeLLM(t *testing.T) *httptest.Server {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		usage := `"usage":{"prompt_tokens":45,"completion_tokens":15,"total_tokens":60}`
 		switch {
 		case strings.HasSuffix(r.URL.Path, "/sse"):
+			body, _ := io.ReadAll(r.Body)
+			if !strings.HasPrefix(string(body), `{"stream_options":{"include_usage":true},"stream":true`) {
+				usage = `"usage":null`
+			}
 			w.Header().Set("Content-Type", "text/event-stream")
 			for i := range 3 {
 				fmt.Fprintf(w, "data: {\"choices\":[{\"delta\":{\"content\":\"w%d\"}}]}\n\n", i)
@@ -62,7 +68,7 @@ routes:
     path: /
     upstream: u
     allow: [{ key_set: s }]
-    token_limit: { per_minute: 100, per_day: 1000 }
+    token_limit: { per_minute: 100, per_day: 1000, inject_stream_usage: true }
 `
 			if mode == "redis" {
 				y += "limits:\n  store: { type: redis, url: \"" + srv.URL() + "\" }\n"
@@ -80,6 +86,7 @@ routes:
 			call := func(path string) *httptest.ResponseRecorder {
 				req := httptest.NewRequest("POST", path, strings.NewReader(`{"stream":true}`))
 				req.Header.Set("Authorization", "Bearer "+keyA)
+				req.Header.Set("Content-Type", "application/json")
 				rec := httptest.NewRecorder()
 				snap.Handler.ServeHTTP(rec, req)
 				return rec

@@ -105,6 +105,10 @@ type Route struct {
 	Limiter Limiter
 	// Tokens, when not nil, bounds admitted callers' LLM tokens (429).
 	Tokens TokenLimiter
+	// InjectStreamUsage adds stream_options.include_usage to buffered JSON
+	// requests that ask for a stream and carry no stream_options, so the
+	// last event reports the usage Tokens charges.
+	InjectStreamUsage bool
 	// Metrics, when not nil, records every answered request.
 	Metrics RouteObserver
 	// CORS, when not nil, answers preflights at the gateway and labels
@@ -406,6 +410,9 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 			h.discardRefused(w, r, st)
 		}
 		return
+	}
+	if route.InjectStreamUsage {
+		injectStreamUsage(out)
 	}
 	route.Upstream.rp.ServeHTTP(w, out)
 }

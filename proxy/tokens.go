@@ -204,3 +204,43 @@ func (h *Handler) chargeTokens(st *reqState) {
 	}
 	st.route.Tokens.Charge(context.Background(), st.tok.who, u.TotalTokens, h.now())
 }
+
+// injectStreamUsage adds "stream_options":{"include_usage":true} at the
+// start of a buffered JSON request body that asks for a stream and has no
+// stream_options, so an OpenAI-compatible server reports usage in its last
+// event. Everything else in the body stays byte for byte; a body that is
+// not buffered, not JSON, not streamed or already has stream_options is
+// left alone.
+func injectStreamUsage(r *http.Request) {
+	if r.GetBody == nil || r.ContentLength <= 0 {
+		return
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		return
+	}
+	rc, err := r.GetBody()
+	if err != nil {
+		return
+	}
+	body, err := io.ReadAll(rc)
+	if err != nil {
+		return
+	}
+	var v struct {
+		Stream        *bool           `json:"stream"`
+		StreamOptions json.RawMessage `json:"stream_options"`
+	}
+	if json.Unmarshal(body, &v) != nil || v.Stream == nil || !*v.Stream || v.StreamOptions != nil {
+		return
+	}
+	i := bytes.IndexByte(body, '{')
+	if i < 0 {
+		return
+	}
+	const opt = `"stream_options":{"include_usage":true},`
+	out := make([]byte, 0, len(body)+len(opt))
+	out = append(append(append(out, body[:i+1]...), opt...), body[i+1:]...)
+	r.Body = io.NopCloser(bytes.NewReader(out))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(out)), nil }
+	r.ContentLength = int64(len(out))
+}

@@ -47,3 +47,33 @@ func TestWatchUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestInjectStreamUsage: only a buffered JSON body asking for a stream
+// without stream_options gains include_usage; the rest is unchanged.
+func TestInjectStreamUsage(t *testing.T) {
+	tests := []struct{ name, ctype, body, want string }{
+		{"streamed chat", "application/json", `{"model":"m","stream":true,"messages":[]}`, `{"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}`},
+		{"leading space", "application/json; charset=utf-8", ` { "stream": true }`, ` {"stream_options":{"include_usage":true}, "stream": true }`},
+		{"not streamed", "application/json", `{"stream":false}`, `{"stream":false}`},
+		{"no stream field", "application/json", `{"messages":[]}`, `{"messages":[]}`},
+		{"has stream_options", "application/json", `{"stream":true,"stream_options":{"include_usage":false}}`, `{"stream":true,"stream_options":{"include_usage":false}}`},
+		{"not json", "text/plain", `{"stream":true}`, `{"stream":true}`},
+		{"invalid json", "application/json", `{"stream":true`, `{"stream":true`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, _ := http.NewRequest("POST", "http://x/", strings.NewReader(tt.body))
+			r.Header.Set("Content-Type", tt.ctype)
+			injectStreamUsage(r)
+			got, _ := io.ReadAll(r.Body)
+			if string(got) != tt.want || r.ContentLength != int64(len(tt.want)) {
+				t.Errorf("body %s (length %d), want %s", got, r.ContentLength, tt.want)
+			}
+			if again, _ := r.GetBody(); again != nil {
+				if b, _ := io.ReadAll(again); string(b) != tt.want {
+					t.Errorf("GetBody gives %s", b)
+				}
+			}
+		})
+	}
+}
