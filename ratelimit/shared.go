@@ -37,7 +37,9 @@ type Verdict struct {
 // 2017-01-01 (the epoch keeps the float exact to about 10 µs). ARGV[2i-1]
 // is the emission interval (seconds per request), ARGV[2i] the burst.
 // Returns {admitted 0|1, retry_after seconds as a string, remaining per key}.
-// Every key written expires when its bucket is full again.
+// Every key written expires when its bucket is full again (at least 1 ms
+// later: at very high rates an emission interval vanishes in the float's
+// precision and the bucket is always full).
 var gcra = redis.NewScript(`
 local t = redis.call("TIME")
 local now = (t[1] - 1483228800) + (t[2] / 1000000)
@@ -65,7 +67,7 @@ if out[1] == 0 then
   return out
 end
 for i = 1, #KEYS do
-  redis.call("SET", KEYS[i], new[i], "PX", math.ceil((new[i] - now) * 1000))
+  redis.call("SET", KEYS[i], new[i], "PX", math.max(1, math.ceil((new[i] - now) * 1000)))
 end
 return out
 `)

@@ -262,3 +262,19 @@ func TestStorePaused(t *testing.T) {
 }
 
 func letter(i int) string { return string(rune('a' + i)) }
+
+// TestSharedHighRate: a rate so high that one request's emission interval
+// is below the float's precision still admits, and never errors.
+func TestSharedHighRate(t *testing.T) {
+	srv := redistest.Start(t)
+	s := newStore(t, srv.URL(), "deny")
+	l := shared(t, s, "r", ratelimit.Options{PerIdentity: ratelimit.Rate{Events: ratelimit.MaxEvents, Per: time.Second}, Overall: ratelimit.Rate{Events: ratelimit.MaxEvents, Per: time.Second}})
+	for i := range 50 {
+		if v := l.Check(context.Background(), "a", time.Now()); !v.OK {
+			t.Fatalf("request %d: %+v; store %+v", i, v, s.Status())
+		}
+	}
+	if st := s.Status(); st.Failures != 0 {
+		t.Errorf("store failures: %+v", st)
+	}
+}
