@@ -336,3 +336,56 @@ func TestDrillStorePaused(t *testing.T) {
 	}
 	t.Logf("requests slower than the timeout %v: %d of %d", storeTimeout, slow, len(res.latency))
 }
+
+// TestDrillTokensAcrossReplicas: a token limit counted in the store holds
+// across three replicas: answers of 30 tokens against 100 a minute admit
+// four requests (the fourth overshoots by its own usage), then 429s with
+// Retry-After, whichever replica is asked.
+func TestDrillTokensAcrossReplicas(t *testing.T) {
+	srv := redistest.Start(t)
+	model := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"choices":[],"usage":{"prompt_tokens":20,"completion_tokens":10,"total_tokens":30}}`))
+	}))
+	t.Cleanup(model.Close)
+	b := newConfig().Partners().Upstream("model", model.URL, "{ type: none }").Route("chat", "/v1", "model", "key_set: partners")
+	b.routes[len(b.routes)-1] += "    token_limit: { per_minute: 100 }\n"
+	var gws []*testGateway
+	for range 3 {
+		gws = append(gws, startWithText(t, func(listen, admin string) string {
+			return b.YAML(listen, admin) + "limits:\n  store: { type: redis, url: \"" + srv.URL() + "\" }\n"
+		}))
+	}
+	// Start early in a minute, so the requests share one window.
+	if s := time.Now().Second(); s > 50 {
+		time.Sleep(time.Duration(61-s) * time.Second)
+	}
+	var codes []int
+	var remaining []string
+	for i := range 7 {
+		req, _ := http.NewRequest("POST", gws[i%3].URL+"/v1/chat", strings.NewReader(`{}`))
+		req.Header.Set("Authorization", "Bearer "+partnerKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		codes = append(codes, resp.StatusCode)
+		remaining = append(remaining, resp.Header.Get("X-Ratelimit-Remaining-Tokens"))
+		if resp.StatusCode == 429 && resp.Header.Get("Retry-After") == "" {
+			t.Error("429 without Retry-After")
+		}
+	}
+	t.Logf("100 tokens/min, 30 per answer, round robin over 3 replicas: statuses %v, remaining %v", codes, remaining)
+	want := []int{200, 200, 200, 200, 429, 429, 429}
+	for i := range want {
+		if codes[i] != want[i] {
+			t.Fatalf("statuses %v, want %v (one shared budget)", codes, want)
+		}
+	}
+	if lines := gws[0].Logs.String(); !strings.Contains(lines, `"total_tokens":30`) {
+		t.Errorf("audit lines lack usage:\n%s", lines)
+	}
+}
