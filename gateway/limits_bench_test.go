@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"syscall"
 	"testing"
 	"time"
@@ -18,7 +21,13 @@ import (
 // (the latency a request sees, Redis round trips included) it reports
 // cpu-µs/op: this process's user+system CPU per request, which leaves out
 // Redis's own.
-func BenchmarkLimits(b *testing.B) {
+func BenchmarkLimits(b *testing.B) { benchLimits(b, false) }
+
+// BenchmarkLimitsParallel is BenchmarkLimits with GOMAXPROCS goroutines
+// sending at once, so Redis round trips overlap as they do under load.
+func BenchmarkLimitsParallel(b *testing.B) { benchLimits(b, true) }
+
+func benchLimits(b *testing.B, parallel bool) {
 	srv := redistest.Start(b)
 	const key = "mgk_bench-client-0123456789abcdef"
 	for _, bc := range []struct{ name, extra, store string }{
@@ -48,13 +57,42 @@ routes:
 			}
 			b.Cleanup(snap.Close)
 			before := cpuTime()
-			benchRoute(b, snap.Handler, "Bearer "+key)
+			if parallel {
+				benchParallel(b, snap.Handler, "Bearer "+key)
+			} else {
+				benchRoute(b, snap.Handler, "Bearer "+key)
+			}
 			b.ReportMetric(float64(cpuTime()-before)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
 			if st := snap.Readiness().LimitsStore; st != nil && st.Failures > 0 {
 				b.Errorf("%d store failures during the benchmark, last: %s", st.Failures, st.LastError)
 			}
 		})
 	}
+}
+
+// benchParallel is benchRoute from several goroutines, each with its own
+// request and sink.
+func benchParallel(b *testing.B, h http.Handler, authz string) {
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		body := bytes.NewReader(benchBody)
+		r := httptest.NewRequest("POST", "http://gw.example/score", nil)
+		r.Header.Set("Authorization", authz)
+		r.Header.Set("Content-Type", "application/json")
+		r.RemoteAddr = "192.0.2.10:41234"
+		w := &sink{h: http.Header{}}
+		for pb.Next() {
+			body.Reset(benchBody)
+			r.Body, r.ContentLength = io.NopCloser(body), int64(len(benchBody))
+			clear(w.h)
+			w.status = 0
+			h.ServeHTTP(w, r)
+			if w.status != 200 {
+				b.Errorf("status %d", w.status)
+				return
+			}
+		}
+	})
 }
 
 // cpuTime is this process's user + system CPU time so far.
