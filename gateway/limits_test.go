@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -137,4 +138,28 @@ func decodeCode(t *testing.T, rec *httptest.ResponseRecorder) string {
 		t.Fatalf("body %q: %v", rec.Body, err)
 	}
 	return body.Error.Code
+}
+
+// TestRateLimitHeadersInMemory: without a store, answers on a limited
+// route carry the same x-ratelimit-*-requests headers.
+func TestRateLimitHeadersInMemory(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(up.Close)
+	y := strings.Replace(limitsConfig(up.URL, "", "local"), "limits:\n  store: { type: redis, url: \"\", timeout: 50ms, on_error: local }\n", "", 1)
+	snap, err := Build(context.Background(), parse(t, y), Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(snap.Close)
+	var got []string
+	for range 3 {
+		rec := callKey(snap.Handler, keyA)
+		got = append(got, fmt.Sprintf("%d %s/%s", rec.Code, rec.Header().Get("X-Ratelimit-Remaining-Requests"), rec.Header().Get("X-Ratelimit-Limit-Requests")))
+	}
+	if want := "[200 1/2 200 0/2 429 0/2]"; fmt.Sprint(got) != want {
+		t.Errorf("answers %v, want %s", got, want)
+	}
+	if snap.Readiness().LimitsStore != nil {
+		t.Error("readiness reports a limits store without one")
+	}
 }

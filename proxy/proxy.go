@@ -81,8 +81,9 @@ type Limiter interface {
 	Allow(identity string, now time.Time) (ok bool, retryAfter time.Duration)
 }
 
-// CheckLimiter is a Limiter that counts in a store shared by replicas;
-// *ratelimit.Shared implements it. When a Route's Limiter implements it,
+// CheckLimiter is a Limiter that also reports its bucket;
+// *ratelimit.Limiter (in memory) and *ratelimit.Shared (in a store shared
+// by replicas) implement it. When a Route's Limiter implements it,
 // the proxy calls Check (with the request's context, so a caller that
 // leaves stops the wait) instead of Allow, answers 503
 // limits_unavailable when the verdict says so (limits.store on_error:

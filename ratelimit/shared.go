@@ -149,8 +149,7 @@ func (l *Shared) Check(ctx context.Context, identity string, now time.Time) Verd
 	case OnErrorDeny:
 		return Verdict{Unavailable: true, RetryAfter: time.Second}
 	}
-	ok, wait := l.local.Allow(identity, now)
-	return Verdict{OK: ok, RetryAfter: wait}
+	return l.local.Check(ctx, identity, now)
 }
 
 func (l *Shared) check(ctx context.Context, identity string) (Verdict, error) {

@@ -278,3 +278,35 @@ func TestSharedHighRate(t *testing.T) {
 		t.Errorf("store failures: %+v", st)
 	}
 }
+
+// TestLimiterCheck: the in-memory limiter reports the bucket and what is
+// left in it, like Shared does.
+func TestLimiterCheck(t *testing.T) {
+	now := time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name string
+		o    ratelimit.Options
+	}{
+		{"per identity", ratelimit.Options{PerIdentity: ratelimit.Rate{Events: 3, Per: time.Minute}, PerIdentityBurst: 3}},
+		{"overall", ratelimit.Options{Overall: ratelimit.Rate{Events: 3, Per: time.Minute}, OverallBurst: 3}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l, err := ratelimit.New(tt.o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []ratelimit.Verdict
+			for range 4 {
+				got = append(got, l.Check(context.Background(), "a", now))
+			}
+			for i, want := range []int{2, 1, 0} {
+				if !got[i].OK || got[i].Limit != 3 || got[i].Remaining != want {
+					t.Errorf("request %d: %+v, want admitted, limit 3, remaining %d", i, got[i], want)
+				}
+			}
+			if got[3].OK || got[3].RetryAfter != 20*time.Second || got[3].Remaining != 0 {
+				t.Errorf("fourth: %+v, want refused for 20s", got[3])
+			}
+		})
+	}
+}
