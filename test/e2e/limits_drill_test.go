@@ -236,7 +236,7 @@ func TestDrillSharedLimitAcrossReplicas(t *testing.T) {
 // Redis is back, the shared limit holds again.
 func TestDrillStoreKilledLocal(t *testing.T) {
 	srv := redistest.Start(t)
-	gws := startReplicas(t, 3, srv.URL(), "local", "{ per_identity: 1000/s, burst: 1000 }")
+	gws := startReplicas(t, 3, srv.URL(), "local", "{ per_identity: 100000/s, burst: 100000 }")
 	base := load(t, gws, 6, 500*time.Millisecond, nil)
 	res := load(t, gws, 6, 1500*time.Millisecond, func() {
 		time.Sleep(300 * time.Millisecond)
@@ -296,7 +296,7 @@ func TestDrillStoreResumes(t *testing.T) {
 // TestDrillStoreKilledDeny: on_error deny answers quick 503s, no hangs.
 func TestDrillStoreKilledDeny(t *testing.T) {
 	srv := redistest.Start(t)
-	gws := startReplicas(t, 3, srv.URL(), "deny", "{ per_identity: 1000/s, burst: 1000 }")
+	gws := startReplicas(t, 3, srv.URL(), "deny", "{ per_identity: 100000/s, burst: 100000 }")
 	base := load(t, gws, 6, 500*time.Millisecond, nil)
 	srv.Kill()
 	res := load(t, gws, 6, 1000*time.Millisecond, nil)
@@ -314,7 +314,7 @@ func TestDrillStoreKilledDeny(t *testing.T) {
 // (SIGSTOP) holds no request longer than the timeout + 50 ms.
 func TestDrillStorePaused(t *testing.T) {
 	srv := redistest.Start(t)
-	gws := startReplicas(t, 3, srv.URL(), "local", "{ per_identity: 1000/s, burst: 1000 }")
+	gws := startReplicas(t, 3, srv.URL(), "local", "{ per_identity: 100000/s, burst: 100000 }")
 	base := load(t, gws, 6, 500*time.Millisecond, nil)
 	srv.Pause()
 	t.Cleanup(srv.Resume)
