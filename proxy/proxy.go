@@ -435,18 +435,24 @@ func (h *Handler) checkLimit(w *statusWriter, r *http.Request, st *reqState, l C
 	if v.OK {
 		return true
 	}
-	secs := strconv.Itoa(ratelimit.RetryAfterSeconds(v.RetryAfter))
+	refuseLimited(w, st, v.RetryAfter, v.Unavailable, "rate limit", "too many requests on this route")
+	return false
+}
+
+// refuseLimited answers a request a limit refused: 429 with Retry-After, or
+// 503 limits_unavailable when the limit could not be checked (limits.store
+// down with on_error: deny). what names the limit; why is the 429's reason.
+func refuseLimited(w http.ResponseWriter, st *reqState, wait time.Duration, unavailable bool, what, why string) {
+	secs := strconv.Itoa(ratelimit.RetryAfterSeconds(wait))
 	w.Header().Set(headerRetryAfter, secs)
-	if v.Unavailable {
+	if unavailable {
 		st.errCode = CodeLimitsUnavailable
 		WriteError(w, http.StatusServiceUnavailable, CodeLimitsUnavailable,
-			"the gateway cannot check this route's rate limit right now: wait "+secs+" s (Retry-After) and try again")
-		return false
+			"the gateway cannot check this route's "+what+" right now: wait "+secs+" s (Retry-After) and try again")
+		return
 	}
 	st.errCode = CodeRateLimited
-	WriteError(w, http.StatusTooManyRequests, CodeRateLimited,
-		"too many requests on this route: wait "+secs+" s (Retry-After) and try again")
-	return false
+	WriteError(w, http.StatusTooManyRequests, CodeRateLimited, why+": wait "+secs+" s (Retry-After) and try again")
 }
 
 func remoteHost(addr string) string {

@@ -68,17 +68,7 @@ func (h *Handler) checkTokens(w *statusWriter, r *http.Request, st *reqState, l 
 		st.tok = &tokenState{who: who}
 		return true
 	}
-	secs := strconv.Itoa(ratelimit.RetryAfterSeconds(v.RetryAfter))
-	w.Header().Set(headerRetryAfter, secs)
-	if v.Unavailable {
-		st.errCode = CodeLimitsUnavailable
-		WriteError(w, http.StatusServiceUnavailable, CodeLimitsUnavailable,
-			"the gateway cannot check this route's token limit right now: wait "+secs+" s (Retry-After) and try again")
-		return false
-	}
-	st.errCode = CodeRateLimited
-	WriteError(w, http.StatusTooManyRequests, CodeRateLimited,
-		"token limit reached on this route: wait "+secs+" s (Retry-After) and try again")
+	refuseLimited(w, st, v.RetryAfter, v.Unavailable, "token limit", "token limit reached on this route")
 	return false
 }
 
