@@ -38,6 +38,19 @@ func (w *sink) WriteHeader(c int)           { w.status = c }
 func (w *sink) Write(p []byte) (int, error) { return len(p), nil }
 func (w *sink) Flush()                      {}
 
+// benchKeyRoute is the bench harness's key route; KEYSHA is the client
+// key's hash, and more allow rules or route fields may follow.
+const benchKeyRoute = `key_sets:
+  bench: [{ id: bench-client, sha256: "KEYSHA" }]
+upstreams:
+  scorer: { url: "http://scorer.internal/score", auth: { type: key, key: "${K1}" } }
+routes:
+  - name: score
+    path: /score
+    upstream: scorer
+    allow:
+      - key_set: bench`
+
 // benchGateway builds the bench harness's configuration (one route admitting
 // a key and Azure AD tokens with a role) against an in-memory upstream.
 func benchGateway(b *testing.B) (*Snapshot, string, string) {
@@ -50,16 +63,7 @@ identity_providers:
     tenant_id: TENANT
     authority_host: AUTHORITY
     audiences: [api://modelgate]
-key_sets:
-  bench: [{ id: bench-client, sha256: "KEYSHA" }]
-upstreams:
-  scorer: { url: "http://scorer.internal/score", auth: { type: key, key: "${K1}" } }
-routes:
-  - name: score
-    path: /score
-    upstream: scorer
-    allow:
-      - key_set: bench
+` + benchKeyRoute + `
       - identity_provider: aad
         roles: [Score.Invoke]
 `)

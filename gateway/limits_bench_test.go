@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -37,17 +38,7 @@ func benchLimits(b *testing.B, parallel bool) {
 		{"redis+tokens", "    rate_limit: { per_identity: 1000000000/s, overall: 1000000000/s }\n    token_limit: { per_minute: 2000000000 }\n", srv.URL()},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			y := `
-key_sets:
-  bench: [{ id: bench-client, sha256: "` + sha(key) + `" }]
-upstreams:
-  scorer: { url: "http://scorer.internal/score", auth: { type: key, key: "${K1}" } }
-routes:
-  - name: score
-    path: /score
-    upstream: scorer
-    allow: [{ key_set: bench }]
-` + bc.extra
+			y := strings.Replace(benchKeyRoute, "KEYSHA", sha(key), 1) + "\n" + bc.extra
 			if bc.store != "" {
 				y += "limits:\n  store: { type: redis, url: \"" + bc.store + "\" }\n"
 			}
