@@ -1,12 +1,10 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -66,20 +64,10 @@ func benchLimits(b *testing.B, parallel bool) {
 func benchParallel(b *testing.B, h http.Handler, authz string) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
-		body := bytes.NewReader(benchBody)
-		r := httptest.NewRequest("POST", "http://gw.example/score", nil)
-		r.Header.Set("Authorization", authz)
-		r.Header.Set("Content-Type", "application/json")
-		r.RemoteAddr = "192.0.2.10:41234"
-		w := &sink{h: http.Header{}}
+		send := benchSender(h, authz)
 		for pb.Next() {
-			body.Reset(benchBody)
-			r.Body, r.ContentLength = io.NopCloser(body), int64(len(benchBody))
-			clear(w.h)
-			w.status = 0
-			h.ServeHTTP(w, r)
-			if w.status != 200 {
-				b.Errorf("status %d", w.status)
+			if st := send(); st != 200 {
+				b.Errorf("status %d", st)
 				return
 			}
 		}
