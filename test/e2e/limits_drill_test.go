@@ -242,15 +242,7 @@ func TestDrillStoreKilledLocal(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		srv.Kill()
 	})
-	t.Logf("healthy store: %d requests, p50 %v p99 %v max %v", len(base.latency), base.pct(.5), base.pct(.99), base.max())
-	t.Logf("Redis killed after 300ms of 1.5s load, on_error local: %v, %d transport errors, p50 %v p99 %v max %v",
-		res.byStatus, res.errors, res.pct(.5), res.pct(.99), res.max())
-	if res.errors > 0 || res.byStatus[200] != len(res.latency) {
-		t.Errorf("failed requests with on_error local: %v, %d transport errors", res.byStatus, res.errors)
-	}
-	if bound := storeTimeout + 50*time.Millisecond + base.max(); res.max() > bound {
-		t.Errorf("slowest request %v, want ≤ timeout %v + 50ms + the healthy run's slowest %v", res.max(), storeTimeout, base.max())
-	}
+	checkOutage(t, "Redis killed after 300ms of 1.5s load, on_error local", base, res)
 	for _, g := range gws {
 		if s := storeState(t, g); s != "degraded" {
 			t.Errorf("%s /readyz limits_store = %q, want degraded", g.Addr, s)
@@ -319,15 +311,7 @@ func TestDrillStorePaused(t *testing.T) {
 	srv.Pause()
 	t.Cleanup(srv.Resume)
 	res := load(t, gws, 6, 2500*time.Millisecond, nil)
-	t.Logf("healthy store: %d requests, p50 %v p99 %v max %v", len(base.latency), base.pct(.5), base.pct(.99), base.max())
-	t.Logf("Redis paused (SIGSTOP), on_error local: %v, %d transport errors, p50 %v p99 %v max %v",
-		res.byStatus, res.errors, res.pct(.5), res.pct(.99), res.max())
-	if res.errors > 0 || res.byStatus[200] != len(res.latency) {
-		t.Errorf("failed requests: %v, %d transport errors", res.byStatus, res.errors)
-	}
-	if bound := storeTimeout + 50*time.Millisecond + base.max(); res.max() > bound {
-		t.Errorf("slowest request %v, want ≤ timeout %v + 50ms + the healthy run's slowest %v", res.max(), storeTimeout, base.max())
-	}
+	checkOutage(t, "Redis paused (SIGSTOP), on_error local", base, res)
 	slow := 0
 	for _, d := range res.latency {
 		if d > storeTimeout {
@@ -387,5 +371,20 @@ func TestDrillTokensAcrossReplicas(t *testing.T) {
 	}
 	if lines := gws[0].Logs.String(); !strings.Contains(lines, `"total_tokens":30`) {
 		t.Errorf("audit lines lack usage:\n%s", lines)
+	}
+}
+
+// checkOutage: during a store outage with on_error local every request
+// succeeds, and none waits longer than the store timeout + 50 ms beyond the
+// slowest request of the healthy run before it (base).
+func checkOutage(t *testing.T, what string, base, res loadResult) {
+	t.Helper()
+	t.Logf("healthy store: %d requests, p50 %v p99 %v max %v", len(base.latency), base.pct(.5), base.pct(.99), base.max())
+	t.Logf("%s: %v, %d transport errors, p50 %v p99 %v max %v", what, res.byStatus, res.errors, res.pct(.5), res.pct(.99), res.max())
+	if res.errors > 0 || res.byStatus[200] != len(res.latency) {
+		t.Errorf("failed requests: %v, %d transport errors", res.byStatus, res.errors)
+	}
+	if bound := storeTimeout + 50*time.Millisecond + base.max(); res.max() > bound {
+		t.Errorf("slowest request %v, want ≤ timeout %v + 50ms + the healthy run's slowest %v", res.max(), storeTimeout, base.max())
 	}
 }
