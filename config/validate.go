@@ -159,6 +159,21 @@ func (v *validator) log() {
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
+// uniqueName checks a required name of a list entry (a route, a backend)
+// and that no other entry in seen has it.
+func (v *validator) uniqueName(p, kind, n string, seen map[string]bool) {
+	switch {
+	case n == "":
+		v.errAt(p, "missing: every %s needs a name (it appears in logs and metrics)", kind)
+	case seen[n]:
+		v.name(p, kind, n)
+		v.errAt(p, "%s name %q is used twice", kind, n)
+	default:
+		v.name(p, kind, n)
+	}
+	seen[n] = true
+}
+
 func (v *validator) name(p, kind, n string) {
 	if !namePattern.MatchString(n) {
 		v.errAt(p, "%s name %q must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", kind, n)
@@ -300,15 +315,7 @@ func (v *validator) pool(p string, u *Upstream) {
 			v.errAt(bp, "empty backend: give it a name, url and auth")
 			continue
 		}
-		if b.Name == "" {
-			v.errAt(bp+".name", "missing: every backend needs a name (it appears in logs and metrics)")
-		} else {
-			v.name(bp+".name", "backend", b.Name)
-			if names[b.Name] {
-				v.errAt(bp+".name", "backend name %q is used twice in this upstream", b.Name)
-			}
-			names[b.Name] = true
-		}
+		v.uniqueName(bp+".name", "backend", b.Name, names)
 		b.Parsed = v.endpoint(bp, b.URL, b.Headers, b.IdentityHeaders, &b.Auth)
 	}
 	if m := u.Mirror; m != nil && m.Backend != "" && !names[m.Backend] {
@@ -431,15 +438,7 @@ func (v *validator) routes() {
 			v.errAt(p, "empty route: give it a name, path, upstream and allow")
 			continue
 		}
-		if r.Name == "" {
-			v.errAt(p+".name", "missing: every route needs a name (it appears in logs and metrics)")
-		} else {
-			v.name(p+".name", "route", r.Name)
-			if names[r.Name] {
-				v.errAt(p+".name", "route name %q is used twice", r.Name)
-			}
-			names[r.Name] = true
-		}
+		v.uniqueName(p+".name", "route", r.Name, names)
 		if r.Host != "" {
 			r.Host = strings.ToLower(r.Host)
 			if strings.HasPrefix(r.Host, "*.") {
