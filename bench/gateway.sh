@@ -53,5 +53,14 @@ routes:
       - identity_provider: bench
         roles: [Score.Invoke]
 YAML
+# Optional limits, to measure their cost: MODELGATE_RATE_LIMIT is a
+# rate_limit flow mapping for the route (e.g. '{ per_identity: 1000000/s }'),
+# MODELGATE_STORE_URL a Redis URL that counts it (limits.store).
+if [ -n "${MODELGATE_RATE_LIMIT:-}" ]; then
+  echo "    rate_limit: $MODELGATE_RATE_LIMIT" >> "$dir/modelgate.yaml"
+fi
+if [ -n "${MODELGATE_STORE_URL:-}" ]; then
+  printf 'limits:\n  store: { type: redis, url: "%s", timeout: 50ms, on_error: local }\n' "$MODELGATE_STORE_URL" >> "$dir/modelgate.yaml"
+fi
 
 exec "$bin" serve -config "$dir/modelgate.yaml" 2>>"$dir/gateway.log"
