@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -18,6 +20,7 @@ import (
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/gateway"
 	"github.com/modelgate/modelgate/pool"
+	"github.com/modelgate/modelgate/ratelimit"
 )
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
@@ -53,7 +56,68 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "%s: OK (listen %s, admin %s)\n\n", *path, cfg.Server.Listen, cfg.Admin.Listen)
 	printRoutes(stdout, cfg)
 	printPools(stdout, cfg, snap)
+	printLimits(stdout, cfg)
 	return nil
+}
+
+// printLimits writes where request limits are counted (the store, its URL
+// without credentials) and each limited route's rate and token limits.
+func printLimits(w io.Writer, cfg *config.Config) {
+	var lines []string
+	for _, r := range cfg.Routes {
+		var parts []string
+		if rl := r.RateLimit; rl != nil {
+			var p []string
+			if rl.PerIdentity != "" {
+				p = append(p, "per_identity "+rl.PerIdentity+burst(rl.Burst))
+			}
+			if rl.Overall != "" {
+				p = append(p, "overall "+rl.Overall+burst(rl.OverallBurst))
+			}
+			parts = append(parts, "rate_limit "+strings.Join(p, ", "))
+		}
+		if tl := r.TokenLimit; tl != nil {
+			var p []string
+			if tl.PerMinute > 0 {
+				p = append(p, fmt.Sprintf("%d/minute", tl.PerMinute))
+			}
+			if tl.PerDay > 0 {
+				p = append(p, fmt.Sprintf("%d/day", tl.PerDay))
+			}
+			if tl.InjectStreamUsage {
+				p = append(p, "inject_stream_usage")
+			}
+			parts = append(parts, "token_limit "+strings.Join(p, ", "))
+		}
+		if len(parts) > 0 {
+			lines = append(lines, "  "+r.Name+": "+strings.Join(parts, "; "))
+		}
+	}
+	st := cfg.Limits.Store
+	if st == nil && len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nLIMITS")
+	if st == nil {
+		fmt.Fprintln(w, "  store: none (each replica counts in its own memory)")
+	} else {
+		host := "(url not parsable)"
+		if u, err := url.Parse(st.URL.Reveal()); err == nil {
+			host = u.Host
+		}
+		timeout := cmp.Or(st.Timeout.D(), ratelimit.DefaultStoreTimeout)
+		fmt.Fprintf(w, "  store: %s %s, timeout %s, on_error %s\n", st.Type, host, timeout, cmp.Or(st.OnError, ratelimit.OnErrorLocal))
+	}
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+}
+
+func burst(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" burst %d", n)
 }
 
 // printRoutes writes the route table: where each route goes and who may

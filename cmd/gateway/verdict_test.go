@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -231,5 +232,36 @@ upstreams:
 	}
 	if n := strings.Count(out, "warning:"); n != len(want) {
 		t.Errorf("%d warnings, want %d:\n%s", n, len(want), out)
+	}
+}
+
+// TestCheckPrintsLimits: check shows where limits are counted (the store,
+// with its URL redacted, its timeout and on_error) and each route's rate
+// and token limits (issue 12).
+func TestCheckPrintsLimits(t *testing.T) {
+	t.Setenv("VERDICT_KEY", "verdict-upstream-key-0123456789")
+	t.Setenv("VERDICT_REDIS", "redis://:s3cr3t-redis-pass@127.0.0.1:1/0")
+	y := strings.Replace(verdictBase, "      - key_set: partners\n",
+		"      - key_set: partners\n    rate_limit: { per_identity: 60/m, burst: 10, overall: 2000/m }\n    token_limit: { per_minute: 20000, per_day: 2000000, inject_stream_usage: true }\n", 1)
+	y += "limits:\n  store: { type: redis, url: \"${VERDICT_REDIS}\", timeout: 80ms, on_error: deny }\n"
+	file := filepath.Join(t.TempDir(), "limits.yaml")
+	if err := os.WriteFile(file, []byte(y), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"check", "-config", file}, &out, &errb); err != nil {
+		t.Fatalf("check: %v\n%s", err, errb.String())
+	}
+	for _, want := range []string{
+		"LIMITS",
+		"store: redis 127.0.0.1:1, timeout 80ms, on_error deny",
+		"fraud: rate_limit per_identity 60/m burst 10, overall 2000/m; token_limit 20000/minute, 2000000/day, inject_stream_usage",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("check output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String()+errb.String(), "s3cr3t-redis-pass") {
+		t.Error("check printed the store's password")
 	}
 }
