@@ -310,3 +310,35 @@ func TestLimiterCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestStorePassword: a store that requires a password (as Azure Cache for
+// Redis does) is used with the password in the URL; a wrong password is a
+// store failure that follows on_error, and its value never appears in the
+// status or the error.
+func TestStorePassword(t *testing.T) {
+	const pw = "s3cr3t-redis-pass"
+	srv := redistest.StartWithPassword(t, pw)
+	o := ratelimit.Options{PerIdentity: ratelimit.Rate{Events: 5, Per: time.Minute}, PerIdentityBurst: 5}
+	ctx := context.Background()
+
+	good := newStore(t, srv.URL(), "")
+	if v := shared(t, good, "chat", o).Check(ctx, "key:alice", time.Now()); !v.OK || v.Remaining != 4 {
+		t.Errorf("with the password: %+v, want admitted with 4 left (counted in Redis)", v)
+	}
+	if st := good.Status(); st.State != ratelimit.StoreOK || st.Failures != 0 || strings.Contains(st.Store, pw) {
+		t.Errorf("with the password: status %+v", st)
+	}
+	if keys, err := srv.Client(t).Keys(ctx, "modelgate:*").Result(); err != nil || len(keys) != 1 {
+		t.Errorf("keys in Redis: %v %v, want the one counter", keys, err)
+	}
+
+	wrong := newStore(t, strings.Replace(srv.URL(), pw, "not-the-password", 1), "deny")
+	v := shared(t, wrong, "chat", o).Check(ctx, "key:alice", time.Now())
+	if v.OK || !v.Unavailable {
+		t.Errorf("with a wrong password and on_error deny: %+v, want refused as unavailable", v)
+	}
+	st := wrong.Status()
+	if st.State != ratelimit.StoreDegraded || st.Failures == 0 || strings.Contains(st.Store+st.LastError, "not-the-password") {
+		t.Errorf("with a wrong password: status %+v", st)
+	}
+}

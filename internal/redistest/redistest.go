@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -37,9 +38,10 @@ type Server struct {
 	// Addr is host:port on 127.0.0.1.
 	Addr string
 
-	bin  string
-	dir  string
-	port int
+	bin      string
+	dir      string
+	port     int
+	password string // requirepass, if any
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -51,7 +53,14 @@ type Server struct {
 // (does not skip) when redis-server is not installed or does not start.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	s, err := New(tb.TempDir())
+	return StartWithPassword(tb, "")
+}
+
+// StartWithPassword is Start for a server that requires password
+// (requirepass, as Azure Cache for Redis does); URL carries it.
+func StartWithPassword(tb testing.TB, password string) *Server {
+	tb.Helper()
+	s, err := newServer(tb.TempDir(), password)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -62,12 +71,14 @@ func Start(tb testing.TB) *Server {
 // New runs a redis-server that keeps its files in dir, for TestMain; the
 // caller must Close it. The returned error wraps [ErrNotInstalled] when
 // redis-server is missing.
-func New(dir string) (*Server, error) {
+func New(dir string) (*Server, error) { return newServer(dir, "") }
+
+func newServer(dir, password string) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, ErrNotInstalled
 	}
-	s := &Server{bin: bin, dir: dir}
+	s := &Server{bin: bin, dir: dir, password: password}
 	// A free port can be taken between our probe and redis-server's bind;
 	// try a few.
 	var last error
@@ -84,7 +95,12 @@ func New(dir string) (*Server, error) {
 }
 
 // URL is the redis:// URL of the server, database 0.
-func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+func (s *Server) URL() string {
+	if s.password != "" {
+		return "redis://:" + url.QueryEscape(s.password) + "@" + s.Addr + "/0"
+	}
+	return "redis://" + s.Addr + "/0"
+}
 
 // PID is the process id of the running redis-server, or 0 when stopped.
 func (s *Server) PID() int {
@@ -97,11 +113,14 @@ func (s *Server) PID() int {
 }
 
 func (s *Server) start() error {
-	cmd := exec.Command(s.bin,
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--logfile", "", "--loglevel", "warning",
-		"--daemonize", "no", "--protected-mode", "yes")
+		"--daemonize", "no", "--protected-mode", "yes"}
+	if s.password != "" {
+		args = append(args, "--requirepass", s.password)
+	}
+	cmd := exec.Command(s.bin, args...)
 	out, err := os.Create(s.dir + "/redis-" + strconv.Itoa(s.port) + ".log")
 	if err != nil {
 		return err
@@ -117,7 +136,7 @@ func (s *Server) start() error {
 	s.cmd, s.exited, s.paused = cmd, exited, false
 	s.mu.Unlock()
 
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, DialTimeout: 200 * time.Millisecond, ContextTimeoutEnabled: true, MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, Password: s.password, DialTimeout: 200 * time.Millisecond, ContextTimeoutEnabled: true, MaxRetries: -1})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -191,7 +210,7 @@ func (s *Server) Client(tb testing.TB) *redis.Client {
 	// ContextTimeoutEnabled: without it go-redis ignores a context's
 	// deadline for reads and writes, and a paused server holds a call for
 	// ReadTimeout (3 s) times its retries.
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, ContextTimeoutEnabled: true, MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, Password: s.password, ContextTimeoutEnabled: true, MaxRetries: -1})
 	tb.Cleanup(func() { _ = c.Close() })
 	return c
 }
