@@ -342,3 +342,29 @@ func TestStorePassword(t *testing.T) {
 		t.Errorf("with a wrong password: status %+v", st)
 	}
 }
+
+// TestStoreTLS: a rediss:// store (TLS, as Azure Cache for Redis serves on
+// port 6380) counts limits like a plain one. The server's certificate is
+// trusted the way any private CA is, through SSL_CERT_FILE; this must be
+// the process's first TLS verification, which it is in this package.
+func TestStoreTLS(t *testing.T) {
+	srv := redistest.StartTLS(t)
+	t.Setenv("SSL_CERT_FILE", srv.CAFile())
+	if !strings.HasPrefix(srv.URL(), "rediss://") {
+		t.Fatalf("URL %s", srv.URL())
+	}
+	s := newStore(t, srv.URL(), "deny", func(o *ratelimit.StoreOptions) { o.Timeout = 2 * time.Second })
+	o := ratelimit.Options{PerIdentity: ratelimit.Rate{Events: 5, Per: time.Minute}, PerIdentityBurst: 5}
+	l := shared(t, s, "chat", o)
+	for i := range 5 {
+		if v := l.Check(context.Background(), "key:alice", time.Now()); !v.OK || v.Remaining != 4-i {
+			t.Fatalf("request %d over TLS: %+v (status %+v)", i, v, s.Status())
+		}
+	}
+	if v := l.Check(context.Background(), "key:alice", time.Now()); v.OK || v.Unavailable {
+		t.Errorf("sixth request: %+v, want refused by the limit counted over TLS", v)
+	}
+	if st := s.Status(); st.State != ratelimit.StoreOK || st.Failures != 0 {
+		t.Errorf("status %+v", st)
+	}
+}

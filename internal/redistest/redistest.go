@@ -14,18 +14,23 @@ package redistest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/modelgate/modelgate/internal/testcert"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -41,7 +46,8 @@ type Server struct {
 	bin      string
 	dir      string
 	port     int
-	password string // requirepass, if any
+	password string    // requirepass, if any
+	tls      *tlsSetup // TLS only, when set
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -54,6 +60,51 @@ type Server struct {
 func Start(tb testing.TB) *Server {
 	tb.Helper()
 	return StartWithPassword(tb, "")
+}
+
+// StartTLS is Start for a server that speaks TLS only (rediss://), with a
+// self-signed certificate for 127.0.0.1 in CAFile: trust it through
+// SSL_CERT_FILE, as for any private CA.
+func StartTLS(tb testing.TB) *Server {
+	tb.Helper()
+	dir := tb.TempDir()
+	key := testcert.ECKey(tb)
+	cert := testcert.Issue(tb, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: "redistest"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		IsCA:        true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}, key, nil, nil)
+	certPEM, keyPEM := testcert.PEM(tb, cert, key)
+	tlsFiles := [2]string{filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")}
+	if err := os.WriteFile(tlsFiles[0], certPEM, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(tlsFiles[1], keyPEM, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	s, err := newServerWith(dir, "", &tlsSetup{files: tlsFiles, roots: roots})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// CAFile is the PEM file of the certificate a StartTLS server presents.
+func (s *Server) CAFile() string {
+	if s.tls == nil {
+		return ""
+	}
+	return s.tls.files[0]
+}
+
+type tlsSetup struct {
+	files [2]string // certificate, key
+	roots *x509.CertPool
 }
 
 // StartWithPassword is Start for a server that requires password
@@ -73,12 +124,14 @@ func StartWithPassword(tb testing.TB, password string) *Server {
 // redis-server is missing.
 func New(dir string) (*Server, error) { return newServer(dir, "") }
 
-func newServer(dir, password string) (*Server, error) {
+func newServer(dir, password string) (*Server, error) { return newServerWith(dir, password, nil) }
+
+func newServerWith(dir, password string, t *tlsSetup) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, ErrNotInstalled
 	}
-	s := &Server{bin: bin, dir: dir, password: password}
+	s := &Server{bin: bin, dir: dir, password: password, tls: t}
 	// A free port can be taken between our probe and redis-server's bind;
 	// try a few.
 	var last error
@@ -96,6 +149,9 @@ func newServer(dir, password string) (*Server, error) {
 
 // URL is the redis:// URL of the server, database 0.
 func (s *Server) URL() string {
+	if s.tls != nil {
+		return "rediss://" + s.Addr + "/0"
+	}
 	if s.password != "" {
 		return "redis://:" + url.QueryEscape(s.password) + "@" + s.Addr + "/0"
 	}
@@ -120,6 +176,11 @@ func (s *Server) start() error {
 	if s.password != "" {
 		args = append(args, "--requirepass", s.password)
 	}
+	if s.tls != nil {
+		args[1] = "0" // no plain port
+		args = append(args, "--tls-port", strconv.Itoa(s.port), "--tls-cert-file", s.tls.files[0],
+			"--tls-key-file", s.tls.files[1], "--tls-auth-clients", "no")
+	}
 	cmd := exec.Command(s.bin, args...)
 	out, err := os.Create(s.dir + "/redis-" + strconv.Itoa(s.port) + ".log")
 	if err != nil {
@@ -136,7 +197,7 @@ func (s *Server) start() error {
 	s.cmd, s.exited, s.paused = cmd, exited, false
 	s.mu.Unlock()
 
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, Password: s.password, DialTimeout: 200 * time.Millisecond, ContextTimeoutEnabled: true, MaxRetries: -1})
+	c := redis.NewClient(s.options(&redis.Options{DialTimeout: 200 * time.Millisecond}))
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -210,7 +271,7 @@ func (s *Server) Client(tb testing.TB) *redis.Client {
 	// ContextTimeoutEnabled: without it go-redis ignores a context's
 	// deadline for reads and writes, and a paused server holds a call for
 	// ReadTimeout (3 s) times its retries.
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, Password: s.password, ContextTimeoutEnabled: true, MaxRetries: -1})
+	c := redis.NewClient(s.options(&redis.Options{}))
 	tb.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -225,4 +286,14 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// options fills o to reach s: address, password, TLS; no retries, and
+// contexts' deadlines honoured.
+func (s *Server) options(o *redis.Options) *redis.Options {
+	o.Addr, o.Password, o.ContextTimeoutEnabled, o.MaxRetries = s.Addr, s.password, true, -1
+	if s.tls != nil {
+		o.TLSConfig = &tls.Config{RootCAs: s.tls.roots, MinVersion: tls.VersionTLS12}
+	}
+	return o
 }
