@@ -105,23 +105,7 @@ routes:
 // points at a listener that counts connections), and needs none of those
 // credentials' secrets: only the key sets'.
 func TestExplainKeyOffline(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	spy := "http://" + ln.Addr().String()
+	spy, conns := connectionSpy(t)
 	key := "mgk_explain-offline-key-0123456789"
 	t.Setenv("EXPLAIN_PARTNER_KEY", key)
 	// EXPLAIN_SP_SECRET and EXPLAIN_UPSTREAM_KEY are deliberately not set.
@@ -269,23 +253,7 @@ routes:
 // backends' URLs, token service and health check all point at a listener
 // that counts connections) and needs none of the backends' secrets.
 func TestExplainPoolBackends(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conns atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conns.Add(1)
-			c.Close()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
-	spy := "http://" + ln.Addr().String()
+	spy, conns := connectionSpy(t)
 	key := "mgk_explain-pool-key-0123456789abc"
 	t.Setenv("EXPLAIN_POOL_PARTNER_KEY", key)
 	// EXPLAIN_POOL_SP_SECRET and EXPLAIN_POOL_KEY are deliberately not set.
@@ -354,4 +322,28 @@ routes:
 	if n := conns.Load(); n != 0 {
 		t.Errorf("explain made %d network connections, want 0", n)
 	}
+}
+
+// connectionSpy listens on loopback and counts the connections made to it;
+// it returns its http:// base URL. Point every URL a command could fetch at
+// it to prove the command fetches nothing.
+func connectionSpy(t *testing.T) (string, *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := new(atomic.Int32)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return "http://" + ln.Addr().String(), conns
 }
