@@ -9,9 +9,9 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/modelgate/modelgate/credential"
+	"github.com/modelgate/modelgate/ratelimit"
 )
 
 // Error codes the gateway itself answers with, in the JSON body
@@ -142,14 +142,14 @@ func (h *Handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		}
 		return
 	}
-	if status >= 500 {
+	if status >= 500 && st != nil {
 		h.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream error",
 			slog.String("request_id", st.id), slog.String("route", st.route.Name),
 			slog.String("upstream", st.route.Upstream.Name), slog.String("code", code), slog.String("error", err.Error()))
 	}
 	var pu *errPoolUnavailable
 	if errors.As(err, &pu) {
-		w.Header().Set(headerRetryAfter, strconv.Itoa(max(1, int((pu.retryAfter+time.Second-1)/time.Second))))
+		w.Header().Set(headerRetryAfter, strconv.Itoa(ratelimit.RetryAfterSeconds(pu.retryAfter)))
 	}
 	if clientBody {
 		// The rest of the streamed body stays unread: the connection

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/modelgate/modelgate/pool"
+	"github.com/modelgate/modelgate/ratelimit"
 )
 
 // Backend is one deployment of an upstream that is a pool (DESIGN.md,
@@ -82,6 +83,9 @@ type poolTransport struct {
 	backends []*Backend
 	pool     *pool.Pool
 	mirrorTo func() *Backend // the mirror target in another upstream, if any
+	// setHeaders are the headers a try sets (Authorization, every
+	// backend's configured and identity headers), removed from a copy.
+	setHeaders []string
 }
 
 // mirrorTarget returns where mirror copies to upstream u go: u itself when
@@ -119,11 +123,8 @@ func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		out := req
 		if tries > 0 {
-			out = req.Clone(req.Context())
-			if req.GetBody != nil {
-				if out.Body, err = req.GetBody(); err != nil {
-					return nil, err
-				}
+			if out, err = t.fresh(req, req.Context()); err != nil {
+				return nil, err
 			}
 			if st != nil {
 				st.retries++
@@ -164,18 +165,42 @@ func (t *poolTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, req.Context().Err()
 		}
 	}
+	if resp == nil && err == nil {
+		// The last answer asked for a retry, but by now no backend is left
+		// (another request opened their breakers meanwhile).
+		return nil, &errPoolUnavailable{retryAfter: time.Until(t.pool.SoonestAvailable())}
+	}
 	if resp != nil && resp.StatusCode == http.StatusTooManyRequests {
 		// Every backend said 429: the caller waits for the soonest.
 		if wait, ok := att.AllThrottled(); ok {
 			resp.Header.Del("Retry-After-Ms")
 			resp.Header.Del("X-Ms-Retry-After-Ms")
-			resp.Header.Set(headerRetryAfter, strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+			resp.Header.Set(headerRetryAfter, strconv.Itoa(ratelimit.RetryAfterSeconds(wait)))
 		}
 	}
 	if err == nil {
 		t.mirror(req, st)
 	}
 	return resp, err
+}
+
+// fresh copies req for another try or a mirror copy, with a new body and
+// without what an earlier try set on it: that backend's credential, its
+// configured headers and the caller's identity headers. Each try's target
+// sets its own again, so one backend's key never reaches another.
+func (t *poolTransport) fresh(req *http.Request, ctx context.Context) (*http.Request, error) {
+	out := req.Clone(ctx)
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		out.Body = body
+	}
+	for _, k := range t.setHeaders {
+		delete(out.Header, k)
+	}
+	return out, nil
 }
 
 // try sends one attempt. A per-try timeout bounds the wait for the answer's
@@ -273,14 +298,10 @@ func (t *poolTransport) mirror(req *http.Request, st *reqState) {
 	}
 	// A context of its own: the mirror outlives the request, and must not
 	// write the request's state (the audit line's upstream fields).
-	out := req.Clone(context.Background())
-	if req.GetBody != nil {
-		body, err := req.GetBody()
-		if err != nil {
-			m.Release()
-			return
-		}
-		out.Body = body
+	out, err := t.fresh(req, context.Background())
+	if err != nil {
+		m.Release()
+		return
 	}
 	t.target(out, b, st)
 	go func() {

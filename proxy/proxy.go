@@ -230,7 +230,7 @@ func (h *Handler) reverseProxy(u *Upstream, base http.RoundTripper, pool httputi
 	if u.Pool != nil {
 		u.URL = nil
 		u.backends = compileBackends(u, base)
-		pt := &poolTransport{h: h, u: u, backends: u.backends, pool: u.Pool}
+		pt := &poolTransport{h: h, u: u, backends: u.backends, pool: u.Pool, setHeaders: []string{"Authorization"}}
 		if u.MirrorTo != nil {
 			pt.mirrorTo = mirrorTarget(compileUpstream(u.MirrorTo), base)
 		}
@@ -238,6 +238,12 @@ func (h *Handler) reverseProxy(u *Upstream, base http.RoundTripper, pool httputi
 		u.identity = nil
 		for _, b := range u.backends {
 			u.identity = append(u.identity, b.identity...)
+			for _, kv := range b.headers {
+				pt.setHeaders = append(pt.setHeaders, kv.key)
+			}
+		}
+		for _, ih := range u.identity {
+			pt.setHeaders = append(pt.setHeaders, ih.key)
 		}
 	}
 	return &httputil.ReverseProxy{
@@ -376,11 +382,7 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 				return
 			}
 		} else if ok, wait := route.Limiter.Allow(who, h.now()); !ok {
-			st.errCode = CodeRateLimited
-			secs := strconv.Itoa(ratelimit.RetryAfterSeconds(wait))
-			w.Header().Set(headerRetryAfter, secs)
-			WriteError(w, http.StatusTooManyRequests, CodeRateLimited,
-				"too many requests on this route: wait "+secs+" s (Retry-After) and try again")
+			refuseLimited(w, st, wait, false, "rate limit", "too many requests on this route")
 			return
 		}
 		if route.Tokens != nil && !h.checkTokens(w, r, st, route.Tokens, who) {
