@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/modelgate/modelgate/internal/redact"
@@ -47,7 +48,18 @@ type Credential struct {
 
 	// header is "Bearer " + Value, built once when the source created the
 	// credential, so the proxy builds no string per request.
-	header string
+	header Secret
+}
+
+// Format prints c without its secrets, for every verb: fmt reads an
+// unexported field by reflection, past any method that would redact it.
+func (c Credential) Format(f fmt.State, verb rune) {
+	fmt.Fprintf(f, "{Value:%s ExpiresAt:%s Generation:%d Label:%s}", redact.Redacted, c.ExpiresAt.Format(time.RFC3339), c.Generation, c.Label)
+}
+
+// LogValue logs c without its secrets.
+func (c Credential) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("label", c.Label), slog.Uint64("generation", c.Generation), slog.Time("expires_at", c.ExpiresAt))
 }
 
 // Header returns the value of the upstream Authorization header for c:
@@ -57,13 +69,13 @@ type Credential struct {
 // one built elsewhere it is built on each call.
 func (c Credential) Header() string {
 	if c.header == "" {
-		return bearer(c.Value)
+		return bearer(c.Value).Reveal()
 	}
-	return c.header
+	return c.header.Reveal()
 }
 
 // bearer returns the Authorization header value for v.
-func bearer(v Secret) string { return "Bearer " + v.Reveal() }
+func bearer(v Secret) Secret { return Secret("Bearer " + v.Reveal()) }
 
 // Source hands out the credential an upstream expects. The proxy calls
 // Credential for every forwarded request and Rejected when the upstream

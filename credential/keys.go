@@ -51,7 +51,7 @@ type keySelector struct {
 
 	gen    uint64
 	served Secret
-	header string // bearer(served)
+	header Secret // bearer(served)
 	label  string
 }
 

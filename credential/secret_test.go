@@ -121,3 +121,27 @@ func TestStatusHasNoSecrets(t *testing.T) {
 	w.assertNotLogged(secrets...)
 	t.Logf("%s", js)
 }
+
+// TestHandedOutCredentialRedacts: a credential as a source hands it out
+// carries its Authorization header value precomputed; printing it with any
+// verb, or logging it, still shows no key.
+func TestHandedOutCredentialRedacts(t *testing.T) {
+	src, err := credential.NewKey(credential.KeyOptions{Name: "m", Primary: canary})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := src.Credential(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Header() != "Bearer "+canary {
+		t.Fatalf("Header() = %q", c.Header())
+	}
+	var b bytes.Buffer
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("x", "cred", c)
+	for _, out := range []string{fmt.Sprintf("%v", c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), b.String()} {
+		if strings.Contains(out, canary) {
+			t.Errorf("the key shows: %s", out)
+		}
+	}
+}

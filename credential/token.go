@@ -111,7 +111,7 @@ func (s *TokenSource) credential(e entry[bearerToken]) Credential {
 // once per fetch rather than once per request.
 type bearerToken struct {
 	value  Secret
-	header string
+	header Secret
 }
 
 // Rejected refetches the token once for any number of callers reporting the
