@@ -57,6 +57,8 @@ type Tokens struct {
 
 	mu  sync.Mutex
 	mem map[string]*tokenUse // identity → use, for the in-memory counters and on_error local
+
+	sweptDay int64 // the day makeRoom last dropped ended days
 }
 
 type tokenUse struct {
@@ -172,7 +174,7 @@ func (l *Tokens) memCharge(identity string, n int64, now time.Time) {
 	e := l.mem[identity]
 	if e == nil {
 		if len(l.mem) >= DefaultMaxIdentities {
-			l.sweep(now)
+			l.makeRoom(now)
 		}
 		e = &tokenUse{}
 		l.mem[identity] = e
@@ -193,13 +195,26 @@ func (*Tokens) roll(e *tokenUse, now time.Time) {
 	}
 }
 
-// sweep forgets identities whose day window has ended; l.mu is held.
-func (l *Tokens) sweep(now time.Time) {
-	d := now.Unix() / 86400
-	for k, e := range l.mem {
-		if e.day != d {
-			delete(l.mem, k)
+// makeRoom frees a slot when the counters are full; l.mu is held. Once a
+// day it forgets identities whose day has ended (one pass); past that, it
+// forgets one identity at random, so memory stays bounded under any number
+// of callers at the price of that caller's count (as the request limiter
+// forgets idle buckets).
+func (l *Tokens) makeRoom(now time.Time) {
+	if d := now.Unix() / 86400; d != l.sweptDay {
+		l.sweptDay = d
+		for k, e := range l.mem {
+			if e.day != d {
+				delete(l.mem, k)
+			}
 		}
+	}
+	if len(l.mem) < DefaultMaxIdentities {
+		return
+	}
+	for k := range l.mem {
+		delete(l.mem, k)
+		return
 	}
 }
 
