@@ -133,14 +133,6 @@ func (s *Snapshot) Start(ctx context.Context) {
 	})
 }
 
-// StartIdentityProviders starts only the identity providers, for tools that
-// decide on callers and forward nothing (gateway explain).
-func (s *Snapshot) StartIdentityProviders(ctx context.Context) {
-	for _, p := range s.providers {
-		p.Start(ctx)
-	}
-}
-
 // Close stops the background work of the parts this snapshot owns. Parts a
 // newer snapshot took over are left running. Close is idempotent.
 func (s *Snapshot) Close() {

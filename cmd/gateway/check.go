@@ -206,20 +206,20 @@ func poolSettings(u *config.Upstream, pl *pool.Pool) [][2]string {
 	if u.CircuitBreaker != nil {
 		cb = *u.CircuitBreaker
 	}
-	failures := orDefault(cb.ConsecutiveFailures, pool.DefaultConsecutiveFailures)
+	failures := cmp.Or(cb.ConsecutiveFailures, pool.DefaultConsecutiveFailures)
 	breaker := fmt.Sprintf("open after %d consecutive %s for %s; a backend's Retry-After kept at most %s",
 		failures, plural(failures, "failure", "failures"),
-		shortDuration(orDefault(cb.OpenFor.D(), pool.DefaultOpenFor)), shortDuration(orDefault(cb.MaxOpenFor.D(), pool.DefaultMaxOpenFor)))
+		shortDuration(cmp.Or(cb.OpenFor.D(), pool.DefaultOpenFor)), shortDuration(cmp.Or(cb.MaxOpenFor.D(), pool.DefaultMaxOpenFor)))
 
 	health := "none (the breaker learns from requests only)"
 	if hc := u.HealthCheck; hc != nil {
-		interval := orDefault(hc.Interval.D(), pool.DefaultHealthInterval)
+		interval := cmp.Or(hc.Interval.D(), pool.DefaultHealthInterval)
 		healthy := hc.HealthyStatus
 		if len(healthy) == 0 {
 			healthy = []int{200}
 		}
-		health = fmt.Sprintf("GET %s every %s, timeout %s, healthy %v", orDefault(hc.Path, pool.DefaultHealthPath),
-			shortDuration(interval), shortDuration(orDefault(hc.Timeout.D(), min(pool.DefaultHealthTimeout, interval))), healthy)
+		health = fmt.Sprintf("GET %s every %s, timeout %s, healthy %v", cmp.Or(hc.Path, pool.DefaultHealthPath),
+			shortDuration(interval), shortDuration(cmp.Or(hc.Timeout.D(), min(pool.DefaultHealthTimeout, interval))), healthy)
 	}
 
 	mirror := "none"
@@ -237,14 +237,6 @@ func mirrorTarget(m *pool.Mirror) string {
 		return "upstream " + name
 	}
 	return name
-}
-
-func orDefault[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 func plural(n int, one, many string) string {

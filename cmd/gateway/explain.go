@@ -128,7 +128,7 @@ func cmdExplain(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	if *token != "" && len(jwks) == 0 {
-		snap.StartIdentityProviders(ctx)
+		snap.Start(ctx) // a DecideOnly snapshot has nothing but identity providers to start
 		wctx, cancel := context.WithTimeout(ctx, *wait)
 		if err := snap.WaitIdentityProviders(wctx); err != nil {
 			fmt.Fprintf(stdout, "warning:    identity provider keys not available after %s (%v); offline, pass -jwks FILE\n", *wait, err)

@@ -207,7 +207,7 @@ func watchFiles(ctx context.Context, files func() []string, every time.Duration,
 		}
 		return [32]byte(h.Sum(nil)), true
 	}
-	last, _ := digest()
+	last, known := digest()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -215,7 +215,14 @@ func watchFiles(ctx context.Context, files func() []string, every time.Duration,
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if d, ok := digest(); ok && d != last {
+			d, ok := digest()
+			if ok && !known {
+				// Unreadable at start (a secret mid-swap): this is the
+				// baseline, not a change.
+				last, known = d, true
+				continue
+			}
+			if ok && d != last {
 				reload()
 				// The reload may have changed which files are read.
 				last, _ = digest()
