@@ -455,6 +455,10 @@ func TestFileSecrets(t *testing.T) {
 	if got := cfg.SecretFiles(); len(got) != 1 || got[0] != keyFile {
 		t.Errorf("SecretFiles = %q, want [%s]", got, keyFile)
 	}
+	bigFile := filepath.Join(dir, "big")
+	if err := os.WriteFile(bigFile, make([]byte, MaxSecretFileBytes+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	// A relative path is relative to the configuration file's directory.
 	rel := strings.Replace(minimal, "${UPSTREAM_KEY}", "${file:upstream-key}", 1)
 	if cfg, err := Parse(filepath.Join(dir, "gw.yaml"), []byte(rel), lookup(testEnv)); err != nil || cfg.Upstreams["fraud"].Auth.Key.Reveal() != "file-upstream-key-0123456789" {
@@ -464,6 +468,7 @@ func TestFileSecrets(t *testing.T) {
 		{"missing file", "${file:" + filepath.Join(dir, "nope") + "}", "upstreams.fraud.auth.key: secret file"},
 		{"empty name", "${file:}", "upstreams.fraud.auth.key: ${file:} needs a path"},
 		{"a directory", "${file:" + dir + "}", "is a directory"},
+		{"too large", "${file:" + bigFile + "}", "is larger than 65536 bytes"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse(filepath.Join(dir, "gw.yaml"), []byte(strings.Replace(minimal, "${UPSTREAM_KEY}", tt.ref, 1)), lookup(testEnv))

@@ -158,8 +158,7 @@ func (l *Shared) check(ctx context.Context, identity string) (Verdict, error) {
 	keys := make([]string, 0, 2)
 	argv := make([]any, 0, 4)
 	if l.idPrefix != "" {
-		sum := sha256.Sum256([]byte(identity))
-		keys = append(keys, l.idPrefix+hex.EncodeToString(sum[:16]))
+		keys = append(keys, l.idPrefix+identityHash(identity))
 		argv = append(argv, l.idArgs[0], l.idArgs[1])
 	}
 	if l.allKey != "" {
@@ -189,4 +188,11 @@ func (l *Shared) check(ctx context.Context, identity string) (Verdict, error) {
 		v.RetryAfter = max(time.Duration(secs*float64(time.Second)), time.Millisecond)
 	}
 	return v, nil
+}
+
+// identityHash names an identity in store keys: the first 16 bytes of its
+// SHA-256, in hex. Nothing in Redis is a key id, an object id or a secret.
+func identityHash(identity string) string {
+	sum := sha256.Sum256([]byte(identity))
+	return hex.EncodeToString(sum[:16])
 }

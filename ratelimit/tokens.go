@@ -2,8 +2,6 @@ package ratelimit
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"strconv"
 	"sync"
@@ -220,8 +218,7 @@ func (l *Tokens) makeRoom(now time.Time) {
 
 // keys returns identity's minute and day counter keys at now.
 func (l *Tokens) keys(identity string, now time.Time) (minute, day string) {
-	sum := sha256.Sum256([]byte(identity))
-	base := l.prefix + hex.EncodeToString(sum[:16])
+	base := l.prefix + identityHash(identity)
 	u := now.Unix()
 	return base + ":m:" + strconv.FormatInt(u/60, 10), base + ":d:" + strconv.FormatInt(u/86400, 10)
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,7 +75,13 @@ func (f *fileSource) load() (bool, error) {
 	if err != nil {
 		return false, f.fail(err)
 	}
-	sum := sha256.Sum256(slices.Concat(certPEM, []byte{0}, keyPEM))
+	// Hash in place: no second copy of the private key in memory.
+	h := sha256.New()
+	h.Write(certPEM)
+	h.Write([]byte{0})
+	h.Write(keyPEM)
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
 	if sum == f.lastSum {
 		return false, f.lastErr // already tried, and logged if it failed
 	}
