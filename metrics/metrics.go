@@ -29,6 +29,10 @@ import (
 
 const namespace = "modelgate"
 
+// codeRateLimited is proxy.CodeRateLimited, counted in rate_limited_total
+// too.
+const codeRateLimited = "rate_limited"
+
 // Auth methods a request can be counted under.
 var authMethods = [...]string{"none", "key", "token", "public"}
 
@@ -77,6 +81,7 @@ type Metrics struct {
 	upstream    *prometheus.HistogramVec
 	limited     *prometheus.CounterVec
 	denied      *prometheus.CounterVec
+	refused     *prometheus.CounterVec
 	tries       *prometheus.CounterVec
 	retries     *prometheus.CounterVec
 	probes      *prometheus.CounterVec
@@ -118,6 +123,10 @@ func New(version string) *Metrics {
 		Namespace: namespace, Name: "denied_total",
 		Help: "Requests refused by the route policy, by route and status (401, 403, 503).",
 	}, []string{"route", "status"})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: namespace, Name: "request_errors_total",
+		Help: "Requests that ended with one of the gateway's error codes (the JSON error body's code, such as missing_credential, forbidden, rate_limited, upstream_unavailable; or a logged-only one such as client_closed_request), by route and code.",
+	}, []string{"route", "code"})
 
 	m.tries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "backend_requests_total",
@@ -154,7 +163,7 @@ func New(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": goVersion},
 	})
 	build.Set(1)
-	m.reg.MustRegister(m.requests, m.gatewayTime, m.upstream, m.limited, m.denied, m.tries, m.retries, m.probes, m.storeFails, m.tokens, m.noUsage, build,
+	m.reg.MustRegister(m.requests, m.gatewayTime, m.upstream, m.limited, m.denied, m.refused, m.tries, m.retries, m.probes, m.storeFails, m.tokens, m.noUsage, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&stateCollector{m: m})
 	return m
@@ -189,6 +198,7 @@ func (m *Metrics) Route(name string) *Route {
 		upstream:    m.upstream.WithLabelValues(name),
 		limited:     m.limited.WithLabelValues(name),
 		denied:      map[int]prometheus.Counter{},
+		refused:     m.refused.MustCurryWith(prometheus.Labels{"route": name}),
 		prompt:      m.tokens.WithLabelValues(name, "prompt"),
 		completion:  m.tokens.WithLabelValues(name, "completion"),
 		total:       m.tokens.WithLabelValues(name, "total"),
@@ -213,6 +223,7 @@ type Route struct {
 	upstream    prometheus.Observer
 	limited     prometheus.Counter
 	denied      map[int]prometheus.Counter // read-only after creation
+	refused     *prometheus.CounterVec     // curried with the route
 
 	prompt, completion, total, noUsage prometheus.Counter
 }
@@ -229,8 +240,10 @@ func (r *Route) Tokens(prompt, completion, total int64) {
 func (r *Route) NoUsage() { r.noUsage.Inc() }
 
 // Observe records one answered request. auth is "", "key", "token" or
-// "public"; upstream is zero when the request never went upstream.
-func (r *Route) Observe(status int, auth string, total, upstream time.Duration, rateLimited bool) {
+// "public"; upstream is zero when the request never went upstream; code is
+// the error code the gateway answered or logged ("" for none). Codes are
+// the gateway's own constants, so the code label stays bounded.
+func (r *Route) Observe(status int, auth string, total, upstream time.Duration, code string) {
 	ci := status/100 - 1
 	if ci < 0 || ci >= len(statusClasses) {
 		ci = len(statusClasses) - 1 // 499 and the like count as errors
@@ -252,8 +265,11 @@ func (r *Route) Observe(status int, auth string, total, upstream time.Duration, 
 		r.upstream.Observe(upstream.Seconds())
 	}
 	r.gatewayTime.Observe((total - upstream).Seconds())
-	if rateLimited {
-		r.limited.Inc()
+	if code != "" {
+		r.refused.WithLabelValues(code).Inc()
+		if code == codeRateLimited {
+			r.limited.Inc()
+		}
 	}
 	if c, ok := r.denied[status]; ok && auth == "" {
 		c.Inc()

@@ -122,7 +122,7 @@ func TestObserveCountsByStatusClassAndAuth(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := New("test")
-			m.Route("fraud").Observe(tt.status, tt.auth, 10*time.Millisecond, 0, false)
+			m.Route("fraud").Observe(tt.status, tt.auth, 10*time.Millisecond, 0, "")
 			got := nonZero(scrape(t, m).values("modelgate_requests_total"))
 			if d := diff(got, map[string]float64{tt.want: 1}); d != "" {
 				t.Errorf("modelgate_requests_total (-got +want):\n%s", d)
@@ -164,7 +164,7 @@ func TestObserveDeniedAndRateLimited(t *testing.T) {
 			m := New("test")
 			r := m.Route("fraud")
 			for _, o := range tt.obs {
-				r.Observe(o.status, o.auth, time.Millisecond, 0, o.rateLimited)
+				r.Observe(o.status, o.auth, time.Millisecond, 0, map[bool]string{true: "rate_limited"}[o.rateLimited])
 			}
 			s := scrape(t, m)
 			if d := diff(nonZero(s.values("modelgate_denied_total")), tt.wantDenied); d != "" {
@@ -202,7 +202,7 @@ func TestObserveDurations(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := New("test")
-			m.Route("fraud").Observe(200, "key", tt.total, tt.upstream, false)
+			m.Route("fraud").Observe(200, "key", tt.total, tt.upstream, "")
 			s := scrape(t, m)
 			got := map[string]float64{}
 			for _, name := range []string{"modelgate_upstream_duration_seconds", "modelgate_gateway_duration_seconds"} {
@@ -231,12 +231,12 @@ func TestRouteSeriesAreBoundedByConfiguration(t *testing.T) {
 		r := m.Route(name)
 		for status := 0; status < 1000; status += 7 {
 			for _, auth := range []string{"", "key", "token", "public", "Bearer x", "mgk_secret"} {
-				r.Observe(status, auth, time.Millisecond, 0, status == 429)
+				r.Observe(status, auth, time.Millisecond, 0, map[bool]string{true: "rate_limited"}[status == 429])
 			}
 		}
 	}
 	before := scrape(t, m).values("modelgate_requests_total")["auth=key,code=2xx,route=fraud"]
-	m.Route("fraud").Observe(200, "key", time.Millisecond, 0, false) // as after a reload
+	m.Route("fraud").Observe(200, "key", time.Millisecond, 0, "") // as after a reload
 	s := scrape(t, m)
 	if got := s.values("modelgate_requests_total")["auth=key,code=2xx,route=fraud"]; got != before+1 {
 		t.Errorf("after Route again, the counter is %v, want %v (continued)", got, before+1)
@@ -359,9 +359,9 @@ func TestNoSecretOrIdentityInLabels(t *testing.T) {
 	m := New("v1.2.3")
 	for _, name := range []string{"fraud", "llm"} {
 		r := m.Route(name)
-		r.Observe(200, "key", time.Millisecond, time.Millisecond/2, false)
-		r.Observe(401, "", time.Millisecond, 0, false)
-		r.Observe(200, canary, time.Millisecond, 0, false) // not a method: counted as none
+		r.Observe(200, "key", time.Millisecond, time.Millisecond/2, "")
+		r.Observe(401, "", time.Millisecond, 0, "")
+		r.Observe(200, canary, time.Millisecond, 0, "") // not a method: counted as none
 	}
 	pl := m.Pool("churn", []string{"weu", "neu"})
 	pl.Try(0, true, false)
@@ -451,7 +451,7 @@ func TestConcurrentObserveAndScrape(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				m.Route([]string{"fraud", "llm"}[(w+i)%2]).Observe(200+(i%4)*100, "key", time.Millisecond, 0, false)
+				m.Route([]string{"fraud", "llm"}[(w+i)%2]).Observe(200+(i%4)*100, "key", time.Millisecond, 0, "")
 			}
 		}()
 	}
@@ -640,4 +640,30 @@ func TestBackendStateGauges(t *testing.T) {
 			t.Errorf("modelgate_backend_available after neu was removed = %v, want only weu", got)
 		}
 	})
+}
+
+func TestObserveErrorsByCode(t *testing.T) {
+	m := New("test")
+	r := m.Route("fraud")
+	r.Observe(401, "", time.Millisecond, 0, "missing_credential")
+	r.Observe(401, "", time.Millisecond, 0, "missing_credential")
+	r.Observe(403, "", time.Millisecond, 0, "forbidden")
+	r.Observe(429, "key", time.Millisecond, 0, "rate_limited")
+	r.Observe(503, "key", time.Millisecond, 0, "upstream_unavailable")
+	r.Observe(200, "key", time.Millisecond, 0, "")
+	m.Route("llm").Observe(413, "token", time.Millisecond, 0, "body_too_large")
+	s := scrape(t, m)
+	want := map[string]float64{
+		"code=missing_credential,route=fraud":   2,
+		"code=forbidden,route=fraud":            1,
+		"code=rate_limited,route=fraud":         1,
+		"code=upstream_unavailable,route=fraud": 1,
+		"code=body_too_large,route=llm":         1,
+	}
+	if d := diff(nonZero(s.values("modelgate_request_errors_total")), want); d != "" {
+		t.Errorf("modelgate_request_errors_total (-got +want):\n%s", d)
+	}
+	if d := diff(nonZero(s.values("modelgate_rate_limited_total")), map[string]float64{"route=fraud": 1}); d != "" {
+		t.Errorf("modelgate_rate_limited_total (-got +want):\n%s", d)
+	}
 }

@@ -25,7 +25,7 @@ func (h *Handler) logRequest(r *http.Request, st *reqState, sw *statusWriter, st
 		if st.ident != nil {
 			auth = st.ident.Method
 		}
-		st.route.Metrics.Observe(status, auth, h.now().Sub(start), st.upDur, st.errCode == CodeRateLimited)
+		st.route.Metrics.Observe(status, auth, h.now().Sub(start), st.upDur, st.errCode)
 	}
 	level := slog.LevelInfo
 	if status >= 500 && status != StatusClientClosedRequest {

@@ -124,9 +124,10 @@ type Route struct {
 // RouteObserver records answered requests; *metrics.Route implements it.
 type RouteObserver interface {
 	// Observe records one request: its status, how the caller was admitted
-	// ("" when refused), the total and upstream durations, and whether a
-	// rate limit refused it.
-	Observe(status int, auth string, total, upstream time.Duration, rateLimited bool)
+	// ("" when refused), the total and upstream durations, and the error
+	// code the gateway answered or logged ("" for none; rate_limited when
+	// a rate limit refused it).
+	Observe(status int, auth string, total, upstream time.Duration, code string)
 }
 
 // Options configures a Handler.
