@@ -39,6 +39,9 @@ type Config struct {
 	Routes []*Route `yaml:"routes"`
 	// Limits holds what rate limits share across replicas.
 	Limits Limits `yaml:"limits"`
+	// Telemetry says where traces go (OpenTelemetry, OTLP); package
+	// telemetry validates it.
+	Telemetry Telemetry `yaml:"telemetry"`
 
 	// File is the path the configuration was loaded from.
 	File string `yaml:"-"`
@@ -524,6 +527,40 @@ type Limits struct {
 	// so N replicas admit the configured rate in total, not N times it.
 	// Omit it for in-memory limits per replica.
 	Store *LimitsStore `yaml:"store"`
+}
+
+// Telemetry is the gateway's OpenTelemetry export. Traces are off unless
+// this section or the standard OTEL_EXPORTER_OTLP_ENDPOINT (or
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) environment variable names a
+// collector; a setting here wins over its environment variable.
+type Telemetry struct {
+	// Traces, when set, exports one span per request over OTLP.
+	Traces *Traces `yaml:"traces"`
+}
+
+// Traces is where and how spans are exported.
+type Traces struct {
+	// Endpoint is the collector's OTLP URL: http(s)://host:4318 for
+	// http/protobuf (the /v1/traces path is added), http(s)://host:4317
+	// for grpc. Default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, then
+	// OTEL_EXPORTER_OTLP_ENDPOINT.
+	Endpoint string `yaml:"endpoint"`
+	// Protocol is http/protobuf or grpc. Default:
+	// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, then OTEL_EXPORTER_OTLP_PROTOCOL,
+	// then http/protobuf.
+	Protocol string `yaml:"protocol"`
+	// Headers are sent with every export (a vendor's API key, say);
+	// values may use ${NAME} or ${file:/path}. Default:
+	// OTEL_EXPORTER_OTLP_TRACES_HEADERS / OTEL_EXPORTER_OTLP_HEADERS.
+	Headers map[string]Secret `yaml:"headers"`
+	// SampleRatio is the share of new traces recorded, 0 to 1; a request
+	// whose caller sent a traceparent follows the caller's sampling
+	// decision. Default: OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG,
+	// then every request.
+	SampleRatio *float64 `yaml:"sample_ratio"`
+	// ServiceName is service.name on every span. Default: OTEL_SERVICE_NAME,
+	// then modelgate.
+	ServiceName string `yaml:"service_name"`
 }
 
 // LimitsStore is a shared store for request limits (package ratelimit

@@ -10,6 +10,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // expiryDelta is how long before its hard expiry a credential stops being
@@ -47,6 +51,9 @@ type RefreshPolicy struct {
 	// remaining lifetime when that is shorter than twice RefreshAhead.
 	// Default: 5m.
 	RefreshAhead time.Duration
+	// Tracer, when not nil, records each fetch as a span (name, type,
+	// outcome, validity; never the credential).
+	Tracer trace.Tracer
 }
 
 func (p RefreshPolicy) withDefaults() RefreshPolicy {
@@ -374,10 +381,19 @@ func (r *refresher[T]) beginLocked() *flight {
 
 // run performs one fetch and records its outcome.
 func (r *refresher[T]) run(fl *flight) {
+	var attrs []slog.Attr // the log line's, which the span repeats
 	defer r.wg.Done()
 	ctx, cancel := context.WithTimeout(r.ctx, r.pol.FetchTimeout)
+	var span trace.Span
+	if r.pol.Tracer != nil {
+		ctx, span = r.pol.Tracer.Start(ctx, "upstream credential refresh",
+			trace.WithAttributes(attribute.String("modelgate.upstream", r.name), attribute.String("modelgate.credential.type", r.kind)))
+	}
 	val, lt, err := r.fetch(ctx)
 	cancel()
+	if span != nil {
+		defer func() { endRefreshSpan(span, attrs, err) }()
+	}
 
 	r.mu.Lock()
 	now := r.clock.Now()
@@ -392,7 +408,6 @@ func (r *refresher[T]) run(fl *flight) {
 		r.mu.Unlock()
 		return
 	}
-	var attrs []slog.Attr
 	level := slog.LevelInfo
 	msg := "upstream credential refreshed"
 	if err == nil {
@@ -522,4 +537,25 @@ func (r *refresher[T]) status() (Status, *entry[T]) {
 		cur = &c
 	}
 	return s, cur
+}
+
+// endRefreshSpan records a fetch's outcome, from its log line's
+// attributes (which never carry the credential), and ends its span.
+func endRefreshSpan(span trace.Span, attrs []slog.Attr, err error) {
+	for _, a := range attrs {
+		switch a.Value.Kind() {
+		case slog.KindString:
+			span.SetAttributes(attribute.String("modelgate.credential."+a.Key, a.Value.String()))
+		case slog.KindInt64:
+			span.SetAttributes(attribute.Int64("modelgate.credential."+a.Key, a.Value.Int64()))
+		case slog.KindUint64:
+			span.SetAttributes(attribute.Int64("modelgate.credential."+a.Key, int64(a.Value.Uint64())))
+		case slog.KindTime:
+			span.SetAttributes(attribute.String("modelgate.credential."+a.Key, a.Value.Time().UTC().Format(time.RFC3339)))
+		}
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }

@@ -23,7 +23,9 @@ import (
 	"github.com/modelgate/modelgate/policy"
 	"github.com/modelgate/modelgate/proxy"
 	"github.com/modelgate/modelgate/ratelimit"
+	"github.com/modelgate/modelgate/telemetry"
 	"github.com/modelgate/modelgate/tlsserve"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // CompileOptions tunes Compile.
@@ -69,6 +71,7 @@ func Compile(cfg *config.Config, deps Deps, o CompileOptions) (*Snapshot, error)
 		}
 	}
 	c.limitsStore(o.DecideOnly)
+	c.telemetry()
 	c.routes(keys, upstreams)
 	c.tls()
 	if err := errors.Join(c.errs...); err != nil {
@@ -89,6 +92,7 @@ func Compile(cfg *config.Config, deps Deps, o CompileOptions) (*Snapshot, error)
 		Logger:            deps.Logger,
 		Audit:             deps.Audit,
 		Now:               deps.Now,
+		Tracer:            c.tracer("/proxy"),
 	})
 	return c.snap, nil
 }
@@ -107,6 +111,26 @@ type compiler struct {
 	azure map[string]azcore.TokenCredential
 	// store is limits.store, when configured.
 	store *ratelimit.Store
+}
+
+// tracer returns the tracer for the gateway's scope plus suffix, or nil
+// when traces are off.
+func (c *compiler) tracer(suffix string) trace.Tracer {
+	if c.deps.Tracing == nil {
+		return nil
+	}
+	return c.deps.Tracing.Provider().Tracer(tracerName + suffix)
+}
+
+// telemetry validates the telemetry section (and the OTEL_* variables it
+// defaults to). The export itself is the process's (Deps.Tracing).
+func (c *compiler) telemetry() {
+	s, err := telemetry.Resolve(c.cfg.Telemetry, c.deps.LookupEnv)
+	if err != nil {
+		c.errs = append(c.errs, err)
+		return
+	}
+	c.snap.Telemetry = s
 }
 
 // fail records err's problems below the field path prefix.
@@ -157,6 +181,7 @@ func (c *compiler) identityProviders() {
 			HTTPClient:      c.deps.HTTPClient,
 			Logger:          c.deps.Logger,
 			Now:             c.deps.Now,
+			Tracer:          c.tracer("/idp"),
 		}
 		if ip.Leeway != nil {
 			o.Leeway = ip.Leeway.D()

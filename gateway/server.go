@@ -82,6 +82,10 @@ func (s *Server) Reload(ctx context.Context) error {
 			s.snap.Store(snap)
 			swapTLS()
 			kept := old.handOver(snap)
+			if running := s.deps.Tracing; !snap.Telemetry.Equal(running.Settings()) {
+				s.log.Warn("the telemetry section or OTEL_* variables changed; the trace export changes on restart",
+					slog.String("running", running.Settings().String()), slog.String("configured", snap.Telemetry.String()))
+			}
 			s.reload.ok.Add(1)
 			s.log.Info("configuration reloaded", slog.String("config", cfg.File), slog.Int("routes", len(snap.Routes)),
 				slog.Int("components_kept", kept))

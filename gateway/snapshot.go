@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/modelgate/modelgate/metrics"
 	"github.com/modelgate/modelgate/proxy"
 	"github.com/modelgate/modelgate/ratelimit"
+	"github.com/modelgate/modelgate/telemetry"
 )
 
 // Deps are the process-wide dependencies a Snapshot is built with. They are
@@ -58,6 +60,14 @@ type Deps struct {
 	// StaticJWKS supplies saved key sets by provider name ("*" for all), so
 	// nothing is fetched (gateway explain -jwks).
 	StaticJWKS map[string][]byte
+	// Tracing, when not nil, is the process's OpenTelemetry export: the
+	// request pipeline, credential sources and identity providers record
+	// spans with it. nil records none. A reload keeps it (telemetry
+	// changes take effect on restart).
+	Tracing *telemetry.Tracing
+	// LookupEnv reads the OTEL_* environment variables the telemetry
+	// section defaults to; nil means os.LookupEnv.
+	LookupEnv func(string) (string, bool)
 }
 
 // withDefaults fills in the dependencies left zero.
@@ -69,8 +79,17 @@ func (d Deps) withDefaults(cfg *config.Config) Deps {
 	if d.Transport == nil {
 		d.Transport = NewTransport(cfg.Server.Upstream)
 	}
+	if d.LookupEnv == nil {
+		d.LookupEnv = os.LookupEnv
+	}
+	if d.Tracing != nil {
+		d.Refresh.Tracer = d.Tracing.Provider().Tracer(tracerName + "/credential")
+	}
 	return d
 }
+
+// tracerName is the instrumentation scope of the gateway's spans.
+const tracerName = "github.com/modelgate/modelgate"
 
 // Snapshot is one compiled configuration: immutable once compiled, served
 // until a reload replaces it.
@@ -82,6 +101,9 @@ type Snapshot struct {
 	// that admits a whole tenant, a key sent in clear text), located at
 	// file:line like errors. check prints them; serve logs them.
 	Warnings []error
+	// Telemetry is the trace export the configuration and environment ask
+	// for; nil when traces are off.
+	Telemetry *telemetry.Settings
 
 	providers map[string]*idp.Provider            // by provider name
 	sources   map[string]credential.ManagedSource // by upstream name (UPSTREAM/BACKEND in pools)

@@ -20,6 +20,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/MicahParks/jwkset"
 	"github.com/MicahParks/keyfunc/v3"
 	"golang.org/x/time/rate"
@@ -168,10 +172,25 @@ func (s *source) run(c *fetchCall) {
 	defer stop()
 	ctx, cancel := context.WithTimeout(bg, fetchTimeout)
 	defer cancel()
+	var span trace.Span
+	if s.p.cfg.Tracer != nil {
+		ctx, span = s.p.cfg.Tracer.Start(ctx, "identity provider keys refresh", trace.WithAttributes(
+			attribute.String("modelgate.identity_provider", s.p.cfg.Name), attribute.String("modelgate.key_source", s.label)))
+	}
 	st, dropped, err := s.fetch(ctx)
 	changed := false
 	if err == nil {
 		changed = s.apply(st)
+	}
+	if span != nil {
+		if err != nil {
+			span.SetAttributes(attribute.String("modelgate.outcome", "failed"))
+			span.SetStatus(codes.Error, err.Error())
+		} else {
+			span.SetAttributes(attribute.Bool("modelgate.keys_changed", changed), attribute.Int("modelgate.keys", st.keys),
+				attribute.String("modelgate.jwks_uri", st.jwksURI), attribute.String("modelgate.outcome", "ok"))
+		}
+		span.End()
 	}
 	now := s.p.cfg.Now()
 	s.mu.Lock()

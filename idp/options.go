@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/modelgate/modelgate/internal/azcloud"
 	"github.com/modelgate/modelgate/internal/guid"
 	"github.com/modelgate/modelgate/internal/httpx"
@@ -155,6 +157,10 @@ type Options struct {
 	// unknown-kid rate limit. Default time.Now. `gateway explain -at TIME`
 	// sets a fixed instant.
 	Now func() time.Time
+
+	// Tracer, when not nil, records each metadata and key set fetch as a
+	// span (provider, source, outcome, key count).
+	Tracer trace.Tracer
 
 	// CacheSize bounds the verified-token cache. Default DefaultCacheSize
 	// (10000 entries); negative disables the cache.

@@ -198,7 +198,12 @@ func (h *Handler) rewrite(u *Upstream, pr *httputil.ProxyRequest) {
 	}
 	h.setForwarded(pr, st)
 	hdr[headerRequestID] = []string{st.id}
-	if st.newTrace != "" {
+	switch {
+	case st.span != nil:
+		// Each try sends its own span's traceparent (otel.go).
+		delete(hdr, headerTraceparent)
+		delete(hdr, headerTracestate)
+	case st.newTrace != "":
 		hdr[headerTraceparent] = []string{st.newTrace}
 		delete(hdr, headerTracestate)
 	}

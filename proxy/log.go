@@ -12,10 +12,7 @@ import (
 // what, what was decided and why, and how long it took. It never records a
 // credential, the query string or a header value other than the request id.
 func (h *Handler) logRequest(r *http.Request, st *reqState, sw *statusWriter, start time.Time) {
-	status := sw.status
-	if status == 0 {
-		status = http.StatusOK
-	}
+	status := sw.answered()
 	decision := "admit"
 	if st.ident == nil {
 		decision = "deny"

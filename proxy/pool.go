@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/modelgate/modelgate/pool"
 	"github.com/modelgate/modelgate/ratelimit"
 )
@@ -43,10 +45,11 @@ type Backend struct {
 type usable interface{ Usable() bool }
 
 // compileBackends copies u's backends for New and builds their transports.
-func compileBackends(u *Upstream, base http.RoundTripper) []*Backend {
+func (h *Handler) compileBackends(u *Upstream, base http.RoundTripper) []*Backend {
 	out := make([]*Backend, len(u.Backends))
 	for i, b := range u.Backends {
-		c := &Backend{Name: b.Name, URL: cloneURL(b.URL), Auth: b.Auth, Headers: maps.Clone(b.Headers), IdentityHeaders: maps.Clone(b.IdentityHeaders), rt: withAuth(base, b.Auth)}
+		c := &Backend{Name: b.Name, URL: cloneURL(b.URL), Auth: b.Auth, Headers: maps.Clone(b.Headers), IdentityHeaders: maps.Clone(b.IdentityHeaders),
+			rt: h.traced(withAuth(base, b.Auth), b.URL, u.Name, b.Name)}
 		c.headers, c.identity = compileHeaders(c.Headers, c.IdentityHeaders)
 		out[i] = c
 	}
@@ -90,12 +93,12 @@ type poolTransport struct {
 
 // mirrorTarget returns where mirror copies to upstream u go: u itself when
 // it is a single URL, else the backend its own pool would pick now.
-func mirrorTarget(u *Upstream, base http.RoundTripper) func() *Backend {
+func (h *Handler) mirrorTarget(u *Upstream, base http.RoundTripper) func() *Backend {
 	if u.Pool == nil {
-		b := &Backend{Name: u.Name, URL: u.URL, Auth: u.Auth, headers: u.headers, identity: u.identity, rt: withAuth(base, u.Auth)}
+		b := &Backend{Name: u.Name, URL: u.URL, Auth: u.Auth, headers: u.headers, identity: u.identity, rt: h.traced(withAuth(base, u.Auth), u.URL, u.Name, u.Name)}
 		return func() *Backend { return b }
 	}
-	backends := compileBackends(u, base)
+	backends := h.compileBackends(u, base)
 	return func() *Backend {
 		if i, ok := u.Pool.Pick(0); ok {
 			return backends[i]
@@ -298,7 +301,12 @@ func (t *poolTransport) mirror(req *http.Request, st *reqState) {
 	}
 	// A context of its own: the mirror outlives the request, and must not
 	// write the request's state (the audit line's upstream fields).
-	out, err := t.fresh(req, context.Background())
+	mctx := context.Background()
+	if st != nil && st.span != nil {
+		// Its span is a child of the request's, which it may outlive.
+		mctx = trace.ContextWithSpan(mctx, st.span)
+	}
+	out, err := t.fresh(req, mctx)
 	if err != nil {
 		m.Release()
 		return

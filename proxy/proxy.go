@@ -25,6 +25,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/modelgate/modelgate/pool"
 
 	"github.com/modelgate/modelgate/internal/jsonline"
@@ -161,6 +163,10 @@ type Options struct {
 	Audit *jsonline.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Tracer, when not nil, records a server span per request and a client
+	// span per upstream try (otel.go); nil records nothing and costs
+	// nothing.
+	Tracer trace.Tracer
 }
 
 // Handler is the gateway's public http.Handler. It is immutable once built;
@@ -178,6 +184,7 @@ type Handler struct {
 	now         func() time.Time
 	idPrefix    string
 	idCounter   atomic.Uint64
+	tracer      trace.Tracer
 }
 
 // New compiles the routes into a Handler. It does not modify o or anything
@@ -192,6 +199,7 @@ func New(o Options) *Handler {
 		log:         cmp.Or(o.Logger, slog.New(slog.DiscardHandler)),
 		audit:       o.Audit,
 		now:         o.Now,
+		tracer:      o.Tracer,
 	}
 	if h.audit == nil {
 		h.audit = jsonline.NewHandler(h.log.Handler())
@@ -227,13 +235,13 @@ func New(o Options) *Handler {
 }
 
 func (h *Handler) reverseProxy(u *Upstream, base http.RoundTripper, pool httputil.BufferPool, errLog *log.Logger) *httputil.ReverseProxy {
-	rt := withAuth(base, u.Auth)
+	rt := h.traced(withAuth(base, u.Auth), u.URL, u.Name, u.Name)
 	if u.Pool != nil {
 		u.URL = nil
-		u.backends = compileBackends(u, base)
+		u.backends = h.compileBackends(u, base)
 		pt := &poolTransport{h: h, u: u, backends: u.backends, pool: u.Pool, setHeaders: []string{"Authorization"}}
 		if u.MirrorTo != nil {
-			pt.mirrorTo = mirrorTarget(compileUpstream(u.MirrorTo), base)
+			pt.mirrorTo = h.mirrorTarget(compileUpstream(u.MirrorTo), base)
 		}
 		rt = pt
 		u.identity = nil
@@ -291,7 +299,13 @@ type reqState struct {
 	rest     string      // the path after the route's prefix
 	rawRest  string      // its escaped form, when that differs
 	body     bodyReader  // the client's body, under the read timeout
-	tok      *tokenState // token limit bookkeeping (tokens.go); nil unless a token limit admitted the request
+	tok      *tokenState // token limit bookkeeping (tokens.go); nil unless a token limit admitted the request, or a recording span wants the usage
+
+	// With Options.Tracer only (otel.go).
+	span      trace.Span
+	spanTries int // upstream tries started
+	start     time.Time
+	method    string
 }
 
 type stateKey struct{}
@@ -313,6 +327,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		st.newTrace, st.traceID = newTraceparent()
 	}
+	if h.tracer != nil {
+		st.start, st.method = start, r.Method
+		r = h.startSpan(r, st, start)
+	}
 	served := false
 	defer func() {
 		if !served {
@@ -328,6 +346,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.chargeTokens(st)
 		h.logRequest(r, st, sw, start)
+		if st.span != nil {
+			h.endSpan(st, sw.answered())
+		}
 	}()
 	h.serve(sw, r, st)
 	served = true
@@ -417,6 +438,11 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 	}
 	if route.InjectStreamUsage {
 		injectStreamUsage(out)
+	}
+	if st.tok == nil && st.span != nil && st.span.IsRecording() {
+		// The span reports the answer's token usage (GenAI conventions)
+		// even where no token limit asks for it.
+		st.tok = &tokenState{}
 	}
 	route.Upstream.rp.ServeHTTP(w, out)
 }

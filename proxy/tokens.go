@@ -47,6 +47,7 @@ type tokenState struct {
 	who      string     // the identity the token limit admitted, to charge
 	usage    tokenUsage // what the answer reported
 	answered bool       // an upstream answer arrived
+	first    time.Time  // when the answer's first body bytes arrived
 }
 
 // tokenUsage is an OpenAI-shaped usage object.
@@ -103,6 +104,9 @@ type usageBody struct {
 
 func (u *usageBody) Read(p []byte) (int, error) {
 	n, err := u.rc.Read(p)
+	if n > 0 && u.st.tok.first.IsZero() {
+		u.st.tok.first = time.Now()
+	}
 	if n > 0 && !u.done {
 		if u.sse {
 			u.feedSSE(p[:n])
@@ -178,8 +182,8 @@ func (u *usageBody) parse(b []byte) {
 // returns, so a caller's next request sees this one's usage; with a store
 // it costs one round trip, bounded by the store's timeout.
 func (h *Handler) chargeTokens(st *reqState) {
-	if st.tok == nil {
-		return
+	if st.tok == nil || st.route.Tokens == nil {
+		return // no token limit, or only a span that reports usage
 	}
 	obs, _ := st.route.Metrics.(TokenObserver)
 	u := st.tok.usage

@@ -10,6 +10,14 @@ type statusWriter struct {
 	bytes  int64
 }
 
+// answered is the status the client got (200 when nothing was written).
+func (w *statusWriter) answered() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 && code >= 200 {
 		w.status = code

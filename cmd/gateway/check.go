@@ -57,6 +57,9 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	printRoutes(stdout, cfg)
 	printPools(stdout, cfg, snap)
 	printLimits(stdout, cfg)
+	if snap.Telemetry != nil {
+		fmt.Fprintf(stdout, "\nTELEMETRY\n  %s\n", snap.Telemetry)
+	}
 	return nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/modelgate/modelgate/gateway"
 	"github.com/modelgate/modelgate/internal/jsonline"
 	"github.com/modelgate/modelgate/metrics"
+	"github.com/modelgate/modelgate/telemetry"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -114,6 +115,28 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		fmt.Fprintf(stderr, "gateway: the configuration has errors:\n%v\n", err)
 		return exitError(1)
+	}
+	if snap.Telemetry != nil {
+		// The export lives as long as the process; compile again so that
+		// everything records spans with it.
+		tr, err := telemetry.Start(ctx, snap.Telemetry, telemetry.Options{Version: versionString(), Logger: log})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			// Send what is still queued, within a bound.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := tr.Shutdown(sctx); err != nil {
+				log.Warn("traces still queued at shutdown were dropped", slog.String("error", err.Error()))
+			}
+		}()
+		deps.Tracing = tr
+		snap.Close()
+		if snap, err = gateway.Compile(cfg, deps, gateway.CompileOptions{}); err != nil {
+			return err
+		}
+		log.Info("telemetry on", slog.String("export", snap.Telemetry.String()))
 	}
 	for _, w := range snap.Warnings {
 		log.Warn("configuration warning", slog.String("warning", w.Error()))
