@@ -48,9 +48,13 @@ const DefaultServiceName = "modelgate"
 // Settings is the resolved trace export: the configuration's values, with
 // the environment's where the configuration is silent.
 type Settings struct {
-	// Endpoint is the collector's URL ("" leaves it to the exporter's own
-	// reading of the environment, which Resolve has checked is set).
+	// Endpoint is the collector's URL.
 	Endpoint string
+	// Base is true when Endpoint is a base URL to which OTLP/HTTP adds
+	// /v1/traces (telemetry.traces.endpoint without a path, and
+	// OTEL_EXPORTER_OTLP_ENDPOINT); OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is
+	// used as it is.
+	Base bool
 	// Protocol is ProtocolHTTP or ProtocolGRPC.
 	Protocol string
 	// Headers go with every export (from the configuration only; the
@@ -85,11 +89,7 @@ func (s *Settings) String() string {
 	if s == nil {
 		return "off"
 	}
-	ep := s.Endpoint
-	if ep == "" {
-		ep = "(" + s.From + ")"
-	}
-	out := fmt.Sprintf("traces over OTLP %s to %s, sampler %s", s.Protocol, ep, s.Sampler)
+	out := fmt.Sprintf("traces over OTLP %s to %s (from %s), sampler %s", s.Protocol, s.Endpoint, s.From, s.Sampler)
 	if strings.HasSuffix(s.Sampler, "traceidratio") {
 		out += " " + strconv.FormatFloat(s.Ratio, 'g', -1, 64)
 	}
@@ -139,16 +139,22 @@ func Resolve(t config.Telemetry, lookupEnv func(string) (string, bool)) (*Settin
 		tc = &config.Traces{}
 	}
 	s := &Settings{Headers: tc.Headers, ServiceName: tc.ServiceName, From: from}
+	if s.ServiceName == "" {
+		s.ServiceName, _ = env("OTEL_SERVICE_NAME")
+	}
 	if tc.Endpoint != "" {
 		s.From = "telemetry.traces.endpoint"
 		if msg := checkEndpoint(tc.Endpoint); msg != "" {
 			errs.Add("traces.endpoint", "%q %s", tc.Endpoint, msg)
 		}
 		s.Endpoint = tc.Endpoint
+		u, _ := url.Parse(tc.Endpoint)
+		s.Base = u == nil || u.Path == "" || u.Path == "/"
 	} else if ep != "" {
 		if msg := checkEndpoint(ep); msg != "" {
 			return nil, fmt.Errorf("%s=%q %s", from, ep, msg)
 		}
+		s.Endpoint, s.Base = ep, from == "OTEL_EXPORTER_OTLP_ENDPOINT"
 	} else {
 		errs.Add("traces.endpoint", "is required: name the collector's OTLP URL (http://collector:4318 for http/protobuf, :4317 for grpc), or set OTEL_EXPORTER_OTLP_ENDPOINT")
 	}
@@ -268,25 +274,21 @@ func Start(ctx context.Context, s *Settings, o Options) (*Tracing, error) {
 	}
 	switch s.Protocol {
 	case ProtocolGRPC:
-		var opts []otlptracegrpc.Option
-		if s.Endpoint != "" {
-			opts = append(opts, otlptracegrpc.WithEndpointURL(s.Endpoint))
-		}
+		opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpointURL(s.Endpoint)}
 		if len(hdrs) > 0 {
 			opts = append(opts, otlptracegrpc.WithHeaders(hdrs))
 		}
 		client = otlptracegrpc.NewClient(opts...)
 	default:
-		var opts []otlptracehttp.Option
-		if s.Endpoint != "" {
-			u, _ := url.Parse(s.Endpoint)
-			if u.Path == "" || u.Path == "/" {
-				// As OTEL_EXPORTER_OTLP_ENDPOINT: the base, to which the
-				// signal's path is added.
-				u.Path = "/v1/traces"
-			}
-			opts = append(opts, otlptracehttp.WithEndpointURL(u.String()))
+		u, err := url.Parse(s.Endpoint)
+		if err != nil {
+			return nil, fmt.Errorf("the OTLP endpoint: %w", err)
 		}
+		if s.Base {
+			// The signal's path follows the base's own.
+			u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/traces"
+		}
+		opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(u.String())}
 		if len(hdrs) > 0 {
 			opts = append(opts, otlptracehttp.WithHeaders(hdrs))
 		}
@@ -296,7 +298,7 @@ func Start(ctx context.Context, s *Settings, o Options) (*Tracing, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start the OTLP trace exporter (%s): %w", s, err)
 	}
-	attrs := []attribute.KeyValue{attribute.String("service.name", DefaultServiceName)}
+	attrs := []attribute.KeyValue{attribute.String("service.name", DefaultServiceName)} // OTEL_SERVICE_NAME: Resolve
 	if o.Version != "" {
 		attrs = append(attrs, attribute.String("service.version", o.Version))
 	}

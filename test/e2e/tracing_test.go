@@ -1,0 +1,328 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+
+	"github.com/modelgate/modelgate/config"
+	"github.com/modelgate/modelgate/gateway"
+	"github.com/modelgate/modelgate/internal/otlptest"
+	"github.com/modelgate/modelgate/metrics"
+	"github.com/modelgate/modelgate/telemetry"
+)
+
+// Traces: the gateway exports its spans over OTLP (HTTP and gRPC) to a
+// receiver on loopback, which decodes them with the protocol's generated
+// types. The span tree of an admitted, a refused and a retried request is
+// checked, and no attribute anywhere carries a secret.
+
+const (
+	clientTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	clientSpan  = "00f067aa0ba902b7"
+)
+
+// startTraced runs a gateway that exports to rcv over protocol, configured
+// the standard way: OTEL_EXPORTER_OTLP_ENDPOINT and
+// OTEL_EXPORTER_OTLP_PROTOCOL.
+func startTraced(t *testing.T, cfg *cfgBuilder, rcv *otlptest.Receiver, protocol string) *testGateway {
+	t.Helper()
+	env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": rcv.URL, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+		"OTEL_SERVICE_NAME": "modelgate-e2e"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	s, err := telemetry.Resolve(config.Telemetry{}, lookup)
+	if err != nil || s == nil {
+		t.Fatalf("telemetry.Resolve = %v, %v; want settings", s, err)
+	}
+	tr, err := telemetry.Start(context.Background(), s, telemetry.Options{Version: "test", BatchTimeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("telemetry.Start: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tr.Shutdown(ctx)
+	})
+	return startGatewayWith(t, cfg, nil, gateway.Deps{Tracing: tr, LookupEnv: lookup, Metrics: metrics.New("test")})
+}
+
+// spanOf returns the one span of kind in spans, failing otherwise.
+func spanOf(t *testing.T, spans []otlptest.Span, kind tracepb.Span_SpanKind) otlptest.Span {
+	t.Helper()
+	var out []otlptest.Span
+	for _, s := range spans {
+		if s.Kind == kind {
+			out = append(out, s)
+		}
+	}
+	if len(out) != 1 {
+		t.Fatalf("%d %s spans, want 1: %+v", len(out), kind, spans)
+	}
+	return out[0]
+}
+
+// wantAttrs checks the attributes of s named in want (nil: must be absent).
+func wantAttrs(t *testing.T, s otlptest.Span, want map[string]any) {
+	t.Helper()
+	for k, v := range want {
+		got, ok := s.Attrs[k]
+		switch {
+		case v == nil && ok:
+			t.Errorf("span %q has %s=%v, want none", s.Name, k, got)
+		case v != nil && fmt.Sprint(got) != fmt.Sprint(v):
+			t.Errorf("span %q: %s = %v, want %v", s.Name, k, got, v)
+		}
+	}
+}
+
+// assertNoSecretInSpans fails if any span's or resource's attribute, name
+// or status message carries a secret.
+func assertNoSecretInSpans(t *testing.T, spans []otlptest.Span, extra ...string) {
+	t.Helper()
+	all := append(append([]string{}, secrets...), extra...)
+	for _, s := range spans {
+		b, _ := json.Marshal(s)
+		assertNotIn(t, "span "+s.Name, string(b), all)
+		if strings.Contains(string(b), "Bearer") {
+			t.Errorf("span %q carries an Authorization value: %s", s.Name, b)
+		}
+	}
+}
+
+func TestTracesOverOTLP(t *testing.T) {
+	for _, protocol := range []string{telemetry.ProtocolHTTP, telemetry.ProtocolGRPC} {
+		t.Run(protocol, func(t *testing.T) {
+			var rcv *otlptest.Receiver
+			if protocol == telemetry.ProtocolGRPC {
+				rcv = otlptest.StartGRPC(t)
+			} else {
+				rcv = otlptest.StartHTTP(t)
+			}
+			fraud := newPoolBackend(t, "fraud")
+			a, b := newPoolBackend(t, "a"), newPoolBackend(t, "b")
+			a.set(answer(http.StatusServiceUnavailable, nil, `{"error":"warming up"}`))
+			cfg := newConfig().Partners().
+				Upstream("fraud", fraud.URL, upstreamKeyAuth).
+				PoolUpstream("churn", "backends:", backendLine("a", a.URL, "priority: 1"), backendLine("b", b.URL, "priority: 2"),
+					"retry: { attempts: 2, on: [503] }").
+				Route("fraud", "/fraud", "fraud", allowPartners).
+				Route("churn", "/churn", "churn", allowPartners)
+			g := startTraced(t, cfg, rcv, protocol)
+
+			t.Run("admitted", func(t *testing.T) {
+				h := bearer(partnerKey)
+				h.Set("Traceparent", "00-"+clientTrace+"-"+clientSpan+"-01")
+				h.Set("Tracestate", "vendor=opaque")
+				r := do(t, client(), g.URL, request{method: http.MethodPost, path: "/fraud/score?sig=query-canary-9f8e", header: h, body: strings.NewReader(`{}`)})
+				if r.status != http.StatusOK {
+					t.Fatalf("status %d: %s", r.status, r.body)
+				}
+				spans := rcv.WaitFor(t, 10*time.Second, "the admitted request's server and client spans", func(s []otlptest.Span) bool {
+					return len(filterTrace(s, clientTrace)) >= 2
+				})
+				spans = filterTrace(spans, clientTrace)
+				srv := spanOf(t, spans, tracepb.Span_SPAN_KIND_SERVER)
+				cli := spanOf(t, spans, tracepb.Span_SPAN_KIND_CLIENT)
+				if srv.Parent != clientSpan {
+					t.Errorf("server span's parent = %q, want the caller's span %s", srv.Parent, clientSpan)
+				}
+				if cli.Parent != srv.SpanID {
+					t.Errorf("client span's parent = %q, want the server span %s", cli.Parent, srv.SpanID)
+				}
+				if srv.Name != "POST /fraud" || cli.Name != "POST" {
+					t.Errorf("span names %q, %q; want \"POST /fraud\", \"POST\"", srv.Name, cli.Name)
+				}
+				wantAttrs(t, srv, map[string]any{
+					"modelgate.route": "fraud", "modelgate.upstream": "fraud", "modelgate.decision": "admit",
+					"modelgate.auth": "key", "http.route": "/fraud", "http.response.status_code": 200,
+					"http.request.method": "POST", "url.path": "/fraud/score", "modelgate.error_code": nil,
+					"modelgate.request_id": r.header.Get("X-Request-Id"),
+				})
+				wantAttrs(t, cli, map[string]any{
+					"modelgate.upstream": "fraud", "modelgate.backend": "fraud", "http.response.status_code": 200,
+					"url.full": fraud.URL + "/score", "http.request.resend_count": nil,
+				})
+				if got := srv.Resource["service.name"]; got != "modelgate-e2e" {
+					t.Errorf("service.name = %v, want modelgate-e2e (OTEL_SERVICE_NAME)", got)
+				}
+				if srv.Scope == "" || !cli.End.After(cli.Start) || srv.End.Before(cli.End) && srv.End.Before(cli.Start) {
+					t.Errorf("scope %q, client span %s..%s, server span %s..%s", srv.Scope, cli.Start, cli.End, srv.Start, srv.End)
+				}
+				// The upstream joins the same trace, as a child of the try.
+				seen := fraud.requests()
+				if len(seen) != 1 {
+					t.Fatalf("the upstream got %d requests", len(seen))
+				}
+				if got, want := seen[0].header.Get("Traceparent"), "00-"+clientTrace+"-"+cli.SpanID+"-01"; got != want {
+					t.Errorf("upstream traceparent = %q, want %q", got, want)
+				}
+				if got := seen[0].header.Get("Tracestate"); got != "vendor=opaque" {
+					t.Errorf("upstream tracestate = %q, want the caller's", got)
+				}
+				if line := g.requestLine(t, r.header.Get("X-Request-Id")); line["trace_id"] != clientTrace {
+					t.Errorf("audit trace_id = %v, want %s", line["trace_id"], clientTrace)
+				}
+				assertNoSecretInSpans(t, spans, "query-canary-9f8e")
+			})
+
+			t.Run("refused", func(t *testing.T) {
+				r := do(t, client(), g.URL, request{method: http.MethodPost, path: "/fraud/score", header: http.Header{"Authorization": {"Bearer " + expiredKey}}})
+				if r.status != http.StatusUnauthorized {
+					t.Fatalf("status %d: %s", r.status, r.body)
+				}
+				line := g.requestLine(t, r.header.Get("X-Request-Id"))
+				trace, _ := line["trace_id"].(string)
+				spans := rcv.WaitFor(t, 10*time.Second, "the refused request's span", func(s []otlptest.Span) bool {
+					return len(filterTrace(s, trace)) >= 1
+				})
+				spans = filterTrace(spans, trace)
+				srv := spanOf(t, spans, tracepb.Span_SPAN_KIND_SERVER)
+				if srv.Parent != "" {
+					t.Errorf("a request without traceparent starts a trace; parent = %q", srv.Parent)
+				}
+				if kids := otlptest.Children(rcv.Spans(), srv.SpanID); len(kids) != 0 {
+					t.Errorf("a refused request went upstream: %d child spans", len(kids))
+				}
+				wantAttrs(t, srv, map[string]any{
+					"modelgate.route": "fraud", "modelgate.decision": "deny", "modelgate.auth": nil,
+					"modelgate.error_code": "invalid_credential", "http.response.status_code": 401,
+				})
+				if srv.Status == tracepb.Status_STATUS_CODE_ERROR {
+					t.Errorf("a 401 is the caller's error, not the server's: span status %v", srv.Status)
+				}
+				assertNoSecretInSpans(t, spans)
+			})
+
+			t.Run("retried", func(t *testing.T) {
+				h := bearer(partnerKey)
+				trace := strings.Repeat("ab", 16)
+				h.Set("Traceparent", "00-"+trace+"-"+clientSpan+"-01")
+				r := do(t, client(), g.URL, request{method: http.MethodPost, path: "/churn/score", header: h, body: strings.NewReader(`{"x":1}`)})
+				if r.status != http.StatusOK || servedBy(r) != "b" {
+					t.Fatalf("status %d: %s", r.status, r.body)
+				}
+				spans := rcv.WaitFor(t, 10*time.Second, "the retried request's three spans", func(s []otlptest.Span) bool {
+					return len(filterTrace(s, trace)) >= 3
+				})
+				spans = filterTrace(spans, trace)
+				srv := spanOf(t, spans, tracepb.Span_SPAN_KIND_SERVER)
+				tries := otlptest.Children(spans, srv.SpanID)
+				if len(tries) != 2 {
+					t.Fatalf("%d tries under the server span, want 2", len(tries))
+				}
+				wantAttrs(t, tries[0], map[string]any{"modelgate.upstream": "churn", "modelgate.backend": "a",
+					"http.response.status_code": 503, "http.request.resend_count": nil})
+				wantAttrs(t, tries[1], map[string]any{"modelgate.upstream": "churn", "modelgate.backend": "b",
+					"http.response.status_code": 200, "http.request.resend_count": 1})
+				if tries[0].Status != tracepb.Status_STATUS_CODE_ERROR {
+					t.Errorf("the 503 try's status = %v, want error", tries[0].Status)
+				}
+				wantAttrs(t, srv, map[string]any{"modelgate.backend": "b", "modelgate.tries": 2, "http.response.status_code": 200})
+				// Each backend saw its own try's span as the parent.
+				for i, be := range []*poolBackend{a, b} {
+					seen := be.requests()
+					got := seen[len(seen)-1].header.Get("Traceparent")
+					if want := "00-" + trace + "-" + tries[i].SpanID + "-01"; got != want {
+						t.Errorf("backend %s got traceparent %q, want %q", be.name, got, want)
+					}
+				}
+				assertNoSecretInSpans(t, spans)
+			})
+		})
+	}
+}
+
+func filterTrace(spans []otlptest.Span, trace string) []otlptest.Span {
+	var out []otlptest.Span
+	for _, s := range spans {
+		if s.TraceID == trace {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// An LLM answer's usage becomes the GenAI attributes, for a JSON answer and
+// for a stream, on a route without a token limit too; a caller's
+// unsampled traceparent is followed (nothing exported) and passed on.
+func TestTracesGenAIAndSampling(t *testing.T) {
+	rcv := otlptest.StartHTTP(t)
+	llm := newPoolBackend(t, "llm")
+	llm.set(func(w http.ResponseWriter, r *http.Request, body []byte) {
+		if strings.Contains(string(body), `"stream":true`) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			for _, ev := range []string{`{"choices":[{"delta":{"content":"Hel"}}]}`, `{"choices":[{"delta":{"content":"lo"}}]}`,
+				`{"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}`, `[DONE]`} {
+				_, _ = io.WriteString(w, "data: "+ev+"\n\n")
+				w.(http.Flusher).Flush()
+			}
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}`)
+	})
+	cfg := newConfig().Partners().Upstream("llm", llm.URL, upstreamKeyAuth).Route("chat", "/chat", "llm", allowPartners)
+	g := startTraced(t, cfg, rcv, telemetry.ProtocolHTTP)
+
+	for _, tc := range []struct {
+		name, body, trace string
+		in, out           int
+	}{
+		{"json", `{"messages":[]}`, strings.Repeat("1c", 16), 12, 34},
+		{"stream", `{"messages":[],"stream":true}`, strings.Repeat("2d", 16), 7, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := bearer(partnerKey)
+			h.Set("Traceparent", "00-"+tc.trace+"-"+clientSpan+"-01")
+			r := do(t, client(), g.URL, request{method: http.MethodPost, path: "/chat/completions", header: h, body: strings.NewReader(tc.body)})
+			if r.status != http.StatusOK {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			spans := rcv.WaitFor(t, 10*time.Second, "the server span", func(s []otlptest.Span) bool {
+				for _, sp := range filterTrace(s, tc.trace) {
+					if sp.Kind == tracepb.Span_SPAN_KIND_SERVER {
+						return true
+					}
+				}
+				return false
+			})
+			srv := spanOf(t, filterTrace(spans, tc.trace), tracepb.Span_SPAN_KIND_SERVER)
+			wantAttrs(t, srv, map[string]any{"gen_ai.usage.input_tokens": tc.in, "gen_ai.usage.output_tokens": tc.out})
+			ttft, ok := srv.Attrs["gen_ai.server.time_to_first_token"].(float64)
+			if !ok || ttft <= 0 || ttft > srv.End.Sub(srv.Start).Seconds() {
+				t.Errorf("gen_ai.server.time_to_first_token = %v, want a positive number of seconds within the span", srv.Attrs["gen_ai.server.time_to_first_token"])
+			}
+		})
+	}
+
+	t.Run("unsampled caller", func(t *testing.T) {
+		trace := strings.Repeat("3e", 16)
+		h := bearer(partnerKey)
+		h.Set("Traceparent", "00-"+trace+"-"+clientSpan+"-00")
+		if r := do(t, client(), g.URL, request{method: http.MethodPost, path: "/chat/completions", header: h, body: strings.NewReader(`{}`)}); r.status != http.StatusOK {
+			t.Fatalf("status %d", r.status)
+		}
+		seen := llm.requests()
+		got := seen[len(seen)-1].header.Get("Traceparent")
+		if !strings.HasPrefix(got, "00-"+trace+"-") || !strings.HasSuffix(got, "-00") {
+			t.Errorf("upstream traceparent = %q, want the caller's trace, unsampled", got)
+		}
+		// A later sampled request's spans arrive; the unsampled one's never.
+		h.Set("Traceparent", "00-"+strings.Repeat("4f", 16)+"-"+clientSpan+"-01")
+		do(t, client(), g.URL, request{method: http.MethodPost, path: "/chat/completions", header: h, body: strings.NewReader(`{}`)})
+		rcv.WaitFor(t, 10*time.Second, "the sampled request's spans", func(s []otlptest.Span) bool {
+			return len(filterTrace(s, strings.Repeat("4f", 16))) >= 2
+		})
+		if n := len(filterTrace(rcv.Spans(), trace)); n != 0 {
+			t.Errorf("%d spans exported for an unsampled trace", n)
+		}
+	})
+	assertNoSecretInSpans(t, rcv.Spans())
+}
