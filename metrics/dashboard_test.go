@@ -1,0 +1,494 @@
+package metrics
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/modelgate/modelgate/credential"
+	"github.com/modelgate/modelgate/idp"
+)
+
+// These tests read the Grafana dashboard shipped in deploy/grafana and
+// check it against the registry the gateway really builds: every metric an
+// expression names is exported, and every label it matches or groups on is
+// one of that metric's labels. A renamed metric or label then fails here,
+// not on somebody's wall screen.
+
+const dashboardPath = "../deploy/grafana/modelgate.json"
+
+// The datasource every panel and target must use: the dashboard's
+// datasource variable, so the dashboard imports into any Grafana.
+var dashboardDatasource = grafanaRef{Type: "prometheus", UID: "${datasource}"}
+
+type grafanaDashboard struct {
+	UID           string   `json:"uid"`
+	Title         string   `json:"title"`
+	SchemaVersion int      `json:"schemaVersion"`
+	Tags          []string `json:"tags"`
+	Refresh       string   `json:"refresh"`
+	Time          struct{ From, To string }
+	Panels        []grafanaPanel `json:"panels"`
+	Templating    struct{ List []grafanaVariable }
+}
+
+type grafanaRef struct {
+	Type string `json:"type"`
+	UID  string `json:"uid"`
+}
+
+type grafanaPanel struct {
+	ID          *int                      `json:"id"`
+	Type        string                    `json:"type"`
+	Title       string                    `json:"title"`
+	Datasource  *grafanaRef               `json:"datasource"`
+	GridPos     *struct{ H, W, X, Y int } `json:"gridPos"`
+	Targets     []grafanaTarget           `json:"targets"`
+	Panels      []grafanaPanel            `json:"panels"` // of a collapsed row
+	FieldConfig struct {
+		Defaults struct {
+			Unit string `json:"unit"`
+		} `json:"defaults"`
+	} `json:"fieldConfig"`
+}
+
+type grafanaTarget struct {
+	Datasource *grafanaRef `json:"datasource"`
+	Expr       string      `json:"expr"`
+	RefID      string      `json:"refId"`
+}
+
+type grafanaVariable struct {
+	Name       string          `json:"name"`
+	Type       string          `json:"type"`
+	Datasource *grafanaRef     `json:"datasource"`
+	Query      json.RawMessage `json:"query"` // a string, or {"query": "..."}
+	Definition string          `json:"definition"`
+	Multi      bool            `json:"multi"`
+	IncludeAll bool            `json:"includeAll"`
+}
+
+// query returns the variable's query text.
+func (v grafanaVariable) query() (string, error) {
+	var s string
+	if err := json.Unmarshal(v.Query, &s); err == nil {
+		return s, nil
+	}
+	var o struct{ Query string }
+	if err := json.Unmarshal(v.Query, &o); err != nil {
+		return "", fmt.Errorf("variable %s: query is neither a string nor an object: %v", v.Name, err)
+	}
+	return o.Query, nil
+}
+
+// loadDashboard reads and parses the shipped dashboard.
+func loadDashboard(t *testing.T) grafanaDashboard {
+	t.Helper()
+	b, err := os.ReadFile(dashboardPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d grafanaDashboard
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatalf("%s: %v", dashboardPath, err)
+	}
+	return d
+}
+
+// allPanels returns the dashboard's panels, rows and the panels of
+// collapsed rows, in order.
+func (d grafanaDashboard) allPanels() []grafanaPanel {
+	var out []grafanaPanel
+	for _, p := range d.Panels {
+		out = append(out, p)
+		out = append(out, p.Panels...)
+	}
+	return out
+}
+
+// dashboardExpr is one PromQL expression of the dashboard and where it is.
+type dashboardExpr struct{ where, expr string }
+
+// exprs returns every expression of the dashboard: the panels' targets and
+// the query variables' queries (label_values(selector, label) and
+// query_result(expr) are unwrapped; the label of label_values is returned
+// as a by list, so the checker holds it to the selector's metric).
+func (d grafanaDashboard) exprs(t *testing.T) []dashboardExpr {
+	t.Helper()
+	var out []dashboardExpr
+	for _, p := range d.allPanels() {
+		for _, tg := range p.Targets {
+			out = append(out, dashboardExpr{where: fmt.Sprintf("panel %q target %s", p.Title, tg.RefID), expr: tg.Expr})
+		}
+	}
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		q, err := v.query()
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if v.Definition != "" && v.Definition != q {
+			t.Errorf("variable %s: definition %q is not its query %q", v.Name, v.Definition, q)
+		}
+		expr, err := variableExpr(q)
+		if err != nil {
+			t.Errorf("variable %s: %v", v.Name, err)
+			continue
+		}
+		out = append(out, dashboardExpr{where: "variable " + v.Name, expr: expr})
+	}
+	return out
+}
+
+var (
+	labelValuesRE = regexp.MustCompile(`^\s*label_values\(\s*(.+),\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*$`)
+	queryResultRE = regexp.MustCompile(`^\s*query_result\((.+)\)\s*$`)
+)
+
+// variableExpr turns a Grafana Prometheus variable query into PromQL the
+// checker can read: label_values(sel, label) becomes "max by (label) (sel)".
+func variableExpr(q string) (string, error) {
+	if m := labelValuesRE.FindStringSubmatch(q); m != nil {
+		return "max by (" + m[2] + ") (" + m[1] + ")", nil
+	}
+	if m := queryResultRE.FindStringSubmatch(q); m != nil {
+		return m[1], nil
+	}
+	return "", fmt.Errorf("query %q is not label_values(selector, label) or query_result(expr)", q)
+}
+
+// exportedMetrics is the names a scrape holds, each with its label names.
+type exportedMetrics map[string]map[string]bool
+
+// gatewayExports builds the registry the gateway builds, with every family
+// present (a route with requests, errors and tokens; a pool with tries,
+// health checks and a mirror; a credential, an identity provider, a reload,
+// a limits store failure), and returns the names it exports: for a
+// histogram its _bucket (with le), _sum and _count; for a summary its name
+// (with quantile), _sum and _count.
+func gatewayExports(t *testing.T) exportedMetrics {
+	t.Helper()
+	m := New("test")
+	r := m.Route("r")
+	r.Observe(200, "key", 30*time.Millisecond, 20*time.Millisecond, "")
+	r.Observe(401, "", time.Millisecond, 0, "missing_credential")
+	r.Observe(429, "token", time.Millisecond, 0, codeRateLimited)
+	r.Observe(502, "public", 10*time.Millisecond, 9*time.Millisecond, "upstream_unavailable")
+	r.Tokens(10, 5, 15)
+	r.NoUsage()
+	p := m.Pool("pool", []string{"a", "b"})
+	p.Try(0, true, false)
+	p.Try(1, false, true)
+	m.HealthCheck("pool", "a", "up")
+	m.LimitsStoreFailure()
+	now := time.Now()
+	m.SetState(func() State {
+		return State{
+			Credentials: []credential.Status{{
+				Name: "pool/a", Type: "aml_endpoint_token", Ready: true, ValidUntil: now.Add(time.Hour), Refreshes: 2, Failures: 1,
+			}},
+			IdentityProviders: []idp.Status{{
+				Name: "contoso", Type: "azure_ad", Ready: true, Keys: 2, LastSuccess: now.Add(-time.Minute),
+				Sources: []idp.SourceStatus{{Name: "v2", Refreshes: 1}},
+			}},
+			ReloadsOK: 1, ReloadsFailed: 1,
+			Backends: []BackendState{
+				{Upstream: "pool", Backend: "a", Breaker: "open"},
+				{Upstream: "pool", Backend: "b", Breaker: "closed", Available: true},
+			},
+			Mirrors: []MirrorState{{Upstream: "pool", Dropped: 1, InFlight: 1}},
+		}
+	})
+
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	out := exportedMetrics{}
+	add := func(name string, labels map[string]bool, extra ...string) {
+		if out[name] == nil {
+			out[name] = map[string]bool{}
+		}
+		for l := range labels {
+			out[name][l] = true
+		}
+		for _, l := range extra {
+			out[name][l] = true
+		}
+	}
+	for _, f := range fams {
+		got[f.GetName()] = true
+		labels := map[string]bool{}
+		for _, mt := range f.GetMetric() {
+			for _, l := range mt.GetLabel() {
+				labels[l.GetName()] = true
+			}
+		}
+		name := f.GetName()
+		switch f.GetType() {
+		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+			add(name+"_bucket", labels, "le")
+			add(name+"_sum", labels)
+			add(name+"_count", labels)
+		case dto.MetricType_SUMMARY:
+			add(name, labels, "quantile")
+			add(name+"_sum", labels)
+			add(name+"_count", labels)
+		default:
+			add(name, labels)
+		}
+	}
+
+	// Every family the package describes must be in the scrape, or the
+	// checks below would pass for want of data.
+	descs := make(chan *prometheus.Desc, 64)
+	go func() {
+		for _, c := range []prometheus.Collector{m.requests, m.gatewayTime, m.upstream, m.limited, m.denied, m.refused,
+			m.tries, m.retries, m.probes, m.storeFails, m.tokens, m.noUsage, &stateCollector{m: m}} {
+			c.Describe(descs)
+		}
+		close(descs)
+	}()
+	fqName := regexp.MustCompile(`fqName: "([^"]+)"`)
+	for d := range descs {
+		n := fqName.FindStringSubmatch(d.String())
+		if n == nil {
+			t.Fatalf("no fqName in %s", d)
+		}
+		if !got[n[1]] {
+			t.Errorf("the test registry has no %s: fill it in gatewayExports", n[1])
+		}
+	}
+	if !got["modelgate_build_info"] {
+		t.Error("the test registry has no modelgate_build_info")
+	}
+	return out
+}
+
+// check returns what is wrong with expr against the exported metrics: it
+// does not lex, names no metric, names a metric that is not exported,
+// matches on a label the metric does not have, or groups by (or joins on)
+// a label none of its metrics has (checked only when all are exported).
+func (e exportedMetrics) check(expr string) []string {
+	refs, err := lexPromQL(expr)
+	if err != nil {
+		return []string{"cannot lex: " + err.Error()}
+	}
+	var problems []string
+	if len(refs.selectors) == 0 {
+		problems = append(problems, "names no metric")
+	}
+	union, known := map[string]bool{}, true
+	for _, s := range refs.selectors {
+		if s.metric == "" {
+			problems = append(problems, "a selector names no single metric")
+			continue
+		}
+		labels, ok := e[s.metric]
+		if !ok {
+			problems = append(problems, fmt.Sprintf("metric %s is not exported", s.metric))
+			known = false
+			continue
+		}
+		for _, l := range s.labels {
+			if !labels[l] {
+				problems = append(problems, fmt.Sprintf("%s has no label %q", s.metric, l))
+			}
+		}
+		for l := range labels {
+			union[l] = true
+		}
+	}
+	for _, l := range refs.grouping {
+		if known && !union[l] {
+			problems = append(problems, fmt.Sprintf("grouping label %q is on none of %q", l, refs.metrics()))
+		}
+	}
+	return problems
+}
+
+func TestDashboardStructure(t *testing.T) {
+	d := loadDashboard(t)
+	if d.UID != "modelgate" || d.Title != "modelgate" {
+		t.Errorf("uid, title = %q, %q; want modelgate, modelgate", d.UID, d.Title)
+	}
+	if d.SchemaVersion < 39 || d.SchemaVersion > 41 {
+		t.Errorf("schemaVersion = %d, want 39 to 41 (Grafana 10.4 to 11)", d.SchemaVersion)
+	}
+	if len(d.Tags) == 0 || d.Refresh != "30s" || d.Time.From != "now-1h" || d.Time.To != "now" {
+		t.Errorf("tags %q, refresh %q, time %s to %s; want tags, 30s, now-1h to now", d.Tags, d.Refresh, d.Time.From, d.Time.To)
+	}
+
+	vars := map[string]grafanaVariable{}
+	for _, v := range d.Templating.List {
+		if _, dup := vars[v.Name]; dup {
+			t.Errorf("variable %s is defined twice", v.Name)
+		}
+		vars[v.Name] = v
+		if v.Type == "query" && (v.Datasource == nil || *v.Datasource != dashboardDatasource) {
+			t.Errorf("variable %s: datasource %v, want %v", v.Name, v.Datasource, dashboardDatasource)
+		}
+	}
+	if ds := vars["datasource"]; ds.Type != "datasource" || string(ds.Query) != `"prometheus"` {
+		t.Errorf("variable datasource: type %q query %s, want a datasource variable of query prometheus", ds.Type, ds.Query)
+	}
+	for _, name := range []string{"route", "upstream"} {
+		if v := vars[name]; v.Type != "query" || !v.Multi || !v.IncludeAll {
+			t.Errorf("variable %s: type %q multi %v includeAll %v, want a multi-value query variable with All", name, v.Type, v.Multi, v.IncludeAll)
+		}
+	}
+
+	ids := map[int]string{}
+	units := []string{"reqps", "s", "percentunit", "short"}
+	varRef := regexp.MustCompile(`\$\{?(\w+)`)
+	for _, p := range d.allPanels() {
+		name := fmt.Sprintf("panel %q", p.Title)
+		switch {
+		case p.Title == "":
+			t.Errorf("a %s panel has no title", p.Type)
+		case p.ID == nil || *p.ID <= 0:
+			t.Errorf("%s has no id", name)
+		case ids[*p.ID] != "":
+			t.Errorf("%s has id %d, as has panel %q", name, *p.ID, ids[*p.ID])
+		default:
+			ids[*p.ID] = p.Title
+		}
+		if g := p.GridPos; g == nil || g.W <= 0 || g.H <= 0 || g.X < 0 || g.Y < 0 || g.X+g.W > 24 {
+			t.Errorf("%s: gridPos %+v, want one inside the 24 columns", name, g)
+		}
+		if p.Datasource == nil || *p.Datasource != dashboardDatasource {
+			t.Errorf("%s: datasource %v, want %v", name, p.Datasource, dashboardDatasource)
+		}
+		if p.Type == "row" {
+			if len(p.Targets) != 0 {
+				t.Errorf("row %q has targets", p.Title)
+			}
+			continue
+		}
+		if len(p.Panels) != 0 {
+			t.Errorf("%s is not a row but has panels", name)
+		}
+		if !slices.Contains(units, p.FieldConfig.Defaults.Unit) {
+			t.Errorf("%s: unit %q, want one of %q", name, p.FieldConfig.Defaults.Unit, units)
+		}
+		if len(p.Targets) == 0 {
+			t.Errorf("%s has no targets", name)
+		}
+		refIDs := map[string]bool{}
+		for _, tg := range p.Targets {
+			if tg.RefID == "" || refIDs[tg.RefID] {
+				t.Errorf("%s: refId %q is empty or repeated", name, tg.RefID)
+			}
+			refIDs[tg.RefID] = true
+			if tg.Datasource == nil || *tg.Datasource != dashboardDatasource {
+				t.Errorf("%s target %s: datasource %v, want %v", name, tg.RefID, tg.Datasource, dashboardDatasource)
+			}
+			for _, m := range varRef.FindAllStringSubmatch(tg.Expr, -1) {
+				if _, ok := vars[m[1]]; !ok && !strings.HasPrefix(m[1], "__") {
+					t.Errorf("%s target %s uses $%s, which the dashboard does not define", name, tg.RefID, m[1])
+				}
+			}
+			if strings.Contains(tg.Expr, "rate(") && !strings.Contains(tg.Expr, "$__rate_interval") {
+				t.Errorf("%s target %s: a rate() without $__rate_interval: %s", name, tg.RefID, tg.Expr)
+			}
+		}
+	}
+}
+
+func TestDashboardNamesExportedMetricsAndLabels(t *testing.T) {
+	d := loadDashboard(t)
+	exported := gatewayExports(t)
+	exprs := d.exprs(t)
+	if len(exprs) < 30 {
+		t.Fatalf("only %d expressions in the dashboard", len(exprs))
+	}
+	used := map[string]bool{}
+	for _, x := range exprs {
+		for _, p := range exported.check(x.expr) {
+			t.Errorf("%s: %s\n\t%s", x.where, p, x.expr)
+		}
+		names, _ := promQLNames(x.expr)
+		for _, n := range names {
+			used[n] = true
+		}
+	}
+
+	// Every metric of the gateway's own has a panel: a new metric without
+	// one fails here.
+	for name := range exported {
+		if !strings.HasPrefix(name, namespace+"_") || used[name] {
+			continue
+		}
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+		if used[base+"_bucket"] || used[base+"_sum"] || used[base+"_count"] {
+			continue
+		}
+		t.Errorf("no panel shows %s", name)
+	}
+}
+
+// TestDashboardCheckerCatchesMistakes proves the checker above fails on
+// the mistakes it is there for.
+func TestDashboardCheckerCatchesMistakes(t *testing.T) {
+	exported := gatewayExports(t)
+	tests := []struct{ name, expr, want string }{
+		{"misspelt metric", `rate(modelgate_request_total[5m])`, "metric modelgate_request_total is not exported"},
+		{"misspelt matcher label", `rate(modelgate_requests_total{rout=~"$route"}[5m])`, `modelgate_requests_total has no label "rout"`},
+		{"label of another metric", `modelgate_backend_available{route="r"}`, `modelgate_backend_available has no label "route"`},
+		{"misspelt by label", `sum by (rout) (rate(modelgate_requests_total[5m]))`, `grouping label "rout"`},
+		{"le on a histogram's _sum", `sum by (le) (rate(modelgate_gateway_duration_seconds_sum[5m]))`, `grouping label "le"`},
+		{"misspelt on label", `modelgate_backend_available * on(upstream, backnd) modelgate_backend_breaker_state`, `grouping label "backnd"`},
+		{"histogram without _bucket", `histogram_quantile(0.99, sum by (le) (rate(modelgate_upstream_duration_seconds[5m])))`, "modelgate_upstream_duration_seconds is not exported"},
+		{"empty", ``, "cannot lex: empty expression"},
+		{"unlexable", `rate(modelgate_requests_total[5m]`, "cannot lex"},
+		{"no metric", `vector(1)`, "names no metric"},
+		{"regex name", `{__name__=~"modelgate_.+"}`, "names no single metric"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			problems := exported.check(tt.expr)
+			if !slices.ContainsFunc(problems, func(p string) bool { return strings.Contains(p, tt.want) }) {
+				t.Errorf("check(%q) = %q, want a problem containing %q", tt.expr, problems, tt.want)
+			}
+		})
+	}
+	for _, ok := range []string{
+		`histogram_quantile(0.99, sum by (le, route) (rate(modelgate_gateway_duration_seconds_bucket{route=~"$route"}[$__rate_interval])))`,
+		`max by (version, goversion) (modelgate_build_info)`,
+		`sum by (code) (rate(modelgate_request_errors_total{route="r", code="rate_limited"}[5m]))`,
+		`rate(go_gc_duration_seconds_sum[5m]) / rate(go_gc_duration_seconds_count[5m])`,
+		`go_gc_duration_seconds{quantile="0.5"}`,
+	} {
+		if problems := exported.check(ok); len(problems) != 0 {
+			t.Errorf("check(%q) = %q, want none", ok, problems)
+		}
+	}
+}
+
+func TestVariableExpr(t *testing.T) {
+	tests := []struct{ query, want string }{
+		{"label_values(modelgate_requests_total, route)", "max by (route) (modelgate_requests_total)"},
+		{`label_values(modelgate_requests_total{code="5xx"},route)`, `max by (route) (modelgate_requests_total{code="5xx"})`},
+		{"query_result(topk(5, x))", "topk(5, x)"},
+		{"label_values(route)", ""},
+		{"metrics(modelgate_.*)", ""},
+	}
+	for _, tt := range tests {
+		got, err := variableExpr(tt.query)
+		if got != tt.want || (err != nil) != (tt.want == "") {
+			t.Errorf("variableExpr(%q) = %q, %v; want %q", tt.query, got, err, tt.want)
+		}
+	}
+}
