@@ -114,6 +114,11 @@ func TestCheckAgreesWithServe(t *testing.T) {
 			[]string{`upstreams.churn.auth.workspace.subscription_id: missing`}},
 		{"key upstream without key", sub(verdictBase, `auth: { type: key, key: "${VERDICT_KEY}" }`, `auth: { type: key }`),
 			[]string{`:12: upstreams.fraud.auth.key: missing`}},
+		{"telemetry to a collector", verdictBase + "telemetry:\n  traces: { endpoint: \"http://127.0.0.1:1\", protocol: grpc, sample_ratio: 0.25 }\n", nil},
+		{"telemetry settings", verdictBase + "telemetry:\n  traces: { endpoint: \"collector:4318\", protocol: thrift, sample_ratio: 2 }\n",
+			[]string{`:20: telemetry.traces.endpoint: "collector:4318" needs the scheme http:// or https://`,
+				`:20: telemetry.traces.protocol: "thrift" is not an OTLP protocol the gateway speaks: write http/protobuf or grpc`,
+				`:20: telemetry.traces.sample_ratio: 2 is not a share from 0 to 1`}},
 		{"workspace api host over plain http", sub(withAzure, `api_host: "http://127.0.0.1:1"`, `api_host: "http://westeurope.example.com"`),
 			[]string{`upstreams.churn.auth.workspace.api_host`, `https`}},
 	}

@@ -6,17 +6,21 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
+	azpolicy "github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+
 	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/gateway"
 	"github.com/modelgate/modelgate/internal/otlptest"
 	"github.com/modelgate/modelgate/metrics"
 	"github.com/modelgate/modelgate/telemetry"
+	"github.com/modelgate/modelgate/test/fakeaad"
 )
 
 // Traces: the gateway exports its spans over OTLP (HTTP and gRPC) to a
@@ -34,6 +38,14 @@ const (
 // OTEL_EXPORTER_OTLP_PROTOCOL.
 func startTraced(t *testing.T, cfg *cfgBuilder, rcv *otlptest.Receiver, protocol string) *testGateway {
 	t.Helper()
+	tr, lookup := startTracing(t, rcv, protocol)
+	return startGatewayWith(t, cfg, nil, gateway.Deps{Tracing: tr, LookupEnv: lookup, Metrics: metrics.New("test")})
+}
+
+// startTracing starts the export to rcv as serve does, from the
+// environment; it returns the tracing and that environment.
+func startTracing(t *testing.T, rcv *otlptest.Receiver, protocol string) (*telemetry.Tracing, func(string) (string, bool)) {
+	t.Helper()
 	env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": rcv.URL, "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
 		"OTEL_SERVICE_NAME": "modelgate-e2e"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
@@ -50,7 +62,7 @@ func startTraced(t *testing.T, cfg *cfgBuilder, rcv *otlptest.Receiver, protocol
 		defer cancel()
 		_ = tr.Shutdown(ctx)
 	})
-	return startGatewayWith(t, cfg, nil, gateway.Deps{Tracing: tr, LookupEnv: lookup, Metrics: metrics.New("test")})
+	return tr, lookup
 }
 
 // spanOf returns the one span of kind in spans, failing otherwise.
@@ -325,4 +337,66 @@ func TestTracesGenAIAndSampling(t *testing.T) {
 		}
 	})
 	assertNoSecretInSpans(t, rcv.Spans())
+}
+
+// Background work shows too: each upstream credential fetch and each
+// identity provider key fetch is a span of its own, failures marked as
+// errors, and none carries the credential or the client secret.
+func TestTracesOfRefreshes(t *testing.T) {
+	rcv := otlptest.StartHTTP(t)
+	tr, lookup := startTracing(t, rcv, telemetry.ProtocolHTTP)
+	w := newAzureWorld(t)
+	churn := w.add(config.AuthAMLServiceToken, "churn", false)
+	aad := fakeaad.New(t)
+	hc, transport := trustingClient(t, w.aad.CACertPEM(), aad.CACertPEM())
+	cfg := w.config().
+		IdentityProvider("contoso", "type: azure_ad", "tenant_id: "+strconv.Quote(fakeaad.TenantID), "authority_host: "+strconv.Quote(aad.URL()),
+			"audiences: [api://modelgate]").
+		IdentityProvider("down", "type: oidc", "issuer: http://127.0.0.1:1/down", "jwks_uri: http://127.0.0.1:1/down/keys", "audiences: [api://modelgate]")
+	g := startGatewayWith(t, cfg, azureEnv, gateway.Deps{HTTPClient: hc, Transport: transport, Clock: w.clock, Refresh: w.refresh,
+		AzureRetry: azpolicy.RetryOptions{MaxRetries: -1}, Tracing: tr, LookupEnv: lookup})
+	if r := w.call(g, churn, []byte(`{}`)); r.status != http.StatusOK {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	byName := func(spans []otlptest.Span, name string) []otlptest.Span {
+		var out []otlptest.Span
+		for _, s := range spans {
+			if s.Name == name {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	spans := rcv.WaitFor(t, 10*time.Second, "credential and key refresh spans", func(s []otlptest.Span) bool {
+		return len(byName(s, "upstream credential refresh")) >= 1 && len(byName(s, "identity provider keys refresh")) >= 3
+	})
+	cred := byName(spans, "upstream credential refresh")[0]
+	wantAttrs(t, cred, map[string]any{"modelgate.upstream": "churn", "modelgate.credential.type": "aml_service_token",
+		"modelgate.credential.outcome": "ok", "modelgate.credential.generation": 1})
+	if cred.Attrs["modelgate.credential.valid_until"] == nil || cred.Parent != "" || cred.Kind != tracepb.Span_SPAN_KIND_INTERNAL {
+		t.Errorf("credential span %+v", cred)
+	}
+	sources := map[string]otlptest.Span{}
+	for _, s := range byName(spans, "identity provider keys refresh") {
+		sources[fmt.Sprint(s.Attrs["modelgate.identity_provider"], "/", s.Attrs["modelgate.key_source"])] = s
+	}
+	for _, src := range []string{"contoso/v1", "contoso/v2"} {
+		s, ok := sources[src]
+		if !ok {
+			t.Fatalf("no key refresh span for %s: %v", src, sources)
+		}
+		if s.Attrs["modelgate.outcome"] != "ok" || s.Attrs["modelgate.keys"].(int64) < 1 || s.Status == tracepb.Status_STATUS_CODE_ERROR {
+			t.Errorf("%s: %+v", src, s)
+		}
+	}
+	var down *otlptest.Span
+	for k, s := range sources {
+		if strings.HasPrefix(k, "down/") {
+			down = &s
+		}
+	}
+	if down == nil || down.Status != tracepb.Status_STATUS_CODE_ERROR || down.Attrs["modelgate.outcome"] != "failed" || down.StatusMessage == "" {
+		t.Errorf("the unreachable provider's fetch: %+v", down)
+	}
+	assertNoSecretInSpans(t, rcv.Spans(), w.seen()...)
 }
