@@ -2,7 +2,6 @@ package idp_test
 
 import (
 	"context"
-	"slices"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/base64"
@@ -13,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"

@@ -278,9 +278,7 @@ type SourceStatus struct {
 	Name        string    `json:"name"` // "v1", "v2" or "oidc"
 	Ready       bool      `json:"ready"`
 	Keys        int       `json:"keys"`
-	// KeyIDs are the usable keys' ids (kid), sorted: public key set data,
-	// for operators comparing them with the tokens they see refused.
-	KeyIDs      []string  `json:"key_ids,omitempty"`
+	KeyIDs      []string  `json:"key_ids,omitempty"` // usable keys' kids, sorted (public key set data)
 	JWKSURI     string    `json:"jwks_uri,omitempty"`
 	LastRefresh time.Time `json:"last_refresh,omitzero"`
 	LastSuccess time.Time `json:"last_success,omitzero"`
