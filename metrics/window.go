@@ -92,13 +92,17 @@ type Window struct {
 	evicted bool // a sample was dropped for age: the ring spans an hour
 }
 
-// NewWindow returns a Window over m's request, error and token counters.
-// now is its clock (nil means time.Now). It holds no sample until Sample,
-// Run or LastHour takes one.
+// NewWindow returns a Window over m's request, error and token counters,
+// holding its first sample, so counts start now. now is its clock (nil
+// means time.Now). The counters are read through a registry of exactly
+// those three metrics, so a reading never runs the runtime, process or
+// state collectors of m's own registry.
 func (m *Metrics) NewWindow(now func() time.Time) *Window {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.requests, m.refused, m.tokens)
-	return newWindow(now, func() (map[seriesKey]float64, error) { return gatherSeries(reg) })
+	w := newWindow(now, func() (map[seriesKey]float64, error) { return gatherSeries(reg) })
+	_ = w.Sample() // on failure, LastHour takes the first sample
+	return w
 }
 
 func newWindow(now func() time.Time, gather func() (map[seriesKey]float64, error)) *Window {
@@ -169,9 +173,8 @@ func (w *Window) push(s sample) {
 	w.next = (w.next + 1) % len(w.ring)
 }
 
-// Run takes a sample now and then every minute until ctx ends.
+// Run takes a sample every minute until ctx ends.
 func (w *Window) Run(ctx context.Context) {
-	_ = w.Sample()
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {

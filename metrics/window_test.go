@@ -1,10 +1,12 @@
 package metrics
 
 import (
+	"context"
 	"errors"
 	"maps"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -178,10 +180,7 @@ func TestWindowReadsTheMetrics(t *testing.T) {
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	a, b := m.Route("a"), m.Route("b")
 	a.Observe(200, "key", time.Millisecond, 0, "")
-	w := m.NewWindow(clock)
-	if err := w.Sample(); err != nil {
-		t.Fatal(err)
-	}
+	w := m.NewWindow(clock) // its first sample: a's first request
 	mu.Lock()
 	now = now.Add(90 * time.Second)
 	mu.Unlock()
@@ -215,4 +214,25 @@ func TestWindowReadsTheMetrics(t *testing.T) {
 	if got.Full || !got.Since.Equal(now.Add(-90*time.Second)) {
 		t.Errorf("since %v full %v, want the first sample, not full", got.Since, got.Full)
 	}
+}
+
+// TestWindowRunSamplesEveryMinute: Run keeps a sample a minute and stops
+// with its context (in a synctest bubble, so no real minute passes).
+func TestWindowRunSamplesEveryMinute(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newWindow(nil, func() (map[seriesKey]float64, error) { return map[seriesKey]float64{}, nil })
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); w.Run(ctx) }()
+		time.Sleep(3*time.Minute + time.Second)
+		synctest.Wait()
+		w.mu.Lock()
+		n := w.n
+		w.mu.Unlock()
+		if n != 3 {
+			t.Errorf("%d samples after 3 minutes, want 3", n)
+		}
+		cancel()
+		<-done
+	})
 }
