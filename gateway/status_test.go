@@ -207,7 +207,7 @@ func TestStatusPage(t *testing.T) {
 	for _, want := range []string{
 		`<meta http-equiv="refresh" content="5">`,
 		`<code>v1.2.3-test</code>`, `<code>gw.yaml</code>`, `<dd>routes</dd>`, `0 ok, 0 failed`,
-		`In memory, per replica`, "key set partners", "identity provider corp", "Since 20",
+		`In memory, per replica`, "key set partners", "identity provider corp", "Traffic since 20",
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q", want)
