@@ -34,11 +34,14 @@ type Server struct {
 	tls    atomic.Pointer[tlsState]
 	mu     sync.Mutex // serializes reloads
 	reload struct{ ok, failed atomic.Uint64 }
+	// window keeps the last hour of the request counters for the status
+	// page; nil without metrics. RunListeners samples it every minute.
+	window *metrics.Window
 }
 
 // NewServer returns a server that serves snap. load is used by Reload.
 func NewServer(snap *Snapshot, load Loader, deps Deps) *Server {
-	s := &Server{deps: deps, load: load, log: cmp.Or(deps.Logger, slog.New(slog.DiscardHandler))}
+	s := &Server{deps: deps, load: load, log: cmp.Or(deps.Logger, slog.New(slog.DiscardHandler)), window: newWindow(deps)}
 	s.snap.Store(snap)
 	if deps.Metrics != nil {
 		deps.Metrics.SetState(func() metrics.State {
@@ -105,9 +108,23 @@ func (s *Server) ReloadCounts() (ok, failed uint64) {
 	return s.reload.ok.Load(), s.reload.failed.Load()
 }
 
-// AdminHandler serves /healthz (the process is up) and /readyz (see
-// Snapshot.Readiness; ?route=NAME for one route). It must only be exposed
-// on the admin listener.
+// readiness is the snapshot's Readiness with the TLS certificate's state.
+func (s *Server) readiness() Readiness {
+	rep := s.snap.Load().Readiness()
+	if st := s.tls.Load(); st != nil {
+		if err := st.mgr.Ready(); err != nil {
+			rep.Ready, rep.TLS = false, err.Error()
+		} else {
+			rep.TLS = "ready"
+		}
+	}
+	return rep
+}
+
+// AdminHandler serves /healthz (the process is up), /readyz (see
+// Snapshot.Readiness; ?route=NAME for one route), /metrics when metrics
+// are on, and the status page, an HTML view of the same state, at / and
+// /status. It must only be exposed on the admin listener.
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -123,14 +140,7 @@ func (s *Server) AdminHandler() http.Handler {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		rep := s.snap.Load().Readiness()
-		if st := s.tls.Load(); st != nil {
-			if err := st.mgr.Ready(); err != nil {
-				rep.Ready, rep.TLS = false, err.Error()
-			} else {
-				rep.TLS = "ready"
-			}
-		}
+		rep := s.readiness()
 		status := http.StatusOK
 		if !rep.Ready {
 			status = http.StatusServiceUnavailable
@@ -150,6 +160,9 @@ func (s *Server) AdminHandler() http.Handler {
 		}
 		writeJSON(w, status, rep)
 	})
+	// GET patterns answer HEAD too.
+	mux.HandleFunc("GET /status", s.serveStatus)
+	mux.HandleFunc("GET /{$}", s.serveStatus)
 	return mux
 }
 
@@ -166,7 +179,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 type Listeners struct {
 	// Public serves the routes (wrapped in TLS when EnableTLS was called).
 	Public net.Listener
-	// Admin serves /healthz, /readyz and /metrics.
+	// Admin serves /healthz, /readyz, /metrics and the status page.
 	Admin net.Listener
 	// HTTP, optional with TLS, answers ACME HTTP-01 challenges and
 	// redirects everything else to HTTPS.
@@ -212,6 +225,14 @@ func (s *Server) RunListeners(ctx context.Context, ls Listeners) error {
 		IdleTimeout:       30 * time.Second,
 		ErrorLog:          errLog,
 	}
+	var windowDone chan struct{}
+	stopWindow := func() {}
+	if s.window != nil {
+		var wctx context.Context
+		wctx, stopWindow = context.WithCancel(context.WithoutCancel(ctx))
+		windowDone = make(chan struct{})
+		go func() { defer close(windowDone); s.window.Run(wctx) }()
+	}
 	errc := make(chan error, 3)
 	go func() { errc <- serveErr("public", pub.Serve(public)) }()
 	go func() { errc <- serveErr("admin", adm.Serve(admin)) }()
@@ -239,6 +260,10 @@ func (s *Server) RunListeners(ctx context.Context, ls Listeners) error {
 	_ = adm.Shutdown(sctx)
 	if redirect != nil {
 		_ = redirect.Shutdown(sctx)
+	}
+	stopWindow()
+	if windowDone != nil {
+		<-windowDone
 	}
 	s.snap.Load().Close()
 	if st := s.tls.Load(); st != nil {

@@ -60,6 +60,7 @@ type keyState struct {
 	templated bool
 	jwksURI   string
 	keys      int
+	kids      []string // the usable keys' ids, sorted; public key set data
 	store     *jwkset.MemoryJWKSet
 	kf        keyfunc.Keyfunc
 	print     [sha256.Size]byte // identifies issuer + keys, to detect changes
@@ -393,6 +394,7 @@ func (st *keyState) setKeys(s *source, raw []byte) ([]string, error) {
 			continue
 		}
 		jwks = append(jwks, j)
+		st.kids = append(st.kids, k.kid)
 		fmt.Fprintf(h, "%q %x %d\n", k.kid, k.pub.N.Bytes(), k.pub.E)
 	}
 	if len(jwks) == 0 {

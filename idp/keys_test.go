@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -627,4 +628,37 @@ func TestRefreshFailureLog(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStatusKeyIDs: each source's status lists the ids of the keys it
+// holds, sorted (public key set data, for the status page), and follows a
+// rollover.
+func TestStatusKeyIDs(t *testing.T) {
+	e := newEnv(t)
+	p := e.provider(t, nil)
+	legacy, current := e.aad.LegacyKID(), e.aad.CurrentKID()
+	check := func(when string, want ...string) {
+		t.Helper()
+		slices.Sort(want)
+		st := p.Status()
+		if len(st.Sources) == 0 {
+			t.Fatalf("%s: no sources in %+v", when, st)
+		}
+		for _, src := range st.Sources {
+			if !slices.Equal(src.KeyIDs, want) || src.Keys != len(src.KeyIDs) {
+				t.Errorf("%s: source %s key ids %q (keys %d), want %q", when, src.Name, src.KeyIDs, src.Keys, want)
+			}
+		}
+	}
+	check("first fetch", legacy, current)
+	rotated := e.aad.RotateKey()
+	if err := p.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	check("after a rollover", legacy, current, rotated)
+	e.aad.DropRetiredKeys()
+	if err := p.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	check("after the retired keys are dropped", legacy, rotated)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/modelgate/modelgate/internal/guid"
 	"github.com/modelgate/modelgate/internal/strhash"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -277,6 +278,7 @@ type SourceStatus struct {
 	Name        string    `json:"name"` // "v1", "v2" or "oidc"
 	Ready       bool      `json:"ready"`
 	Keys        int       `json:"keys"`
+	KeyIDs      []string  `json:"key_ids,omitempty"` // usable keys' kids, sorted (public key set data)
 	JWKSURI     string    `json:"jwks_uri,omitempty"`
 	LastRefresh time.Time `json:"last_refresh,omitzero"`
 	LastSuccess time.Time `json:"last_success,omitzero"`
@@ -292,7 +294,7 @@ func (p *Provider) Status() Status {
 	for i, s := range p.sources {
 		ss := SourceStatus{Name: s.label}
 		if ks := s.state.Load(); ks != nil {
-			ss.Ready, ss.Keys, ss.JWKSURI = true, ks.keys, ks.jwksURI
+			ss.Ready, ss.Keys, ss.KeyIDs, ss.JWKSURI = true, ks.keys, slices.Clone(ks.kids), ks.jwksURI
 		}
 		s.mu.Lock()
 		ss.LastRefresh, ss.LastSuccess = s.lastAttempt, s.lastSuccess

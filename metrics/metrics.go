@@ -89,6 +89,8 @@ type Metrics struct {
 	tokens      *prometheus.CounterVec
 	noUsage     *prometheus.CounterVec
 
+	version string
+
 	mu     sync.Mutex
 	routes map[string]*Route
 	state  StateFunc
@@ -98,7 +100,7 @@ type Metrics struct {
 // New returns a registry with the Go runtime and process collectors, build
 // info, and the gateway's own metrics.
 func New(version string) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), routes: map[string]*Route{}, now: time.Now}
+	m := &Metrics{reg: prometheus.NewRegistry(), routes: map[string]*Route{}, now: time.Now, version: version}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: namespace, Name: "requests_total",
 		Help: "Requests answered, by route, status class and auth method.",
@@ -181,6 +183,9 @@ func (m *Metrics) SetState(f StateFunc) {
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
+
+// Version returns the gateway version New was given (build_info's).
+func (m *Metrics) Version() string { return m.version }
 
 // Registry returns the underlying registry (tests gather from it).
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
