@@ -62,5 +62,11 @@ fi
 if [ -n "${MODELGATE_STORE_URL:-}" ]; then
   printf 'limits:\n  store: { type: redis, url: "%s", timeout: 50ms, on_error: local }\n' "$MODELGATE_STORE_URL" >> "$dir/modelgate.yaml"
 fi
+# Optional traces, to measure their cost: MODELGATE_OTLP_ENDPOINT is an
+# OTLP/HTTP collector (bench/otlpsink), MODELGATE_TRACE_RATIO the share of
+# requests sampled (default 1: every request).
+if [ -n "${MODELGATE_OTLP_ENDPOINT:-}" ]; then
+  printf 'telemetry:\n  traces: { endpoint: "%s", sample_ratio: %s }\n' "$MODELGATE_OTLP_ENDPOINT" "${MODELGATE_TRACE_RATIO:-1}" >> "$dir/modelgate.yaml"
+fi
 
 exec "$bin" serve -config "$dir/modelgate.yaml" 2>>"$dir/gateway.log"
