@@ -10,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/modelgate/modelgate/config"
 	"github.com/modelgate/modelgate/internal/jsonline"
+	"github.com/modelgate/modelgate/telemetry"
 
 	"github.com/modelgate/modelgate/test/fakeaad"
 )
@@ -54,6 +56,11 @@ routes:
 // benchGateway builds the bench harness's configuration (one route admitting
 // a key and Azure AD tokens with a role) against an in-memory upstream.
 func benchGateway(b *testing.B) (*Snapshot, string, string) {
+	return benchGatewayWith(b, nil)
+}
+
+// benchGatewayWith is benchGateway with the trace export given (nil: off).
+func benchGatewayWith(b *testing.B, tracing *telemetry.Tracing) (*Snapshot, string, string) {
 	aad := fakeaad.New(b)
 	const key = "mgk_bench-client-0123456789abcdef"
 	y := strings.NewReplacer("TENANT", fakeaad.TenantID, "AUTHORITY", aad.URL(), "KEYSHA", sha(key)).Replace(`
@@ -69,7 +76,7 @@ identity_providers:
 `)
 	snap, err := Build(context.Background(), parse(b, y), Deps{
 		Transport: memTransport{}, HTTPClient: aad.Client(),
-		Audit: jsonline.New(io.Discard, slog.LevelInfo),
+		Audit: jsonline.New(io.Discard, slog.LevelInfo), Tracing: tracing,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -124,4 +131,30 @@ func BenchmarkGatewayKeyRoute(b *testing.B) {
 func BenchmarkGatewayTokenRoute(b *testing.B) {
 	snap, _, token := benchGateway(b)
 	benchRoute(b, snap.Handler, "Bearer "+token)
+}
+
+// BenchmarkGatewayKeyRouteTraced is the key route with every request
+// traced (sample ratio 1) and exported over OTLP/HTTP to a receiver on
+// loopback that reads and drops them (a collector's decoding would run in
+// another process); spans the exporter cannot keep up with are dropped, as
+// in production. So this measures what tracing costs the gateway process.
+func BenchmarkGatewayKeyRouteTraced(b *testing.B) {
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	b.Cleanup(collector.Close)
+	s, err := telemetry.Resolve(config.Telemetry{}, func(k string) (string, bool) {
+		return map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": collector.URL}[k], k == "OTEL_EXPORTER_OTLP_ENDPOINT"
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tr, err := telemetry.Start(context.Background(), s, telemetry.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+	snap, key, _ := benchGatewayWith(b, tr)
+	benchRoute(b, snap.Handler, "Bearer "+key)
 }

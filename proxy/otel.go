@@ -65,6 +65,14 @@ func spanMethod(m string) string {
 	return "_OTHER"
 }
 
+// spanState is a traced request's span and what its attributes need.
+type spanState struct {
+	trace.Span
+	tries  int // upstream tries started
+	start  time.Time
+	method string
+}
+
 // startSpan starts the request's server span, a child of the caller's
 // traceparent when it sent a valid one, and returns r carrying it.
 func (h *Handler) startSpan(r *http.Request, st *reqState, start time.Time) *http.Request {
@@ -73,7 +81,7 @@ func (h *Handler) startSpan(r *http.Request, st *reqState, start time.Time) *htt
 	ctx, span := h.tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(start),
 		trace.WithAttributes(attribute.String("http.request.method", method), attribute.String("url.path", r.URL.Path),
 			attribute.String("url.scheme", scheme(r)), attrRequestID.String(st.id)))
-	st.span = span
+	st.span = &spanState{Span: span, start: start, method: r.Method}
 	if sc := span.SpanContext(); sc.IsValid() {
 		// The audit line names the trace the spans are in; each try
 		// sends its own span's traceparent upstream.
@@ -91,7 +99,7 @@ func scheme(r *http.Request) string {
 
 // endSpan records the outcome on the request's span and ends it.
 func (h *Handler) endSpan(st *reqState, status int) {
-	span := st.span
+	span := st.span.Span
 	if !span.IsRecording() {
 		span.End()
 		return
@@ -123,12 +131,12 @@ func (h *Handler) endSpan(st *reqState, status int) {
 			attrs = append(attrs, attrInputTokens.Int64(u.PromptTokens), attrOutputTokens.Int64(u.CompletionTokens))
 		}
 		if !t.first.IsZero() {
-			attrs = append(attrs, attrTimeToFirstToken.Float64(t.first.Sub(st.start).Seconds()))
+			attrs = append(attrs, attrTimeToFirstToken.Float64(t.first.Sub(st.span.start).Seconds()))
 		}
 	}
 	span.SetAttributes(attrs...)
 	if name != "" {
-		span.SetName(spanMethod(st.method) + name)
+		span.SetName(spanMethod(st.span.method) + name)
 	}
 	if status >= 500 {
 		span.SetStatus(codes.Error, st.errCode)
@@ -177,12 +185,12 @@ func (t *tracedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		switch {
 		case st == nil:
 			span.SetAttributes(attrMirror.Bool(true))
-		case st.spanTries > 0:
-			span.SetAttributes(attribute.Int("http.request.resend_count", st.spanTries))
+		case st.span != nil && st.span.tries > 0:
+			span.SetAttributes(attribute.Int("http.request.resend_count", st.span.tries))
 		}
 	}
-	if st != nil {
-		st.spanTries++
+	if st != nil && st.span != nil {
+		st.span.tries++
 	}
 	// req is this try's own outbound request (ReverseProxy's clone, or
 	// the pool's copy), so setting its header in place is safe.

@@ -304,7 +304,7 @@ func (t *poolTransport) mirror(req *http.Request, st *reqState) {
 	mctx := context.Background()
 	if st != nil && st.span != nil {
 		// Its span is a child of the request's, which it may outlive.
-		mctx = trace.ContextWithSpan(mctx, st.span)
+		mctx = trace.ContextWithSpan(mctx, st.span.Span)
 	}
 	out, err := t.fresh(req, mctx)
 	if err != nil {

@@ -301,11 +301,7 @@ type reqState struct {
 	body     bodyReader  // the client's body, under the read timeout
 	tok      *tokenState // token limit bookkeeping (tokens.go); nil unless a token limit admitted the request, or a recording span wants the usage
 
-	// With Options.Tracer only (otel.go).
-	span      trace.Span
-	spanTries int // upstream tries started
-	start     time.Time
-	method    string
+	span *spanState // with Options.Tracer only (otel.go)
 }
 
 type stateKey struct{}
@@ -328,7 +324,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.newTrace, st.traceID = newTraceparent()
 	}
 	if h.tracer != nil {
-		st.start, st.method = start, r.Method
 		r = h.startSpan(r, st, start)
 	}
 	served := false
