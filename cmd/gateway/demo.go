@@ -138,10 +138,17 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		logOut = io.Discard
 	}
 	deps := gateway.Deps{Logger: newLogger(cfg.Log, logOut), Metrics: metrics.New(versionString())}
-	snap, err := gateway.Build(ctx, cfg, deps)
+	snap, err := gateway.Compile(cfg, deps, gateway.CompileOptions{})
 	if err != nil {
 		return err
 	}
+	// OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 traces the demo too.
+	snap, deps, stopTraces, err := startTelemetry(ctx, cfg, snap, deps)
+	if err != nil {
+		return err
+	}
+	defer stopTraces()
+	snap.Start(ctx)
 	srv := gateway.NewServer(snap, load, deps)
 
 	base := "http://" + pub.Addr().String()
@@ -205,6 +212,7 @@ Demo API key (key set "partners"): %s
    curl -si %s/api/v1/service/fraud/score -d '{}'
 
 Admin endpoints (never on the public listener): %s/healthz  %s/readyz  %[18]s/metrics
+Status page (open it in a browser; it refreshes itself): %[18]s/
 `, base, model, partnerKey,
 		base, partnerKey,
 		base, partnerKey,

@@ -116,28 +116,11 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stderr, "gateway: the configuration has errors:\n%v\n", err)
 		return exitError(1)
 	}
-	if snap.Telemetry != nil {
-		// The export lives as long as the process; compile again so that
-		// everything records spans with it.
-		tr, err := telemetry.Start(ctx, snap.Telemetry, telemetry.Options{Version: versionString(), Logger: log})
-		if err != nil {
-			return err
-		}
-		defer func() {
-			// Send what is still queued, within a bound.
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			defer cancel()
-			if err := tr.Shutdown(sctx); err != nil {
-				log.Warn("traces still queued at shutdown were dropped", slog.String("error", err.Error()))
-			}
-		}()
-		deps.Tracing = tr
-		snap.Close()
-		if snap, err = gateway.Compile(cfg, deps, gateway.CompileOptions{}); err != nil {
-			return err
-		}
-		log.Info("telemetry on", slog.String("export", snap.Telemetry.String()))
+	snap, deps, stopTraces, err := startTelemetry(ctx, cfg, snap, deps)
+	if err != nil {
+		return err
 	}
+	defer stopTraces()
 	for _, w := range snap.Warnings {
 		log.Warn("configuration warning", slog.String("warning", w.Error()))
 	}
@@ -193,6 +176,37 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		go watchFiles(ctx, files, *watch, func() { _ = srv.Reload(ctx) })
 	}
 	return srv.RunListeners(ctx, gateway.Listeners{Public: pub, Admin: adm, HTTP: httpLn})
+}
+
+// startTelemetry starts the trace export snap's configuration asks for,
+// if any, and compiles again so that everything records spans with it. It
+// returns the snapshot and dependencies to serve with, and a function that
+// sends the spans still queued (within 5 s) and stops the export. The
+// export lives as long as the process.
+func startTelemetry(ctx context.Context, cfg *config.Config, snap *gateway.Snapshot, deps gateway.Deps) (*gateway.Snapshot, gateway.Deps, func(), error) {
+	if snap.Telemetry == nil {
+		return snap, deps, func() {}, nil
+	}
+	log := deps.Logger
+	tr, err := telemetry.Start(ctx, snap.Telemetry, telemetry.Options{Version: versionString(), Logger: log})
+	if err != nil {
+		return nil, deps, nil, err
+	}
+	stop := func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := tr.Shutdown(sctx); err != nil {
+			log.Warn("traces still queued at shutdown were dropped", slog.String("error", err.Error()))
+		}
+	}
+	deps.Tracing = tr
+	snap.Close()
+	if snap, err = gateway.Compile(cfg, deps, gateway.CompileOptions{}); err != nil {
+		stop()
+		return nil, deps, nil, err
+	}
+	log.Info("telemetry on", slog.String("export", snap.Telemetry.String()))
+	return snap, deps, stop, nil
 }
 
 // auditOutput opens log.audit: "" (the main log's stderr), stdout, stderr or
