@@ -174,7 +174,7 @@ func errorRows() []errRow {
 		{name: "merge key in a struct", yaml: top("server: &s\n  idle_timeout: 5s\nadmin:\n  <<: *s\n"), want: "gw.yaml:4: admin: YAML merge keys (<<) are not supported: write the fields out"},
 		{name: "field twice", yaml: top("server:\n  listen: \":1\"\n  listen: \":2\"\n"), want: "gw.yaml:3: server.listen: field appears twice: keep one"},
 		{name: "unknown field with suggestion", yaml: top("server:\n  lisen: \":80\"\n"), want: `gw.yaml:2: server.lisen: unknown field "lisen"; did you mean "listen"? (known fields: buffer_body_bytes, credential_headers, idle_timeout, listen,`},
-		{name: "unknown top-level field", yaml: top("colour: blue\n"), want: `gw.yaml:1: colour: unknown field "colour" (known fields: admin, credentials, identity_providers, key_sets, limits, log, routes, server, upstreams)`},
+		{name: "unknown top-level field", yaml: top("colour: blue\n"), want: `gw.yaml:1: colour: unknown field "colour" (known fields: admin, credentials, identity_providers, key_sets, limits, log, routes, server, telemetry, upstreams)`},
 
 		// decode.go: decodeMap.
 		{name: "list for a map", yaml: top("credentials: [mi]\n"), want: "gw.yaml:1: credentials: expected a mapping of names, got a list"},

@@ -591,10 +591,17 @@ func TestTokenIdentityHeaders(t *testing.T) {
 func TestTokenProviderUnavailableAtStart(t *testing.T) {
 	t.Parallel()
 	w := newTokenWorld(t, func(aad *fakeaad.Server) { aad.SetDown(true) })
-	waitFor(t, 5*time.Second, "the first key fetch to fail", func() bool {
+	waitFor(t, 5*time.Second, "the first key fetch of every source to fail", func() bool {
+		// Every source (v1 and v2) must have tried: until then the
+		// provider is still starting and /readyz is 503 for that reason.
 		_, rep, _ := readyz(t, w.g)
 		for _, p := range rep.IdentityProviders {
 			if p.Name == "contoso" {
+				for _, src := range p.Sources {
+					if src.Failures == 0 {
+						return false
+					}
+				}
 				return p.LastError != ""
 			}
 		}
