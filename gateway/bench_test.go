@@ -133,28 +133,33 @@ func BenchmarkGatewayTokenRoute(b *testing.B) {
 	benchRoute(b, snap.Handler, "Bearer "+token)
 }
 
-// BenchmarkGatewayKeyRouteTraced is the key route with every request
-// traced (sample ratio 1) and exported over OTLP/HTTP to a receiver on
-// loopback that reads and drops them (a collector's decoding would run in
-// another process); spans the exporter cannot keep up with are dropped, as
-// in production. So this measures what tracing costs the gateway process.
+// BenchmarkGatewayKeyRouteTraced is the key route with traces exported
+// over OTLP/HTTP to a receiver on loopback that reads and drops them (a
+// collector's decoding would run in another process), recording every
+// request (ratio=1) or one in ten (ratio=0.1); spans the exporter cannot
+// keep up with are dropped, as in production. So this measures what
+// tracing costs the gateway process.
 func BenchmarkGatewayKeyRouteTraced(b *testing.B) {
-	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/x-protobuf")
-	}))
-	b.Cleanup(collector.Close)
-	s, err := telemetry.Resolve(config.Telemetry{}, func(k string) (string, bool) {
-		return map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": collector.URL}[k], k == "OTEL_EXPORTER_OTLP_ENDPOINT"
-	})
-	if err != nil {
-		b.Fatal(err)
+	for _, ratio := range []string{"1", "0.1"} {
+		b.Run("ratio="+ratio, func(b *testing.B) {
+			collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/x-protobuf")
+			}))
+			b.Cleanup(collector.Close)
+			env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": collector.URL, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+				"OTEL_TRACES_SAMPLER_ARG": ratio}
+			s, err := telemetry.Resolve(config.Telemetry{}, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+			if err != nil {
+				b.Fatal(err)
+			}
+			tr, err := telemetry.Start(context.Background(), s, telemetry.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
+			snap, key, _ := benchGatewayWith(b, tr)
+			benchRoute(b, snap.Handler, "Bearer "+key)
+		})
 	}
-	tr, err := telemetry.Start(context.Background(), s, telemetry.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = tr.Shutdown(context.Background()) })
-	snap, key, _ := benchGatewayWith(b, tr)
-	benchRoute(b, snap.Handler, "Bearer "+key)
 }

@@ -199,7 +199,7 @@ func (h *Handler) rewrite(u *Upstream, pr *httputil.ProxyRequest) {
 	h.setForwarded(pr, st)
 	hdr[headerRequestID] = []string{st.id}
 	switch {
-	case st.span != nil:
+	case st.span != nil && st.span.SpanContext().IsValid():
 		// Each try sends its own span's traceparent (otel.go).
 		delete(hdr, headerTraceparent)
 		delete(hdr, headerTracestate)

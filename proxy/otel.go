@@ -78,14 +78,22 @@ type spanState struct {
 func (h *Handler) startSpan(r *http.Request, st *reqState, start time.Time) *http.Request {
 	ctx := traceContext.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	method := spanMethod(r.Method)
-	ctx, span := h.tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(start),
-		trace.WithAttributes(attribute.String("http.request.method", method), attribute.String("url.path", r.URL.Path),
-			attribute.String("url.scheme", scheme(r)), attrRequestID.String(st.id)))
+	ctx, span := h.tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(start))
+	if span.IsRecording() {
+		// Set here rather than passed to Start, so that an unsampled
+		// request allocates none of it.
+		span.SetAttributes(attribute.String("http.request.method", method), attribute.String("url.path", r.URL.Path),
+			attribute.String("url.scheme", scheme(r)), attrRequestID.String(st.id))
+	}
 	st.span = &spanState{Span: span, start: start, method: r.Method}
 	if sc := span.SpanContext(); sc.IsValid() {
 		// The audit line names the trace the spans are in; each try
 		// sends its own span's traceparent upstream.
-		st.traceID, st.newTrace = sc.TraceID().String(), ""
+		st.traceID = sc.TraceID().String()
+	} else if id, ok := parseTraceparent(r.Header.Get(headerTraceparent)); ok {
+		st.traceID = id
+	} else {
+		st.newTrace, st.traceID = newTraceparent()
 	}
 	return r.WithContext(ctx)
 }
@@ -176,8 +184,9 @@ func (t *tracedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	st := stateFrom(ctx)
 	method := spanMethod(req.Method)
-	ctx, span := t.tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(t.attrs...))
+	ctx, span := t.tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindClient))
 	if span.IsRecording() {
+		span.SetAttributes(t.attrs...)
 		// The upstream's URL without its query, which may carry what the
 		// client put there.
 		full := url.URL{Scheme: req.URL.Scheme, Host: req.URL.Host, Path: req.URL.Path, RawPath: req.URL.RawPath}

@@ -318,13 +318,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{id: h.requestID(r)}
 	sw := &statusWriter{ResponseWriter: w}
 	sw.Header().Set(headerRequestID, st.id)
-	if id, ok := parseTraceparent(r.Header.Get(headerTraceparent)); ok {
+	if h.tracer != nil {
+		// The tracer reads the caller's traceparent, or starts a trace.
+		r = h.startSpan(r, st, start)
+	} else if id, ok := parseTraceparent(r.Header.Get(headerTraceparent)); ok {
 		st.traceID = id
 	} else {
 		st.newTrace, st.traceID = newTraceparent()
-	}
-	if h.tracer != nil {
-		r = h.startSpan(r, st, start)
 	}
 	served := false
 	defer func() {
