@@ -183,6 +183,14 @@ func (h *Handler) traced(rt http.RoundTripper, u *url.URL, upstream, backend str
 func (t *tracedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	st := stateFrom(ctx)
+	if !trace.SpanFromContext(ctx).IsRecording() {
+		// An unsampled request: no span of its own, which nobody would
+		// see; the upstream gets the trace id and the decision not to
+		// sample.
+		delete(req.Header, headerTracestate)
+		traceContext.Inject(ctx, propagation.HeaderCarrier(req.Header))
+		return t.next.RoundTrip(req)
+	}
 	method := spanMethod(req.Method)
 	ctx, span := t.tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindClient))
 	if span.IsRecording() {
