@@ -270,3 +270,43 @@ func TestCheckPrintsLimits(t *testing.T) {
 		t.Error("check printed the store's password")
 	}
 }
+
+// TestCheckPrintsTelemetry: check says where traces go, from the section
+// or the OTEL_* variables, and never an export header's value (issue 13).
+func TestCheckPrintsTelemetry(t *testing.T) {
+	t.Setenv("VERDICT_KEY", "verdict-upstream-key-0123456789")
+	t.Setenv("VERDICT_OTLP_KEY", "otlp-header-secret-canary")
+	tests := []struct {
+		name, section string
+		env           map[string]string
+		want          string // "" for no TELEMETRY block
+	}{
+		{name: "off", want: ""},
+		{name: "section", section: "telemetry:\n  traces: { endpoint: \"http://otel:4317\", protocol: grpc, sample_ratio: 0.2, headers: { api-key: \"${VERDICT_OTLP_KEY}\" } }\n",
+			want: "traces over OTLP grpc to http://otel:4317 (from telemetry.traces.endpoint), sampler parentbased_traceidratio 0.2, headers api-key"},
+		{name: "environment", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318", "OTEL_TRACES_SAMPLER": "always_on"},
+			want: "traces over OTLP http/protobuf to http://otel:4318 (from OTEL_EXPORTER_OTLP_ENDPOINT), sampler always_on"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			file := filepath.Join(t.TempDir(), "telemetry.yaml")
+			if err := os.WriteFile(file, []byte(verdictBase+tt.section), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var out, errb bytes.Buffer
+			if err := run(context.Background(), []string{"check", "-config", file}, &out, &errb); err != nil {
+				t.Fatalf("check: %v\n%s", err, errb.String())
+			}
+			got := out.String()
+			if tt.want == "" && strings.Contains(got, "TELEMETRY") || tt.want != "" && !strings.Contains(got, "TELEMETRY\n  "+tt.want+"\n") {
+				t.Errorf("check output, want TELEMETRY %q:\n%s", tt.want, got)
+			}
+			if strings.Contains(got+errb.String(), "otlp-header-secret-canary") {
+				t.Error("check printed an export header's value")
+			}
+		})
+	}
+}
