@@ -71,7 +71,11 @@ func Compile(cfg *config.Config, deps Deps, o CompileOptions) (*Snapshot, error)
 		}
 	}
 	c.limitsStore(o.DecideOnly)
-	c.telemetry()
+	if !o.DecideOnly {
+		// explain decides offline: a bad OTEL_* variable in the
+		// operator's shell must not stop it.
+		c.telemetry()
+	}
 	c.routes(keys, upstreams)
 	c.tls()
 	if err := errors.Join(c.errs...); err != nil {

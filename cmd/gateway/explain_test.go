@@ -108,7 +108,9 @@ func TestExplainKeyOffline(t *testing.T) {
 	spy, conns := connectionSpy(t)
 	key := "mgk_explain-offline-key-0123456789"
 	t.Setenv("EXPLAIN_PARTNER_KEY", key)
-	// EXPLAIN_SP_SECRET and EXPLAIN_UPSTREAM_KEY are deliberately not set.
+	// EXPLAIN_SP_SECRET and EXPLAIN_UPSTREAM_KEY are deliberately not set,
+	// and the shell's OTEL_* settings (here a wrong one) do not matter.
+	t.Setenv("OTEL_TRACES_EXPORTER", "zipkin")
 	cfg := filepath.Join(t.TempDir(), "gw.yaml")
 	if err := os.WriteFile(cfg, []byte(`
 identity_providers:
