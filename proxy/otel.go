@@ -146,7 +146,7 @@ func (h *Handler) endSpan(st *reqState, status int) {
 	if name != "" {
 		span.SetName(spanMethod(st.span.method) + name)
 	}
-	if status >= 500 {
+	if status >= 500 || st.errCode == CodeUpstreamAborted {
 		span.SetStatus(codes.Error, st.errCode)
 	}
 	span.End()
@@ -183,10 +183,11 @@ func (h *Handler) traced(rt http.RoundTripper, u *url.URL, upstream, backend str
 func (t *tracedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ctx := req.Context()
 	st := stateFrom(ctx)
-	if !trace.SpanFromContext(ctx).IsRecording() {
+	if !trace.SpanContextFromContext(ctx).IsSampled() {
 		// An unsampled request: no span of its own, which nobody would
 		// see; the upstream gets the trace id and the decision not to
-		// sample.
+		// sample. (Sampled, not recording: a mirror copy's parent has
+		// often ended, and a child of an ended span is still a span.)
 		delete(req.Header, headerTracestate)
 		traceContext.Inject(ctx, propagation.HeaderCarrier(req.Header))
 		return t.next.RoundTrip(req)
@@ -233,11 +234,23 @@ func (t *tracedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// spanBody ends a try's span when its answer's body is closed.
+// spanBody ends a try's span when its answer's body is closed, marking it
+// failed when the body broke off.
 type spanBody struct {
 	io.ReadCloser
-	span  trace.Span
-	ended atomic.Bool
+	span   trace.Span
+	ended  atomic.Bool
+	failed bool
+}
+
+func (b *spanBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && !b.failed {
+		b.failed = true
+		b.span.SetAttributes(attribute.String("error.type", "body_broken_off"))
+		b.span.SetStatus(codes.Error, safeError(err))
+	}
+	return n, err
 }
 
 func (b *spanBody) Close() error {
@@ -256,6 +269,8 @@ func errorType(ctx context.Context, err error) string {
 	switch {
 	case errors.As(err, &cu):
 		return "credential_unavailable"
+	case errors.Is(err, errTryTimeout), errors.Is(context.Cause(ctx), errTryTimeout):
+		return "timeout" // retry.per_try_timeout cancelled the try
 	case ctx.Err() != nil:
 		return "canceled"
 	case errors.As(err, &ne) && ne.Timeout():

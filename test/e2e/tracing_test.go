@@ -164,7 +164,7 @@ func TestTracesOverOTLP(t *testing.T) {
 				if got := srv.Resource["service.name"]; got != "modelgate-e2e" {
 					t.Errorf("service.name = %v, want modelgate-e2e (OTEL_SERVICE_NAME)", got)
 				}
-				if srv.Scope == "" || !cli.End.After(cli.Start) || srv.End.Before(cli.End) && srv.End.Before(cli.Start) {
+				if srv.Scope == "" || !cli.End.After(cli.Start) || srv.Start.After(cli.Start) || srv.End.Before(cli.End) {
 					t.Errorf("scope %q, client span %s..%s, server span %s..%s", srv.Scope, cli.Start, cli.End, srv.Start, srv.End)
 				}
 				// The upstream joins the same trace, as a child of the try.
@@ -399,4 +399,91 @@ func TestTracesOfRefreshes(t *testing.T) {
 		t.Errorf("the unreachable provider's fetch: %+v", down)
 	}
 	assertNoSecretInSpans(t, rcv.Spans(), w.seen()...)
+}
+
+// The spans of the harder paths: a mirror copy (whose request has often
+// ended by the time it is sent), a try cut by retry.per_try_timeout, and
+// an answer the upstream broke off mid-body.
+func TestTracesOfFailuresAndMirrors(t *testing.T) {
+	rcv := otlptest.StartHTTP(t)
+	a, shadow, slow, cut := newPoolBackend(t, "a"), newPoolBackend(t, "shadow"), newPoolBackend(t, "slow"), newPoolBackend(t, "cut")
+	slow.set(hang)
+	cut.set(func(w http.ResponseWriter, _ *http.Request, _ []byte) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, "data: first\n\n")
+		w.(http.Flusher).Flush()
+		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			conn.Close()
+		}
+	})
+	cfg := newConfig().Partners().
+		PoolUpstream("mirrored", "backends:", backendLine("a", a.URL), backendLine("shadow", shadow.URL, "weight: 0"),
+			"mirror: { backend: shadow, percent: 100 }").
+		PoolUpstream("timed", "backends:", backendLine("slow", slow.URL), "retry: { attempts: 1, on: [timeout], per_try_timeout: 100ms }").
+		Upstream("cut", cut.URL, upstreamKeyAuth).
+		Route("mirrored", "/mirrored", "mirrored", allowPartners).
+		Route("timed", "/timed", "timed", allowPartners).
+		Route("cut", "/cut", "cut", allowPartners)
+	g := startTraced(t, cfg, rcv, telemetry.ProtocolHTTP)
+	send := func(path, trace string) response {
+		h := bearer(partnerKey)
+		h.Set("Traceparent", "00-"+trace+"-"+clientSpan+"-01")
+		return do(t, client(), g.URL, request{method: http.MethodPost, path: path, header: h, body: strings.NewReader(`{}`)})
+	}
+
+	t.Run("mirror", func(t *testing.T) {
+		for i := range 5 {
+			trace := fmt.Sprintf("%032x", 0x5000+i)
+			if r := send("/mirrored/score", trace); servedBy(r) != "a" {
+				t.Fatalf("%d %s", r.status, r.body)
+			}
+			spans := rcv.WaitFor(t, 10*time.Second, "the mirror copy's span", func(s []otlptest.Span) bool {
+				for _, sp := range filterTrace(s, trace) {
+					if sp.Attrs["modelgate.mirror"] == true {
+						return true
+					}
+				}
+				return false
+			})
+			srv := spanOf(t, filterTrace(spans, trace), tracepb.Span_SPAN_KIND_SERVER)
+			for _, sp := range filterTrace(spans, trace) {
+				if sp.Attrs["modelgate.mirror"] == true && (sp.Parent != srv.SpanID || sp.Attrs["modelgate.backend"] != "shadow") {
+					t.Errorf("mirror span %+v, want a child of %s on backend shadow", sp, srv.SpanID)
+				}
+			}
+		}
+	})
+
+	t.Run("per-try timeout", func(t *testing.T) {
+		trace := strings.Repeat("6a", 16)
+		if r := send("/timed/score", trace); r.status != http.StatusGatewayTimeout && r.status != http.StatusBadGateway {
+			t.Fatalf("status %d: %s", r.status, r.body)
+		}
+		spans := rcv.WaitFor(t, 10*time.Second, "the timed-out try", func(s []otlptest.Span) bool { return len(filterTrace(s, trace)) >= 2 })
+		try := spanOf(t, filterTrace(spans, trace), tracepb.Span_SPAN_KIND_CLIENT)
+		if try.Attrs["error.type"] != "timeout" || try.Status != tracepb.Status_STATUS_CODE_ERROR {
+			t.Errorf("timed-out try: error.type %v, status %v %q; want timeout, error", try.Attrs["error.type"], try.Status, try.StatusMessage)
+		}
+	})
+
+	t.Run("upstream broke off", func(t *testing.T) {
+		trace := strings.Repeat("7b", 16)
+		h := bearer(partnerKey)
+		h.Set("Traceparent", "00-"+trace+"-"+clientSpan+"-01")
+		req, _ := http.NewRequest(http.MethodPost, g.URL+"/cut/score", strings.NewReader(`{}`))
+		req.Header = h
+		if resp, err := client().Do(req); err == nil {
+			_, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		spans := rcv.WaitFor(t, 10*time.Second, "the cut request's spans", func(s []otlptest.Span) bool { return len(filterTrace(s, trace)) >= 2 })
+		srv := spanOf(t, filterTrace(spans, trace), tracepb.Span_SPAN_KIND_SERVER)
+		try := spanOf(t, filterTrace(spans, trace), tracepb.Span_SPAN_KIND_CLIENT)
+		if srv.Attrs["modelgate.error_code"] != "upstream_aborted" || srv.Status != tracepb.Status_STATUS_CODE_ERROR {
+			t.Errorf("server span: error_code %v, status %v; want upstream_aborted, error", srv.Attrs["modelgate.error_code"], srv.Status)
+		}
+		if try.Status != tracepb.Status_STATUS_CODE_ERROR {
+			t.Errorf("the try whose body broke off has status %v, want error", try.Status)
+		}
+	})
 }
