@@ -33,6 +33,23 @@ const namespace = "modelgate"
 // too.
 const codeRateLimited = "rate_limited"
 
+// ErrorCodes are the gateway's error codes (proxy's, policy's and
+// credential.CodeUnavailable): the values request_errors_total counts by.
+// Route creates every (route, code) series at 0, so Prometheus sees the
+// first of a rare code; any other code counts as ErrorCodeOther. A test in
+// package gateway holds this list to the constants.
+var ErrorCodes = []string{
+	"missing_credential", "invalid_credential", "forbidden", "identity_provider_unavailable",
+	"no_route", "bad_path", "bad_request", "body_too_large", "request_timeout",
+	"method_not_allowed", "cors_origin_not_allowed",
+	codeRateLimited, "limits_unavailable",
+	"upstream_unavailable", "upstream_timeout", "upstream_credential_unavailable",
+	"upstream_credential_rejected", "upstream_aborted", "client_closed_request",
+}
+
+// ErrorCodeOther is what a code not in ErrorCodes is counted as.
+const ErrorCodeOther = "other"
+
 // Auth methods a request can be counted under.
 var authMethods = [...]string{"none", "key", "token", "public"}
 
@@ -203,7 +220,8 @@ func (m *Metrics) Route(name string) *Route {
 		upstream:    m.upstream.WithLabelValues(name),
 		limited:     m.limited.WithLabelValues(name),
 		denied:      map[int]prometheus.Counter{},
-		refused:     m.refused.MustCurryWith(prometheus.Labels{"route": name}),
+		refused:     make(map[string]prometheus.Counter, len(ErrorCodes)),
+		other:       m.refused.WithLabelValues(name, ErrorCodeOther),
 		prompt:      m.tokens.WithLabelValues(name, "prompt"),
 		completion:  m.tokens.WithLabelValues(name, "completion"),
 		total:       m.tokens.WithLabelValues(name, "total"),
@@ -217,6 +235,9 @@ func (m *Metrics) Route(name string) *Route {
 	for _, s := range []int{401, 403, 503} {
 		r.denied[s] = m.denied.WithLabelValues(name, strconv.Itoa(s))
 	}
+	for _, c := range ErrorCodes {
+		r.refused[c] = m.refused.WithLabelValues(name, c)
+	}
 	m.routes[name] = r
 	return r
 }
@@ -227,8 +248,9 @@ type Route struct {
 	gatewayTime prometheus.Observer
 	upstream    prometheus.Observer
 	limited     prometheus.Counter
-	denied      map[int]prometheus.Counter // read-only after creation
-	refused     *prometheus.CounterVec     // curried with the route
+	denied      map[int]prometheus.Counter    // read-only after creation
+	refused     map[string]prometheus.Counter // by code; read-only after creation
+	other       prometheus.Counter            // a code not in ErrorCodes
 
 	prompt, completion, total, noUsage prometheus.Counter
 }
@@ -246,8 +268,8 @@ func (r *Route) NoUsage() { r.noUsage.Inc() }
 
 // Observe records one answered request. auth is "", "key", "token" or
 // "public"; upstream is zero when the request never went upstream; code is
-// the error code the gateway answered or logged ("" for none). Codes are
-// the gateway's own constants, so the code label stays bounded.
+// the error code the gateway answered or logged ("" for none); a code not
+// in ErrorCodes counts as ErrorCodeOther, so the code label stays bounded.
 func (r *Route) Observe(status int, auth string, total, upstream time.Duration, code string) {
 	ci := status/100 - 1
 	if ci < 0 || ci >= len(statusClasses) {
@@ -271,7 +293,11 @@ func (r *Route) Observe(status int, auth string, total, upstream time.Duration, 
 	}
 	r.gatewayTime.Observe((total - upstream).Seconds())
 	if code != "" {
-		r.refused.WithLabelValues(code).Inc()
+		if c, ok := r.refused[code]; ok {
+			c.Inc()
+		} else {
+			r.other.Inc()
+		}
 		if code == codeRateLimited {
 			r.limited.Inc()
 		}

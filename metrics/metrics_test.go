@@ -393,7 +393,7 @@ func TestNoSecretOrIdentityInLabels(t *testing.T) {
 		"backend":   {"weu", "neu"},
 		"provider":  {"contoso"},
 		"type":      {"aml_endpoint_token"},
-		"code":      statusClasses[:],
+		"code":      append(append(statusClasses[:], ErrorCodes...), ErrorCodeOther),
 		"auth":      authMethods[:],
 		"status":    {"401", "403", "503"},
 		"outcome":   {"success", "failure", "ok"},
@@ -665,5 +665,45 @@ func TestObserveErrorsByCode(t *testing.T) {
 	}
 	if d := diff(nonZero(s.values("modelgate_rate_limited_total")), map[string]float64{"route=fraud": 1}); d != "" {
 		t.Errorf("modelgate_rate_limited_total (-got +want):\n%s", d)
+	}
+}
+
+// TestObserveUnknownCodeCountsAsOther: a code the gateway does not define
+// is counted under "other", so the code label stays bounded whatever a
+// caller passes.
+func TestObserveUnknownCodeCountsAsOther(t *testing.T) {
+	m := New("test")
+	r := m.Route("fraud")
+	r.Observe(500, "key", time.Millisecond, 0, "made_up_code")
+	r.Observe(500, "key", time.Millisecond, 0, "Bearer mgk_secret")
+	r.Observe(403, "", time.Millisecond, 0, "forbidden")
+	want := map[string]float64{
+		"code=other,route=fraud":     2,
+		"code=forbidden,route=fraud": 1,
+	}
+	if d := diff(nonZero(scrape(t, m).values("modelgate_request_errors_total")), want); d != "" {
+		t.Errorf("modelgate_request_errors_total (-got +want):\n%s", d)
+	}
+}
+
+// TestErrorSeriesExistFromRoute: Route creates every (route, code) series
+// of request_errors_total at 0, so Prometheus sees a code's first
+// increment (a series born at 1 would hide it from rate and increase).
+func TestErrorSeriesExistFromRoute(t *testing.T) {
+	m := New("test")
+	m.Route("fraud")
+	m.Route("llm")
+	got := scrape(t, m).values("modelgate_request_errors_total")
+	want := map[string]float64{}
+	for _, route := range []string{"fraud", "llm"} {
+		for _, code := range append(slices.Clone(ErrorCodes), ErrorCodeOther) {
+			want["code="+code+",route="+route] = 0
+		}
+	}
+	if d := diff(got, want); d != "" {
+		t.Errorf("modelgate_request_errors_total after Route (-got +want):\n%s", d)
+	}
+	if slices.Contains(ErrorCodes, ErrorCodeOther) || len(ErrorCodes) != len(slices.Compact(slices.Sorted(slices.Values(ErrorCodes)))) {
+		t.Errorf("ErrorCodes %q repeats a code or holds %q", ErrorCodes, ErrorCodeOther)
 	}
 }
