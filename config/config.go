@@ -541,16 +541,17 @@ type Telemetry struct {
 // Traces is where and how spans are exported.
 type Traces struct {
 	// Endpoint is the collector's OTLP URL: http(s)://host:4318 for
-	// http/protobuf (the /v1/traces path is added), http(s)://host:4317
-	// for grpc. Default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, then
-	// OTEL_EXPORTER_OTLP_ENDPOINT.
+	// http/protobuf (/v1/traces is added unless the URL already ends with
+	// it), http(s)://host:4317 for grpc. No user, password or query: put
+	// credentials in Headers. Default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+	// (used as it is), then OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces).
 	Endpoint string `yaml:"endpoint"`
 	// Protocol is http/protobuf or grpc. Default:
 	// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, then OTEL_EXPORTER_OTLP_PROTOCOL,
 	// then http/protobuf.
 	Protocol string `yaml:"protocol"`
 	// Headers are sent with every export (a vendor's API key, say);
-	// values may use ${NAME} or ${file:/path}. Default:
+	// values may use ${NAME} or ${file:/path}. When set, they replace
 	// OTEL_EXPORTER_OTLP_TRACES_HEADERS / OTEL_EXPORTER_OTLP_HEADERS.
 	Headers map[string]Secret `yaml:"headers"`
 	// SampleRatio is the share of new traces recorded, 0 to 1; a request

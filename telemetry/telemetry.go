@@ -48,17 +48,17 @@ const DefaultServiceName = "modelgate"
 // Settings is the resolved trace export: the configuration's values, with
 // the environment's where the configuration is silent.
 type Settings struct {
-	// Endpoint is the collector's URL.
+	// Endpoint is the URL spans are sent to. For OTLP/HTTP it ends in
+	// the signal's path: /v1/traces is added to OTEL_EXPORTER_OTLP_ENDPOINT
+	// (as the specification says) and to telemetry.traces.endpoint unless
+	// it already ends so; OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is used as it
+	// is. For gRPC only its scheme, host and port count.
 	Endpoint string
-	// Base is true when Endpoint is a base URL to which OTLP/HTTP adds
-	// /v1/traces (telemetry.traces.endpoint without a path, and
-	// OTEL_EXPORTER_OTLP_ENDPOINT); OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is
-	// used as it is.
-	Base bool
 	// Protocol is ProtocolHTTP or ProtocolGRPC.
 	Protocol string
-	// Headers go with every export (from the configuration only; the
-	// exporter reads OTEL_EXPORTER_OTLP_HEADERS itself).
+	// Headers go with every export. Configured headers replace
+	// OTEL_EXPORTER_OTLP_(TRACES_)HEADERS, which the exporter reads itself
+	// when none are configured.
 	Headers map[string]redact.Secret
 	// Sampler names the sampling rule, as OTEL_TRACES_SAMPLER spells it.
 	Sampler string
@@ -142,23 +142,6 @@ func Resolve(t config.Telemetry, lookupEnv func(string) (string, bool)) (*Settin
 	if s.ServiceName == "" {
 		s.ServiceName, _ = env("OTEL_SERVICE_NAME")
 	}
-	if tc.Endpoint != "" {
-		s.From = "telemetry.traces.endpoint"
-		if msg := checkEndpoint(tc.Endpoint); msg != "" {
-			errs.Add("traces.endpoint", "%q %s", tc.Endpoint, msg)
-		}
-		s.Endpoint = tc.Endpoint
-		u, _ := url.Parse(tc.Endpoint)
-		s.Base = u == nil || u.Path == "" || u.Path == "/"
-	} else if ep != "" {
-		if msg := checkEndpoint(ep); msg != "" {
-			return nil, fmt.Errorf("%s=%q %s", from, ep, msg)
-		}
-		s.Endpoint, s.Base = ep, from == "OTEL_EXPORTER_OTLP_ENDPOINT"
-	} else {
-		errs.Add("traces.endpoint", "is required: name the collector's OTLP URL (http://collector:4318 for http/protobuf, :4317 for grpc), or set OTEL_EXPORTER_OTLP_ENDPOINT")
-	}
-
 	s.Protocol = tc.Protocol
 	if s.Protocol == "" {
 		v, name := env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
@@ -173,6 +156,30 @@ func Resolve(t config.Telemetry, lookupEnv func(string) (string, bool)) (*Settin
 	} else if s.Protocol != ProtocolHTTP && s.Protocol != ProtocolGRPC {
 		errs.Add("traces.protocol", "%q is not an OTLP protocol the gateway speaks: write %s or %s", s.Protocol, ProtocolHTTP, ProtocolGRPC)
 	}
+	var base bool // the endpoint is a base URL, to which OTLP/HTTP adds /v1/traces
+	if tc.Endpoint != "" {
+		s.From = "telemetry.traces.endpoint"
+		if msg := checkEndpoint(tc.Endpoint); msg != "" {
+			errs.Add("traces.endpoint", "%q %s", shown(tc.Endpoint), msg)
+		}
+		s.Endpoint = tc.Endpoint
+		base = !strings.HasSuffix(strings.TrimSuffix(tc.Endpoint, "/"), "/v1/traces")
+	} else if ep != "" {
+		if msg := checkEndpoint(ep); msg != "" {
+			return nil, fmt.Errorf("%s=%q %s", from, shown(ep), msg)
+		}
+		s.Endpoint, base = ep, from == "OTEL_EXPORTER_OTLP_ENDPOINT"
+	} else {
+		errs.Add("traces.endpoint", "is required: name the collector's OTLP URL (http://collector:4318 for http/protobuf, :4317 for grpc), or set OTEL_EXPORTER_OTLP_ENDPOINT")
+	}
+	if base && s.Protocol == ProtocolHTTP {
+		if u, err := url.Parse(s.Endpoint); err == nil {
+			u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/traces"
+			u.RawPath = ""
+			s.Endpoint = u.String()
+		}
+	}
+
 	for _, k := range slices.Sorted(maps.Keys(tc.Headers)) {
 		if k == "" || strings.ContainsAny(k, " \t\r\n:") {
 			errs.Add("traces.headers", "%q is not a header name", k)
@@ -213,6 +220,23 @@ func Resolve(t config.Telemetry, lookupEnv func(string) (string, bool)) (*Settin
 	return s, nil
 }
 
+// shown is a collector URL as an error may quote it: without a user,
+// password, query or fragment, which could carry a credential.
+func shown(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if i := strings.IndexAny(raw, "?#@"); i >= 0 {
+			return raw[:i] + "…"
+		}
+		return raw
+	}
+	if u.User == nil && u.RawQuery == "" && u.Fragment == "" && !strings.ContainsAny(raw, "?#") {
+		return raw
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	return u.String() + "…"
+}
+
 // checkEndpoint says what is wrong with a collector URL, or "".
 func checkEndpoint(raw string) string {
 	u, err := url.Parse(raw)
@@ -225,6 +249,8 @@ func checkEndpoint(raw string) string {
 		return "has no host"
 	case u.User != nil:
 		return "must not carry a user or password: put credentials in telemetry.traces.headers"
+	case u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(raw, "?#"):
+		return "must not carry a query or fragment: put credentials in telemetry.traces.headers"
 	}
 	return ""
 }
@@ -280,15 +306,7 @@ func Start(ctx context.Context, s *Settings, o Options) (*Tracing, error) {
 		}
 		client = otlptracegrpc.NewClient(opts...)
 	default:
-		u, err := url.Parse(s.Endpoint)
-		if err != nil {
-			return nil, fmt.Errorf("the OTLP endpoint: %w", err)
-		}
-		if s.Base {
-			// The signal's path follows the base's own.
-			u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/traces"
-		}
-		opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(u.String())}
+		opts := []otlptracehttp.Option{otlptracehttp.WithEndpointURL(s.Endpoint)}
 		if len(hdrs) > 0 {
 			opts = append(opts, otlptracehttp.WithHeaders(hdrs))
 		}

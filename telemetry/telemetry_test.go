@@ -20,7 +20,7 @@ func TestResolve(t *testing.T) {
 	}{
 		{name: "nothing set: off", want: "off"},
 		{name: "generic endpoint variable", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"},
-			want: "traces over OTLP http/protobuf to http://otel:4318 (from OTEL_EXPORTER_OTLP_ENDPOINT), sampler parentbased_always_on"},
+			want: "traces over OTLP http/protobuf to http://otel:4318/v1/traces (from OTEL_EXPORTER_OTLP_ENDPOINT), sampler parentbased_always_on"},
 		{name: "traces endpoint variable wins over the generic one", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318",
 			"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b:4318/custom"},
 			want: "traces over OTLP http/protobuf to http://b:4318/custom (from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), sampler parentbased_always_on"},
@@ -36,8 +36,21 @@ func TestResolve(t *testing.T) {
 			env: map[string]string{"OTEL_SDK_DISABLED": "true"}, want: "off"},
 		{name: "disabled by OTEL_TRACES_EXPORTER=none", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318", "OTEL_TRACES_EXPORTER": "none"}, want: "off"},
 		{name: "section without endpoint", cfg: config.Telemetry{Traces: &config.Traces{}}, wantErr: "telemetry.traces.endpoint: is required"},
-		{name: "endpoint with credentials", cfg: config.Telemetry{Traces: &config.Traces{Endpoint: "http://user:pw@otel:4318"}},
+		{name: "endpoint with credentials", cfg: config.Telemetry{Traces: &config.Traces{Endpoint: "http://user:pw-canary@otel:4318"}},
 			wantErr: "must not carry a user or password"},
+		{name: "endpoint with a query", cfg: config.Telemetry{Traces: &config.Traces{Endpoint: "https://otel.example.com/v1/traces?token=q-canary"}},
+			wantErr: "must not carry a query or fragment"},
+		{name: "endpoint variable with a fragment", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318#frag"},
+			wantErr: "must not carry a query or fragment"},
+		{name: "a configured endpoint with a path gets the signal path", cfg: config.Telemetry{Traces: &config.Traces{Endpoint: "https://otel.example.com/otlp/"}},
+			want: "traces over OTLP http/protobuf to https://otel.example.com/otlp/v1/traces (from telemetry.traces.endpoint), sampler parentbased_always_on"},
+		{name: "a configured endpoint that names the signal path keeps it", cfg: config.Telemetry{Traces: &config.Traces{Endpoint: "http://otel:4318/v1/traces"}},
+			want: "traces over OTLP http/protobuf to http://otel:4318/v1/traces (from telemetry.traces.endpoint), sampler parentbased_always_on"},
+		{name: "the generic variable gets the signal path after its own", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318/base"},
+			want: "traces over OTLP http/protobuf to http://otel:4318/base/v1/traces (from OTEL_EXPORTER_OTLP_ENDPOINT), sampler parentbased_always_on"},
+		{name: "the traces variable wins over the generic protocol", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4317",
+			"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"},
+			want: "traces over OTLP grpc to http://otel:4317 (from OTEL_EXPORTER_OTLP_ENDPOINT), sampler parentbased_always_on"},
 		{name: "endpoint without scheme", cfg: config.Telemetry{Traces: &config.Traces{Endpoint: "otel:4318"}}, wantErr: "needs the scheme"},
 		{name: "ratio out of range", cfg: config.Telemetry{Traces: &config.Traces{Endpoint: "http://otel:4318", SampleRatio: ratio(1.5)}},
 			wantErr: "telemetry.traces.sample_ratio: 1.5 is not a share from 0 to 1"},
@@ -63,7 +76,7 @@ func TestResolve(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
 				}
-				if strings.Contains(err.Error(), "canary") || strings.Contains(err.Error(), "Injected") {
+				if strings.Contains(err.Error(), "canary") || strings.Contains(err.Error(), "Injected") || strings.Contains(err.Error(), "#frag") {
 					t.Errorf("the error shows a header value: %v", err)
 				}
 				return

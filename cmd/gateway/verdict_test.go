@@ -285,7 +285,7 @@ func TestCheckPrintsTelemetry(t *testing.T) {
 		{name: "section", section: "telemetry:\n  traces: { endpoint: \"http://otel:4317\", protocol: grpc, sample_ratio: 0.2, headers: { api-key: \"${VERDICT_OTLP_KEY}\" } }\n",
 			want: "traces over OTLP grpc to http://otel:4317 (from telemetry.traces.endpoint), sampler parentbased_traceidratio 0.2, headers api-key"},
 		{name: "environment", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318", "OTEL_TRACES_SAMPLER": "always_on"},
-			want: "traces over OTLP http/protobuf to http://otel:4318 (from OTEL_EXPORTER_OTLP_ENDPOINT), sampler always_on"},
+			want: "traces over OTLP http/protobuf to http://otel:4318/v1/traces (from OTEL_EXPORTER_OTLP_ENDPOINT), sampler always_on"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
