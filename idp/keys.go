@@ -189,7 +189,7 @@ func (s *source) run(c *fetchCall) {
 			span.SetStatus(codes.Error, err.Error())
 		} else {
 			span.SetAttributes(attribute.Bool("modelgate.keys_changed", changed), attribute.Int("modelgate.keys", st.keys),
-				attribute.String("modelgate.jwks_uri", st.jwksURI), attribute.String("modelgate.outcome", "ok"))
+				attribute.String("modelgate.jwks_uri", withoutQuery(st.jwksURI)), attribute.String("modelgate.outcome", "ok"))
 		}
 		span.End()
 	}
@@ -516,4 +516,13 @@ func (p *Provider) get(ctx context.Context, rawURL string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: response is larger than %d bytes", rawURL, maxDocumentBytes)
 	}
 	return body, nil
+}
+
+// withoutQuery is a URL without its query and fragment, for span
+// attributes (Azure AD B2C key set URLs carry ?p=policy).
+func withoutQuery(raw string) string {
+	if i := strings.IndexAny(raw, "?#"); i >= 0 {
+		return raw[:i]
+	}
+	return raw
 }

@@ -135,11 +135,12 @@ func (h *Handler) endSpan(st *reqState, status int) {
 		attrs = append(attrs, attrBackend.String(st.backend), attrTries.Int(st.tries))
 	}
 	if t := st.tok; t != nil {
+		// An LLM answer: one that reported its usage.
 		if u := t.usage; u.TotalTokens > 0 || u.PromptTokens > 0 || u.CompletionTokens > 0 {
 			attrs = append(attrs, attrInputTokens.Int64(u.PromptTokens), attrOutputTokens.Int64(u.CompletionTokens))
-		}
-		if !t.first.IsZero() {
-			attrs = append(attrs, attrTimeToFirstToken.Float64(t.first.Sub(st.span.start).Seconds()))
+			if !t.first.IsZero() {
+				attrs = append(attrs, attrTimeToFirstToken.Float64(t.first.Sub(st.span.start).Seconds()))
+			}
 		}
 	}
 	span.SetAttributes(attrs...)

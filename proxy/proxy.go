@@ -437,7 +437,7 @@ func (h *Handler) serve(w *statusWriter, r *http.Request, st *reqState) {
 	if st.tok == nil && st.span != nil && st.span.IsRecording() {
 		// The span reports the answer's token usage (GenAI conventions)
 		// even where no token limit asks for it.
-		st.tok = &tokenState{}
+		st.tok = &tokenState{spanOnly: true, now: h.now}
 	}
 	route.Upstream.rp.ServeHTTP(w, out)
 }

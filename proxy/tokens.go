@@ -42,12 +42,19 @@ const (
 // (and count as answers without usage).
 const maxUsageBytes = 1 << 20
 
+// traceUsageBytes is the bound where only a span wants the usage (no token
+// limit on the route): an LLM answer that is not streamed fits; a large
+// scoring answer is passed through without being kept.
+const traceUsageBytes = 64 << 10
+
 // tokenState is a request's token limit bookkeeping.
 type tokenState struct {
 	who      string     // the identity the token limit admitted, to charge
 	usage    tokenUsage // what the answer reported
 	answered bool       // an upstream answer arrived
-	first    time.Time  // when the answer's first body bytes arrived
+	spanOnly bool       // no token limit: only the request's span reports the usage
+	now      func() time.Time
+	first    time.Time // when the answer's first body bytes arrived (spans only)
 }
 
 // tokenUsage is an OpenAI-shaped usage object.
@@ -67,6 +74,9 @@ func (h *Handler) checkTokens(w *statusWriter, r *http.Request, st *reqState, l 
 	}
 	if v.OK {
 		st.tok = &tokenState{who: who}
+		if st.span != nil {
+			st.tok.now = h.now // time to first token, for the span
+		}
 		return true
 	}
 	refuseLimited(w, st, v.RetryAfter, v.Unavailable, "token limit", "token limit reached on this route")
@@ -104,14 +114,18 @@ type usageBody struct {
 
 func (u *usageBody) Read(p []byte) (int, error) {
 	n, err := u.rc.Read(p)
-	if n > 0 && u.st.tok.first.IsZero() {
-		u.st.tok.first = time.Now()
+	if n > 0 && u.st.tok.now != nil && u.st.tok.first.IsZero() {
+		u.st.tok.first = u.st.tok.now()
 	}
 	if n > 0 && !u.done {
 		if u.sse {
 			u.feedSSE(p[:n])
 		} else if !u.over {
-			if len(u.buf)+n > maxUsageBytes {
+			limit := maxUsageBytes
+			if u.st.tok.spanOnly {
+				limit = traceUsageBytes
+			}
+			if len(u.buf)+n > limit {
 				u.over, u.buf = true, nil
 			} else {
 				u.buf = append(u.buf, p[:n]...)

@@ -77,3 +77,38 @@ func TestInjectStreamUsage(t *testing.T) {
 		})
 	}
 }
+
+// TestWatchUsageForSpansOnly: where only a span wants the usage (no token
+// limit), a JSON answer is kept only up to traceUsageBytes, so large
+// scoring answers are not buffered for it; an LLM answer's usage is still
+// found.
+func TestWatchUsageForSpansOnly(t *testing.T) {
+	usage := `"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}`
+	for _, tt := range []struct {
+		name, body string
+		want       int64
+	}{
+		{"small llm answer", `{"choices":[],` + usage + `}`, 7},
+		{"large scoring answer", `{"scores":"` + strings.Repeat("9", 100<<10) + `",` + usage + `}`, 0},
+	} {
+		st := &reqState{tok: &tokenState{spanOnly: true}}
+		res := &http.Response{Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(tt.body))}
+		watchUsage(res, st)
+		body := res.Body.(*usageBody)
+		maxBuf := 0
+		for {
+			var p [4096]byte
+			_, err := body.Read(p[:])
+			maxBuf = max(maxBuf, cap(body.buf))
+			if err != nil {
+				break
+			}
+		}
+		if st.tok.usage.TotalTokens != tt.want {
+			t.Errorf("%s: total %d, want %d", tt.name, st.tok.usage.TotalTokens, tt.want)
+		}
+		if maxBuf > 2*traceUsageBytes {
+			t.Errorf("%s: kept up to %d bytes for a span, want at most about %d", tt.name, maxBuf, traceUsageBytes)
+		}
+	}
+}

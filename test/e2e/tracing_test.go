@@ -161,6 +161,8 @@ func TestTracesOverOTLP(t *testing.T) {
 					"modelgate.upstream": "fraud", "modelgate.backend": "fraud", "http.response.status_code": 200,
 					"url.full": fraud.URL + "/score", "http.request.resend_count": nil,
 				})
+				// Not an LLM answer: no GenAI attributes.
+				wantAttrs(t, srv, map[string]any{"gen_ai.usage.input_tokens": nil, "gen_ai.server.time_to_first_token": nil})
 				if got := srv.Resource["service.name"]; got != "modelgate-e2e" {
 					t.Errorf("service.name = %v, want modelgate-e2e (OTEL_SERVICE_NAME)", got)
 				}
