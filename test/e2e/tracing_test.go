@@ -489,3 +489,57 @@ func TestTracesOfFailuresAndMirrors(t *testing.T) {
 		}
 	})
 }
+
+// Edges of trace context with traces on: a malformed traceparent starts a
+// new trace and its tracestate is not passed on; a made-up method cannot
+// name a span; HEAD is traced like any request.
+func TestTracesEdges(t *testing.T) {
+	rcv := otlptest.StartHTTP(t)
+	fraud := newPoolBackend(t, "fraud")
+	cfg := newConfig().Partners().Upstream("fraud", fraud.URL, upstreamKeyAuth).Route("fraud", "/fraud", "fraud", allowPartners)
+	g := startTraced(t, cfg, rcv, telemetry.ProtocolHTTP)
+	serverSpanOf := func(r response) otlptest.Span {
+		t.Helper()
+		trace, _ := g.requestLine(t, r.header.Get("X-Request-Id"))["trace_id"].(string)
+		spans := rcv.WaitFor(t, 10*time.Second, "the request's server span", func(s []otlptest.Span) bool { return len(filterTrace(s, trace)) >= 1 })
+		return spanOf(t, filterTrace(spans, trace), tracepb.Span_SPAN_KIND_SERVER)
+	}
+
+	t.Run("malformed traceparent", func(t *testing.T) {
+		h := bearer(partnerKey)
+		h.Set("Traceparent", "00-"+strings.Repeat("0", 32)+"-"+clientSpan+"-01") // all-zero trace id: invalid
+		h.Set("Tracestate", "vendor=from-a-broken-caller")
+		r := do(t, client(), g.URL, request{method: http.MethodPost, path: "/fraud/score", header: h, body: strings.NewReader(`{}`)})
+		if r.status != http.StatusOK {
+			t.Fatalf("status %d", r.status)
+		}
+		srv := serverSpanOf(r)
+		if srv.Parent != "" || srv.TraceID == strings.Repeat("0", 32) {
+			t.Errorf("server span %s parent %q: want a new root", srv.TraceID, srv.Parent)
+		}
+		seen := fraud.requests()
+		last := seen[len(seen)-1].header
+		if got := last.Get("Traceparent"); !strings.HasPrefix(got, "00-"+srv.TraceID+"-") {
+			t.Errorf("upstream traceparent %q, want the new trace %s", got, srv.TraceID)
+		}
+		if got := last.Get("Tracestate"); got != "" {
+			t.Errorf("upstream got tracestate %q of a trace it is not in", got)
+		}
+	})
+
+	t.Run("made-up method", func(t *testing.T) {
+		r := do(t, client(), g.URL, request{method: "BREW", path: "/fraud/score", header: bearer(partnerKey)})
+		srv := serverSpanOf(r)
+		if srv.Name != "_OTHER /fraud" || srv.Attrs["http.request.method"] != "_OTHER" {
+			t.Errorf("span %q method %v, want _OTHER", srv.Name, srv.Attrs["http.request.method"])
+		}
+	})
+
+	t.Run("HEAD", func(t *testing.T) {
+		r := do(t, client(), g.URL, request{method: http.MethodHead, path: "/fraud/score", header: bearer(partnerKey)})
+		srv := serverSpanOf(r)
+		if kids := otlptest.Children(rcv.Spans(), srv.SpanID); srv.Name != "HEAD /fraud" || len(kids) != 1 {
+			t.Errorf("HEAD: span %q with %d tries", srv.Name, len(kids))
+		}
+	})
+}
