@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/modelgate/modelgate/config"
+	"github.com/modelgate/modelgate/internal/logtest"
 )
 
 // TestReloadUnderLoad: bounded concurrent load across several reloads (good
@@ -167,5 +169,41 @@ routes:
 	}
 	if sent.Load() < 100 {
 		t.Errorf("only %d requests sent: the load was too light to show anything", sent.Load())
+	}
+}
+
+// TestReloadTelemetryChangeWaitsForRestart: the trace export lives as long
+// as the process, so a reload that changes the telemetry section says the
+// change waits for a restart; one that leaves it alone says nothing.
+func TestReloadTelemetryChangeWaitsForRestart(t *testing.T) {
+	base := `
+upstreams:
+  u: { url: "http://127.0.0.1:1", auth: { type: none } }
+routes:
+  - { name: r, path: /, upstream: u, public: true }
+`
+	text := base
+	load := func() (*config.Config, error) {
+		return config.Parse("gw.yaml", []byte(text), func(string) (string, bool) { return "", false })
+	}
+	cfg, err := load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs logtest.Buffer
+	deps := Deps{Logger: slog.New(slog.NewJSONHandler(&logs, nil)), LookupEnv: func(string) (string, bool) { return "", false }}
+	snap, err := Build(context.Background(), cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := NewServer(snap, load, deps)
+	t.Cleanup(func() { srv.Snapshot().Close() })
+	const warning = "the trace export changes on restart"
+	if err := srv.Reload(context.Background()); err != nil || strings.Contains(logs.String(), warning) {
+		t.Fatalf("an unchanged reload: %v\n%s", err, logs.String())
+	}
+	text = base + "telemetry:\n  traces: { endpoint: \"http://127.0.0.1:1\" }\n"
+	if err := srv.Reload(context.Background()); err != nil || !strings.Contains(logs.String(), warning) {
+		t.Fatalf("a reload that turns traces on: %v, want the warning\n%s", err, logs.String())
 	}
 }
