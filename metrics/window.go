@@ -3,19 +3,27 @@ package metrics
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // windowSamples is how many samples a Window keeps: one a minute for an
-// hour, and the one the hour starts from.
-const windowSamples = 61
+// hour, the one at or just before the hour's start, and one to spare for a
+// late tick.
+const windowSamples = 62
 
 // windowSpan is how far back a Window answers.
 const windowSpan = time.Hour
+
+// windowSlack is how much older than windowSpan the baseline sample may be
+// for the counts still to be the last hour (Full): a sampling interval and
+// a late tick.
+const windowSlack = 2 * time.Minute
 
 // Usage is what one route did over a Window's span.
 type Usage struct {
@@ -41,13 +49,17 @@ func (u Usage) ErrorCount() uint64 {
 
 // LastHour is what every route did since Since.
 type LastHour struct {
-	// Since is the sample the counts start from: about an hour ago, or
-	// the first sample while the window is younger than an hour.
+	// Since is the sample the counts start from: the newest at or before
+	// an hour ago, else the oldest held (the window is younger than an
+	// hour).
 	Since time.Time
 	// At is when the counts were read.
 	At time.Time
-	// Full is true when the counts cover (about) the whole last hour, false
-	// while the window holds less than an hour of samples.
+	// Full is true when the counts cover about the last hour: Since is an
+	// hour ago, give or take a sampling interval. It is false while the
+	// window is younger than an hour, and when sampling stalled so the
+	// newest sample before the hour is older than that (the counts then
+	// cover more than an hour: everything since Since).
 	Full bool
 	// Routes is each route's usage, by route name.
 	Routes map[string]Usage
@@ -69,83 +81,103 @@ type seriesKey struct {
 	label string // code or kind; "" for requests
 }
 
-// sample is the followed counters' values at one instant.
+// sample is the followed counters' values at one instant, indexed like
+// Window.keys; NaN for a key the reading lacked. A sample never changes
+// once taken, and holds only the keys known when it was taken (series are
+// never deleted, so a later key is one the sample did not have).
 type sample struct {
 	at     time.Time
-	values map[seriesKey]float64
+	values []float64
 }
 
 // Window answers how many requests, errors and tokens each route had in
 // the last hour, without adding work to the request path: it reads the
 // counters Metrics already keeps into a ring of one-minute samples (Run
-// takes one a minute) and subtracts. A counter that went down (a reset)
-// counts from zero again, so no count is ever negative. It is safe for
-// concurrent use.
+// takes one a minute) and subtracts the sample of about an hour ago from a
+// fresh reading. Counters only grow within a process, so that difference
+// is the growth; a value lower than its baseline (a reset) counts from
+// zero, so no count is ever negative. It is safe for concurrent use.
 type Window struct {
 	now    func() time.Time
 	gather func() (map[seriesKey]float64, error)
 
-	mu      sync.Mutex
-	ring    [windowSamples]sample
-	next    int  // where the next sample goes
-	n       int  // samples held
-	evicted bool // a sample was dropped for age: the ring spans an hour
+	mu    sync.Mutex
+	keys  []seriesKey       // append-only: an index never changes
+	index map[seriesKey]int // into keys
+	ring  [windowSamples]sample
+	next  int // where the next sample goes
+	n     int // samples held
 }
 
 // NewWindow returns a Window over m's request, error and token counters,
 // holding its first sample, so counts start now. now is its clock (nil
-// means time.Now). The counters are read through a registry of exactly
-// those three metrics, so a reading never runs the runtime, process or
-// state collectors of m's own registry.
+// means time.Now). A reading reads each route's resolved counters
+// directly: no registry gather, so no sorting or consistency checks of
+// every series, and never the runtime, process or state collectors.
 func (m *Metrics) NewWindow(now func() time.Time) *Window {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.requests, m.refused, m.tokens)
-	w := newWindow(now, func() (map[seriesKey]float64, error) { return gatherSeries(reg) })
+	w := newWindow(now, m.readSeries)
 	_ = w.Sample() // on failure, LastHour takes the first sample
 	return w
+}
+
+// readSeries reads every route's followed counters: requests summed over
+// status classes and auth methods, errors by code, tokens by kind.
+func (m *Metrics) readSeries() (map[seriesKey]float64, error) {
+	m.mu.Lock()
+	routes := make(map[string]*Route, len(m.routes))
+	maps.Copy(routes, m.routes)
+	m.mu.Unlock()
+	out := make(map[seriesKey]float64, len(routes)*(len(ErrorCodes)+5))
+	var d dto.Metric
+	read := func(c prometheus.Counter) (float64, error) {
+		d.Reset()
+		if err := c.Write(&d); err != nil {
+			return 0, fmt.Errorf("read counter: %w", err)
+		}
+		return d.GetCounter().GetValue(), nil
+	}
+	for name, r := range routes {
+		var sum float64
+		for i := range r.requests {
+			for _, c := range r.requests[i] {
+				v, err := read(c)
+				if err != nil {
+					return nil, err
+				}
+				sum += v
+			}
+		}
+		out[seriesKey{kind: seriesRequests, route: name}] = sum
+		for code, c := range r.refused {
+			v, err := read(c)
+			if err != nil {
+				return nil, err
+			}
+			out[seriesKey{kind: seriesErrors, route: name, label: code}] = v
+		}
+		for label, c := range map[string]prometheus.Counter{ErrorCodeOther: r.other} {
+			v, err := read(c)
+			if err != nil {
+				return nil, err
+			}
+			out[seriesKey{kind: seriesErrors, route: name, label: label}] = v
+		}
+		for label, c := range map[string]prometheus.Counter{"prompt": r.prompt, "completion": r.completion, "total": r.total} {
+			v, err := read(c)
+			if err != nil {
+				return nil, err
+			}
+			out[seriesKey{kind: seriesTokens, route: name, label: label}] = v
+		}
+	}
+	return out, nil
 }
 
 func newWindow(now func() time.Time, gather func() (map[seriesKey]float64, error)) *Window {
 	if now == nil {
 		now = time.Now
 	}
-	return &Window{now: now, gather: gather}
-}
-
-// gatherSeries reads the followed counters from reg.
-func gatherSeries(reg prometheus.Gatherer) (map[seriesKey]float64, error) {
-	families, err := reg.Gather()
-	if err != nil {
-		return nil, fmt.Errorf("gather counters: %w", err)
-	}
-	out := map[seriesKey]float64{}
-	for _, f := range families {
-		var kind uint8
-		var label string
-		switch f.GetName() {
-		case namespace + "_requests_total":
-			kind = seriesRequests
-		case namespace + "_request_errors_total":
-			kind, label = seriesErrors, "code"
-		case namespace + "_tokens_total":
-			kind, label = seriesTokens, "kind"
-		default:
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			k := seriesKey{kind: kind}
-			for _, lp := range m.GetLabel() {
-				switch lp.GetName() {
-				case "route":
-					k.route = lp.GetValue()
-				case label:
-					k.label = lp.GetValue()
-				}
-			}
-			out[k] += m.GetCounter().GetValue()
-		}
-	}
-	return out, nil
+	return &Window{now: now, gather: gather, index: map[seriesKey]int{}}
 }
 
 // Sample reads the counters and keeps them as the newest sample, dropping
@@ -158,19 +190,43 @@ func (w *Window) Sample() error {
 	at := w.now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.push(sample{at: at, values: values})
+	w.push(sample{at: at, values: w.compact(values)})
 	return nil
+}
+
+// compact turns a reading into a sample's values, adding keys it meets for
+// the first time; w.mu is held.
+func (w *Window) compact(values map[seriesKey]float64) []float64 {
+	for k := range values {
+		if _, ok := w.index[k]; !ok {
+			w.index[k] = len(w.keys)
+			w.keys = append(w.keys, k)
+		}
+	}
+	out := make([]float64, len(w.keys))
+	if len(values) < len(w.keys) {
+		for i := range out {
+			out[i] = math.NaN()
+		}
+	}
+	for k, v := range values {
+		out[w.index[k]] = v
+	}
+	return out
 }
 
 // push adds s to the ring; w.mu is held.
 func (w *Window) push(s sample) {
-	if w.n == len(w.ring) {
-		w.evicted = true
-	} else {
+	if w.n < len(w.ring) {
 		w.n++
 	}
 	w.ring[w.next] = s
 	w.next = (w.next + 1) % len(w.ring)
+}
+
+// at returns the i-th held sample, oldest first; w.mu is held.
+func (w *Window) at(i int) sample {
+	return w.ring[(w.next-w.n+i+len(w.ring))%len(w.ring)]
 }
 
 // Run takes a sample every minute until ctx ends.
@@ -188,54 +244,45 @@ func (w *Window) Run(ctx context.Context) {
 }
 
 // LastHour reads the counters afresh (without keeping the reading as a
-// sample) and returns how much each grew since the oldest sample of the
-// last hour. Without any sample yet, it keeps this reading as the first,
-// so everything counts from now.
+// sample) and returns how much each grew since the baseline: the newest
+// sample at or before an hour ago, or the oldest sample while there is
+// none that old. A key the baseline lacks counts all it has. Without any
+// sample yet, it keeps this reading as the first, so everything counts
+// from now.
 func (w *Window) LastHour() (LastHour, error) {
 	values, err := w.gather()
 	if err != nil {
 		return LastHour{}, err
 	}
 	now := w.now()
-	cur := sample{at: now, values: values}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.n == 0 {
-		w.push(cur)
-	}
 	cutoff := now.Add(-windowSpan)
-	// The held samples, oldest first, from the oldest inside the hour.
-	var chain []sample
-	full := w.evicted
-	for i := range w.n {
-		s := w.ring[(w.next-w.n+i+len(w.ring))%len(w.ring)]
-		if s.at.Before(cutoff) {
-			full = true
+	w.mu.Lock()
+	cur := w.compact(values)
+	if w.n == 0 {
+		w.push(sample{at: now, values: cur})
+	}
+	base := w.at(0)
+	for i := w.n - 1; i >= 0; i-- {
+		if s := w.at(i); !s.at.After(cutoff) {
+			base = s
+			break
+		}
+	}
+	keys := w.keys[:len(cur)] // append-only: these entries never change
+	w.mu.Unlock()
+
+	out := LastHour{Since: base.at, At: now, Routes: map[string]Usage{},
+		Full: !base.at.After(cutoff) && !base.at.Before(cutoff.Add(-windowSlack))}
+	for i, v := range cur {
+		if math.IsNaN(v) {
 			continue
 		}
-		chain = append(chain, s)
-	}
-	chain = append(chain, cur)
-	out := LastHour{Since: chain[0].at, At: now, Full: full, Routes: map[string]Usage{}}
-	growth := map[seriesKey]float64{}
-	for i := 1; i < len(chain); i++ {
-		prev := chain[i-1].values
-		for k, v := range chain[i].values {
-			d := v - prev[k]
-			if d < 0 { // a reset: the counter started again from zero
-				d = v
-			}
-			growth[k] += d
+		k := keys[i]
+		d := v
+		if i < len(base.values) && !math.IsNaN(base.values[i]) && v >= base.values[i] {
+			d = v - base.values[i]
 		}
-	}
-	// Every followed route appears, even with nothing counted.
-	for k := range cur.values {
-		if _, ok := out.Routes[k.route]; !ok {
-			out.Routes[k.route] = Usage{}
-		}
-	}
-	for k, d := range growth {
-		u := out.Routes[k.route]
+		u := out.Routes[k.route] // every followed route appears, even with nothing counted
 		n := uint64(math.Round(d))
 		switch k.kind {
 		case seriesRequests:

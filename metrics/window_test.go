@@ -3,7 +3,9 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
+	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -56,14 +58,15 @@ func TestWindowLastHour(t *testing.T) {
 			},
 		},
 		{
-			name: "a reset never counts negative",
+			name: "a reset never counts negative: it counts from zero",
 			steps: []step{
 				{set: map[seriesKey]float64{req("a"): 100, errc("a", "rate_limited"): 7}, sample: true},
 				{after: time.Minute, set: map[seriesKey]float64{req("a"): 110, errc("a", "rate_limited"): 9}, sample: true},
 				// The counters restarted from zero and counted 3 and 1 again.
 				{after: time.Minute, set: map[seriesKey]float64{req("a"): 3, errc("a", "rate_limited"): 1}, sample: true},
+				// Lower than the baseline (100, 7): counted from zero.
 				{after: 10 * time.Second, set: map[seriesKey]float64{req("a"): 5, errc("a", "rate_limited"): 1},
-					want: map[string]Usage{"a": {Requests: 10 + 3 + 2, Errors: map[string]uint64{"rate_limited": 2 + 1}}}},
+					want: map[string]Usage{"a": {Requests: 5, Errors: map[string]uint64{"rate_limited": 1}}}},
 			},
 		},
 		{
@@ -73,18 +76,41 @@ func TestWindowLastHour(t *testing.T) {
 				// One request a minute for 90 minutes.
 				minutes(1, 90, func(i int) map[seriesKey]float64 { return map[seriesKey]float64{req("a"): float64(i)} })...),
 				step{after: 30 * time.Second, set: map[seriesKey]float64{req("a"): 90},
-					// The ring's oldest sample inside the hour is minute 31
-					// (now is 90.5): 59 requests since.
-					since: 31 * time.Minute, full: true, want: map[string]Usage{"a": {Requests: 59}}},
+					// The newest sample at or before an hour ago (now is
+					// 90.5) is minute 30: 60 requests since.
+					since: 30 * time.Minute, full: true, want: map[string]Usage{"a": {Requests: 60}}},
 			),
 		},
 		{
-			name: "a pause longer than an hour: the fresh reading alone",
+			name: "no sample for over an hour: since the last one, not full",
 			steps: []step{
 				{set: map[seriesKey]float64{req("a"): 1}, sample: true},
-				{after: 2 * time.Hour, set: map[seriesKey]float64{req("a"): 50}, since: 2 * time.Hour, full: true,
-					want: map[string]Usage{"a": {}}},
+				{after: 2 * time.Hour, set: map[seriesKey]float64{req("a"): 50},
+					want: map[string]Usage{"a": {Requests: 49}}},
 			},
+		},
+		{
+			name: "sampling stalled after half an hour: since the last sample, not full",
+			steps: append(append(
+				[]step{{set: map[seriesKey]float64{req("a"): 0, errc("a", "forbidden"): 0}, sample: true}},
+				minutes(1, 30, func(i int) map[seriesKey]float64 { return map[seriesKey]float64{req("a"): float64(i)} })...),
+				step{after: 2 * time.Hour, set: map[seriesKey]float64{req("a"): 100, errc("a", "forbidden"): 4, req("b"): 3},
+					since: 30 * time.Minute, want: map[string]Usage{"a": {Requests: 70, Errors: map[string]uint64{"forbidden": 4}}, "b": {Requests: 3}}},
+			),
+		},
+		{
+			name: "a route that appears later counts all it has",
+			steps: append(append(
+				[]step{{set: map[seriesKey]float64{req("a"): 0}, sample: true}},
+				minutes(1, 70, func(i int) map[seriesKey]float64 {
+					if i < 40 {
+						return map[seriesKey]float64{req("a"): float64(i)}
+					}
+					return map[seriesKey]float64{req("a"): float64(i), req("b"): float64(i - 39)}
+				})...),
+				step{after: 10 * time.Second, set: map[seriesKey]float64{req("a"): 70, req("b"): 31},
+					since: 10 * time.Minute, full: true, want: map[string]Usage{"a": {Requests: 60}, "b": {Requests: 31}}},
+			),
 		},
 	}
 	for _, tt := range tests {
@@ -138,7 +164,7 @@ func equalNonZero(a, b map[string]uint64) bool {
 	return maps.Equal(nz(a), nz(b))
 }
 
-// TestWindowRingHoldsAnHour: the ring keeps 61 samples, however many are
+// TestWindowRingHoldsAnHour: the ring keeps windowSamples samples, however many are
 // taken.
 func TestWindowRingHoldsAnHour(t *testing.T) {
 	now := time.Unix(0, 0)
@@ -149,8 +175,8 @@ func TestWindowRingHoldsAnHour(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if w.n != windowSamples || !w.evicted {
-		t.Errorf("ring holds %d samples (evicted %v), want %d", w.n, w.evicted, windowSamples)
+	if w.n != windowSamples {
+		t.Errorf("ring holds %d samples, want %d", w.n, windowSamples)
 	}
 }
 
@@ -235,4 +261,43 @@ func TestWindowRunSamplesEveryMinute(t *testing.T) {
 		cancel()
 		<-done
 	})
+}
+
+// BenchmarkWindowLastHour: a status page's read of the last hour with 500
+// routes (every series of each pre-created, some counted) and a full ring.
+func BenchmarkWindowLastHour(b *testing.B) {
+	m := New("bench")
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	var routes []*Route
+	for i := range 500 {
+		routes = append(routes, m.Route(fmt.Sprintf("route-%03d", i)))
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	w := m.NewWindow(func() time.Time { return now })
+	for range windowSamples + 5 {
+		now = now.Add(time.Minute)
+		for i, r := range routes {
+			r.Observe(200, "key", time.Millisecond, 0, "")
+			if i%7 == 0 {
+				r.Observe(429, "key", time.Millisecond, 0, "rate_limited")
+				r.Tokens(10, 5, 15)
+			}
+		}
+		if err := w.Sample(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	now = now.Add(30 * time.Second)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := w.LastHour(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "MB-held")
 }
