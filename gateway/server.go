@@ -109,8 +109,8 @@ func (s *Server) ReloadCounts() (ok, failed uint64) {
 }
 
 // readiness is the snapshot's Readiness with the TLS certificate's state.
-func (s *Server) readiness() Readiness {
-	rep := s.snap.Load().Readiness()
+func (s *Server) readiness(snap *Snapshot) Readiness {
+	rep := snap.Readiness()
 	if st := s.tls.Load(); st != nil {
 		if err := st.mgr.Ready(); err != nil {
 			rep.Ready, rep.TLS = false, err.Error()
@@ -140,7 +140,7 @@ func (s *Server) AdminHandler() http.Handler {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		rep := s.readiness()
+		rep := s.readiness(s.snap.Load())
 		status := http.StatusOK
 		if !rep.Ready {
 			status = http.StatusServiceUnavailable

@@ -111,7 +111,8 @@ type statusUsage struct {
 
 type statusUsageRow struct {
 	Route                     string
-	Requests, Errors          uint64
+	Requests, ServerErrors    uint64
+	Errors                    uint64 // requests that ended with a gateway error code
 	Codes                     []statusCode
 	Prompt, Completion, Total uint64
 }
@@ -151,7 +152,7 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request) {
 // statusPage gathers what the page shows from the serving snapshot.
 func (s *Server) statusPage() statusPage {
 	snap := s.snap.Load()
-	rep := s.readiness()
+	rep := s.readiness(snap)
 	now := s.deps.Now
 	if now == nil {
 		now = time.Now
@@ -261,7 +262,7 @@ func (s *Server) usage(snap *Snapshot, at time.Time) *statusUsage {
 	u := &statusUsage{Full: hour.Full, Since: stamp(hour.Since, at)}
 	for _, r := range snap.Config.Routes {
 		ru := hour.Routes[r.Name]
-		row := statusUsageRow{Route: r.Name, Requests: ru.Requests, Errors: ru.ErrorCount(),
+		row := statusUsageRow{Route: r.Name, Requests: ru.Requests, ServerErrors: ru.ServerErrors, Errors: ru.ErrorCount(),
 			Prompt: ru.Tokens["prompt"], Completion: ru.Tokens["completion"], Total: ru.Tokens["total"]}
 		for _, code := range sortedNames(ru.Errors) {
 			row.Codes = append(row.Codes, statusCode{Code: code, Count: ru.Errors[code]})

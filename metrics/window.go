@@ -29,6 +29,8 @@ const windowSlack = 2 * time.Minute
 type Usage struct {
 	// Requests counts the requests the route answered.
 	Requests uint64
+	// ServerErrors counts those answered with a 5xx status.
+	ServerErrors uint64
 	// Errors counts requests by the gateway error code they ended with
 	// (missing_credential, forbidden, rate_limited, ...); codes that did
 	// not occur are absent.
@@ -73,12 +75,12 @@ const (
 )
 
 // seriesKey names one counter a Window follows: requests of a route
-// (summed over status classes and auth methods), its errors by code, or
-// its tokens by kind.
+// (summed over auth methods and all status classes, or only 5xx), its
+// errors by code, or its tokens by kind.
 type seriesKey struct {
 	kind  uint8
 	route string
-	label string // code or kind; "" for requests
+	label string // code or kind; for requests "" (all) or "5xx"
 }
 
 // sample is the followed counters' values at one instant, indexed like
@@ -137,7 +139,7 @@ func (m *Metrics) readSeries() (map[seriesKey]float64, error) {
 		return d.GetCounter().GetValue(), nil
 	}
 	for name, r := range routes {
-		var sum float64
+		var sum, server float64
 		for i := range r.requests {
 			for _, c := range r.requests[i] {
 				v, err := read(c)
@@ -145,9 +147,13 @@ func (m *Metrics) readSeries() (map[seriesKey]float64, error) {
 					return nil, err
 				}
 				sum += v
+				if statusClasses[i] == "5xx" {
+					server += v
+				}
 			}
 		}
 		out[seriesKey{kind: seriesRequests, route: name}] = sum
+		out[seriesKey{kind: seriesRequests, route: name, label: "5xx"}] = server
 		for code, c := range r.refused {
 			v, err := read(c)
 			if err != nil {
@@ -286,7 +292,11 @@ func (w *Window) LastHour() (LastHour, error) {
 		n := uint64(math.Round(d))
 		switch k.kind {
 		case seriesRequests:
-			u.Requests += n
+			if k.label == "" {
+				u.Requests += n
+			} else {
+				u.ServerErrors += n
+			}
 		case seriesErrors:
 			if n > 0 {
 				if u.Errors == nil {

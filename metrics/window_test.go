@@ -234,7 +234,10 @@ func TestWindowReadsTheMetrics(t *testing.T) {
 		!maps.Equal(ua.Tokens, map[string]uint64{"prompt": 10, "completion": 5, "total": 15}) {
 		t.Errorf("route a = %+v", ua)
 	}
-	if ub := got.Routes["b"]; ub.Requests != 1 || !maps.Equal(ub.Errors, map[string]uint64{"upstream_unavailable": 1}) {
+	if ua := got.Routes["a"]; ua.ServerErrors != 0 {
+		t.Errorf("route a has %d 5xx, want 0", ua.ServerErrors)
+	}
+	if ub := got.Routes["b"]; ub.Requests != 1 || ub.ServerErrors != 1 || !maps.Equal(ub.Errors, map[string]uint64{"upstream_unavailable": 1}) {
 		t.Errorf("route b = %+v", ub)
 	}
 	if got.Full || !got.Since.Equal(now.Add(-90*time.Second)) {
