@@ -3,6 +3,7 @@ package metrics
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -168,8 +169,23 @@ func variableExpr(q string) (string, error) {
 	return "", fmt.Errorf("query %q is not label_values(selector, label) or query_result(expr)", q)
 }
 
-// exportedMetrics is the names a scrape holds, each with its label names.
-type exportedMetrics map[string]map[string]bool
+// exportedMetrics is the names a scrape holds.
+type exportedMetrics map[string]*exportedMetric
+
+// exportedMetric is one name a scrape holds: its label names with the
+// values they took, and whether it counts (a counter, or a histogram's or
+// summary's _bucket, _sum or _count), so rate and increase apply.
+type exportedMetric struct {
+	labels   map[string]map[string]bool
+	counting bool
+}
+
+// targetLabels are the labels Prometheus adds to every scraped series.
+var targetLabels = []string{"instance", "job"}
+
+// fixedLabels are the labels whose values the gateway fixes (not names
+// from the configuration): a matcher's value must be one it exports.
+var fixedLabels = map[string]bool{"code": true, "outcome": true, "state": true, "result": true, "kind": true, "auth": true}
 
 // gatewayExports builds the registry the gateway builds, with every family
 // present (a route with requests, errors and tokens; a pool with tries,
@@ -191,6 +207,8 @@ func gatewayExports(t *testing.T) exportedMetrics {
 	p.Try(0, true, false)
 	p.Try(1, false, true)
 	m.HealthCheck("pool", "a", "up")
+	m.HealthCheck("pool", "a", "down")
+	m.HealthCheck("pool", "b", "skipped")
 	m.LimitsStoreFailure()
 	now := time.Now()
 	m.SetState(func() State {
@@ -217,37 +235,48 @@ func gatewayExports(t *testing.T) exportedMetrics {
 	}
 	got := map[string]bool{}
 	out := exportedMetrics{}
-	add := func(name string, labels map[string]bool, extra ...string) {
+	add := func(name string, counting bool, labels map[string]map[string]bool, extra ...string) {
 		if out[name] == nil {
-			out[name] = map[string]bool{}
+			out[name] = &exportedMetric{labels: map[string]map[string]bool{}, counting: counting}
 		}
-		for l := range labels {
-			out[name][l] = true
+		for l, vs := range labels {
+			if out[name].labels[l] == nil {
+				out[name].labels[l] = map[string]bool{}
+			}
+			for v := range vs {
+				out[name].labels[l][v] = true
+			}
 		}
-		for _, l := range extra {
-			out[name][l] = true
+		for _, l := range append(extra, targetLabels...) {
+			if out[name].labels[l] == nil {
+				out[name].labels[l] = map[string]bool{}
+			}
 		}
 	}
 	for _, f := range fams {
 		got[f.GetName()] = true
-		labels := map[string]bool{}
+		labels := map[string]map[string]bool{}
 		for _, mt := range f.GetMetric() {
 			for _, l := range mt.GetLabel() {
-				labels[l.GetName()] = true
+				if labels[l.GetName()] == nil {
+					labels[l.GetName()] = map[string]bool{}
+				}
+				labels[l.GetName()][l.GetValue()] = true
 			}
 		}
 		name := f.GetName()
 		switch f.GetType() {
 		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
-			add(name+"_bucket", labels, "le")
-			add(name+"_sum", labels)
-			add(name+"_count", labels)
+			counting := f.GetType() == dto.MetricType_HISTOGRAM
+			add(name+"_bucket", counting, labels, "le")
+			add(name+"_sum", counting, labels)
+			add(name+"_count", counting, labels)
 		case dto.MetricType_SUMMARY:
-			add(name, labels, "quantile")
-			add(name+"_sum", labels)
-			add(name+"_count", labels)
+			add(name, false, labels, "quantile")
+			add(name+"_sum", true, labels)
+			add(name+"_count", true, labels)
 		default:
-			add(name, labels)
+			add(name, f.GetType() == dto.MetricType_COUNTER, labels)
 		}
 	}
 
@@ -296,18 +325,21 @@ func (e exportedMetrics) check(expr string) []string {
 			problems = append(problems, "a selector names no single metric")
 			continue
 		}
-		labels, ok := e[s.metric]
+		em, ok := e[s.metric]
 		if !ok {
 			problems = append(problems, fmt.Sprintf("metric %s is not exported", s.metric))
 			known = false
 			continue
 		}
 		for _, l := range s.labels {
-			if !labels[l] {
+			if em.labels[l] == nil {
 				problems = append(problems, fmt.Sprintf("%s has no label %q", s.metric, l))
 			}
 		}
-		for l := range labels {
+		for _, mt := range s.matchers {
+			problems = append(problems, em.checkValue(s.metric, mt)...)
+		}
+		for l := range em.labels {
 			union[l] = true
 		}
 	}
@@ -316,7 +348,222 @@ func (e exportedMetrics) check(expr string) []string {
 			problems = append(problems, fmt.Sprintf("grouping label %q is on none of %q", l, refs.metrics()))
 		}
 	}
+	if len(problems) != 0 || !known {
+		return problems
+	}
+	tree, err := parsePromQL(expr)
+	if err != nil {
+		return []string{"cannot parse: " + err.Error()}
+	}
+	tree.walk(func(n *promNode) { problems = append(problems, e.checkNode(n)...) })
+	_, more := e.labelsOf(tree)
+	return append(problems, more...)
+}
+
+// simpleAlternatives matches a regular expression that is only literal
+// alternatives: a|b|c.
+var simpleAlternatives = regexp.MustCompile(`^[A-Za-z0-9_.-]+(\|[A-Za-z0-9_.-]+)*$`)
+
+// checkValue returns what is wrong with a matcher's value: on a label with
+// a fixed value set, a value (or an alternative of a simple a|b regular
+// expression) the metric never exports. Values with Grafana variables and
+// other regular expressions are not checked.
+func (em *exportedMetric) checkValue(metric string, mt promMatcher) []string {
+	if !fixedLabels[mt.label] || em.labels[mt.label] == nil || mt.value == "" || strings.Contains(mt.value, "$") {
+		return nil
+	}
+	values := []string{mt.value}
+	if mt.op == "=~" || mt.op == "!~" {
+		if !simpleAlternatives.MatchString(mt.value) {
+			return nil
+		}
+		values = strings.Split(mt.value, "|")
+	}
+	var problems []string
+	for _, v := range values {
+		if !em.labels[mt.label][v] {
+			problems = append(problems, fmt.Sprintf("%s{%s%s%q}: %s never has %s %q", metric, mt.label, mt.op, mt.value, metric, mt.label, v))
+		}
+	}
 	return problems
+}
+
+// checkNode returns what is wrong with one node: rate, irate or increase
+// over a metric that does not count; histogram_quantile over anything but
+// an aggregation that keeps le, or over buckets some aggregation drops le
+// from.
+func (e exportedMetrics) checkNode(n *promNode) []string {
+	var problems []string
+	switch {
+	case n.kind == promCall && (n.name == "rate" || n.name == "irate" || n.name == "increase"):
+		if a := n.vectorArg(); a != nil && a.kind == promSel {
+			if em := e[a.sel.metric]; em != nil && !em.counting {
+				problems = append(problems, fmt.Sprintf("%s over %s, which is not a counter", n.name, a.sel.metric))
+			}
+		}
+	case n.kind == promCall && n.name == "histogram_quantile":
+		a := n.vectorArg()
+		if a == nil || a.kind != promAgg || !keepsLabel(a, "le") {
+			problems = append(problems, "histogram_quantile's argument is not an aggregation by le")
+		}
+		if a != nil {
+			a.walk(func(in *promNode) {
+				if in.kind != promAgg || keepsLabel(in, "le") {
+					return
+				}
+				bucket := false
+				in.walk(func(x *promNode) { bucket = bucket || x.kind == promSel && strings.HasSuffix(x.sel.metric, "_bucket") })
+				if bucket {
+					problems = append(problems, fmt.Sprintf("histogram_quantile over a %s that drops le", in.name))
+				}
+			})
+		}
+	}
+	return problems
+}
+
+// selecting are the aggregations that select series, keeping their labels.
+var selecting = map[string]bool{"topk": true, "bottomk": true, "limitk": true, "limit_ratio": true}
+
+// keepsLabel reports whether aggregation n keeps label l.
+func keepsLabel(n *promNode, l string) bool {
+	if selecting[n.name] {
+		return true
+	}
+	return n.grouped && slices.Contains(n.grouping, l) != n.without
+}
+
+// promLabels is what labels an expression's series carry: nil for a
+// scalar; unknown when the checker cannot tell.
+type promLabels struct {
+	set     map[string]bool
+	unknown bool
+}
+
+// labelsOf returns the labels every series of n carries, and what is wrong
+// with n's groupings: a by label some metric inside the aggregation lacks,
+// an on or ignoring label one side lacks, a group_left or group_right
+// label the other side lacks.
+func (e exportedMetrics) labelsOf(n *promNode) (promLabels, []string) {
+	switch n.kind {
+	case promScalar:
+		return promLabels{}, nil
+	case promSel:
+		em := e[n.sel.metric]
+		if em == nil {
+			return promLabels{unknown: true}, nil
+		}
+		set := map[string]bool{}
+		for l := range em.labels {
+			set[l] = true
+		}
+		return promLabels{set: set}, nil
+	case promAgg:
+		in, problems := e.labelsOf(n.vectorArg())
+		for _, a := range n.args[:len(n.args)-1] {
+			_, more := e.labelsOf(a)
+			problems = append(problems, more...)
+		}
+		if in.unknown {
+			return in, problems
+		}
+		for _, l := range n.grouping {
+			if !in.set[l] {
+				problems = append(problems, fmt.Sprintf("%s %s label %q is not on every series of its argument", n.name, map[bool]string{false: "by", true: "without"}[n.without], l))
+			}
+		}
+		if selecting[n.name] {
+			return in, problems
+		}
+		out := map[string]bool{}
+		if n.without {
+			for l := range in.set {
+				if !slices.Contains(n.grouping, l) {
+					out[l] = true
+				}
+			}
+		} else {
+			for _, l := range n.grouping {
+				out[l] = true
+			}
+		}
+		return promLabels{set: out}, problems
+	case promCall:
+		var problems []string
+		var out promLabels
+		v := n.vectorArg()
+		for _, a := range n.args {
+			got, more := e.labelsOf(a)
+			problems = append(problems, more...)
+			if a == v {
+				out = got
+			}
+		}
+		switch n.name {
+		case "histogram_quantile":
+			if out.set != nil {
+				out.set = maps.Clone(out.set)
+				delete(out.set, "le")
+			}
+		case "vector":
+			out = promLabels{set: map[string]bool{}}
+		case "scalar", "time", "pi":
+			out = promLabels{}
+		case "label_replace", "label_join", "absent", "absent_over_time", "count_values":
+			out = promLabels{unknown: true}
+		}
+		return out, problems
+	}
+	// A binary operator.
+	lhs, problems := e.labelsOf(n.args[0])
+	rhs, more := e.labelsOf(n.args[1])
+	problems = append(problems, more...)
+	switch {
+	case lhs.unknown || rhs.unknown:
+		return promLabels{unknown: true}, problems
+	case lhs.set == nil:
+		return rhs, problems
+	case rhs.set == nil:
+		return lhs, problems
+	}
+	for _, l := range n.matching {
+		for side, set := range map[string]map[string]bool{"left": lhs.set, "right": rhs.set} {
+			if !set[l] {
+				problems = append(problems, fmt.Sprintf("%s label %q of %s is not on its %s side", map[bool]string{false: "on", true: "ignoring"}[n.ignoring], l, n.name, side))
+			}
+		}
+	}
+	one := rhs.set // the side group_left's labels come from
+	if n.group == "group_right" {
+		one = lhs.set
+	}
+	for _, l := range n.include {
+		if !one[l] {
+			problems = append(problems, fmt.Sprintf("%s label %q is not on the other side of %s", n.group, l, n.name))
+		}
+	}
+	out := map[string]bool{}
+	switch {
+	case n.group == "group_left":
+		maps.Copy(out, lhs.set)
+		for _, l := range n.include {
+			out[l] = true
+		}
+	case n.group == "group_right":
+		maps.Copy(out, rhs.set)
+		for _, l := range n.include {
+			out[l] = true
+		}
+	case n.matched || n.name == "and" || n.name == "unless":
+		maps.Copy(out, lhs.set)
+	default: // one-to-one on all labels, or or: what both sides carry
+		for l := range lhs.set {
+			if rhs.set[l] {
+				out[l] = true
+			}
+		}
+	}
+	return promLabels{set: out}, problems
 }
 
 func TestDashboardStructure(t *testing.T) {
@@ -455,6 +702,19 @@ func TestDashboardCheckerCatchesMistakes(t *testing.T) {
 		{"unlexable", `rate(modelgate_requests_total[5m]`, "cannot lex"},
 		{"no metric", `vector(1)`, "names no metric"},
 		{"regex name", `{__name__=~"modelgate_.+"}`, "names no single metric"},
+		{"quantile without le", `histogram_quantile(0.99, sum by (route) (rate(modelgate_gateway_duration_seconds_bucket[5m])))`, "not an aggregation by le"},
+		{"quantile over no aggregation", `histogram_quantile(0.99, rate(modelgate_gateway_duration_seconds_bucket[5m]))`, "not an aggregation by le"},
+		{"quantile over an aggregation dropping le", `histogram_quantile(0.99, sum by (le) (max by (route) (modelgate_gateway_duration_seconds_bucket)))`, "drops le"},
+		{"rate of a gauge", `rate(modelgate_mirror_in_flight[5m])`, "rate over modelgate_mirror_in_flight, which is not a counter"},
+		{"increase of a gauge", `sum(increase(modelgate_backend_available[1h]))`, "increase over modelgate_backend_available"},
+		{"status class that is not exported", `sum(rate(modelgate_requests_total{code="500"}[5m]))`, `never has code "500"`},
+		{"error code that is not exported", `modelgate_request_errors_total{code!="ratelimited"}`, `never has code "ratelimited"`},
+		{"alternative that is not exported", `modelgate_backend_breaker_state{state=~"open|halfopen"}`, `never has state "halfopen"`},
+		{"outcome of another metric", `modelgate_backend_requests_total{outcome="success"}`, `never has outcome "success"`},
+		{"by label one side lacks", `sum by (auth) (modelgate_requests_total + modelgate_rate_limited_total)`, `by label "auth" is not on every series`},
+		{"by label an inner aggregation dropped", `sum by (code) (sum by (route) (rate(modelgate_requests_total[5m])))`, `by label "code" is not on every series`},
+		{"on label one side lacks", `modelgate_backend_available * on(upstream, backend) modelgate_mirror_in_flight`, `on label "backend" of * is not on its right side`},
+		{"group_left label the other side lacks", `modelgate_backend_available * on(upstream) group_left(backend) modelgate_mirror_in_flight`, `group_left label "backend" is not on the other side`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -466,6 +726,12 @@ func TestDashboardCheckerCatchesMistakes(t *testing.T) {
 	}
 	for _, ok := range []string{
 		`histogram_quantile(0.99, sum by (le, route) (rate(modelgate_gateway_duration_seconds_bucket{route=~"$route"}[$__rate_interval])))`,
+		`histogram_quantile(0.5, sum without (instance) (rate(modelgate_gateway_duration_seconds_bucket{instance=~"$instance"}[5m])))`,
+		`max by (backend) (modelgate_backend_available * on(upstream) group_left modelgate_mirror_in_flight)`,
+		`sum by (upstream) (rate(modelgate_mirror_dropped_total[5m])) / on(upstream) sum by (upstream) (modelgate_mirror_in_flight)`,
+		`modelgate_backend_breaker_state{state=~"open|half-open", upstream!~".+"} == 1`,
+		`sum by (code) (rate(modelgate_request_errors_total{code=~"$code|rate_limited"}[5m])) > 0`,
+		`topk by (route) (3, sum by (route, code) (rate(modelgate_requests_total{code="5xx"}[5m])))`,
 		`max by (version, goversion) (modelgate_build_info)`,
 		`sum by (code) (rate(modelgate_request_errors_total{route="r", code="rate_limited"}[5m]))`,
 		`rate(go_gc_duration_seconds_sum[5m]) / rate(go_gc_duration_seconds_count[5m])`,

@@ -32,7 +32,12 @@ type promSelector struct {
 	metric string
 	// labels are the label names its matchers use (not __name__).
 	labels []string
+	// matchers are those matchers, in order.
+	matchers []promMatcher
 }
+
+// promMatcher is one label matcher: label op "value".
+type promMatcher struct{ label, op, value string }
 
 // promRefs is what an expression names.
 type promRefs struct {
@@ -345,6 +350,7 @@ func (l *promLexer) selector(name string) (promSelector, error) {
 				return promSelector{}, fmt.Errorf("empty label name in selector at offset %d", start)
 			case label != "__name__":
 				sel.labels = append(sel.labels, label)
+				sel.matchers = append(sel.matchers, promMatcher{label, op, value})
 			case op == "=" && (sel.metric == "" || sel.metric == value):
 				sel.metric = value
 			default: // a regular expression or a second name: unknown
