@@ -56,8 +56,30 @@ type grafanaPanel struct {
 	Panels      []grafanaPanel            `json:"panels"` // of a collapsed row
 	FieldConfig struct {
 		Defaults struct {
-			Unit string `json:"unit"`
+			Unit       string `json:"unit"`
+			Thresholds struct {
+				Steps []json.RawMessage `json:"steps"`
+			} `json:"thresholds"`
+			Custom struct {
+				ThresholdsStyle struct {
+					Mode string `json:"mode"`
+				} `json:"thresholdsStyle"`
+			} `json:"custom"`
+			Mappings []struct {
+				Type    string                     `json:"type"`
+				Options map[string]json.RawMessage `json:"options"`
+			} `json:"mappings"`
 		} `json:"defaults"`
+		Overrides []struct {
+			Matcher struct {
+				ID      string `json:"id"`
+				Options string `json:"options"`
+			} `json:"matcher"`
+			Properties []struct {
+				ID    string          `json:"id"`
+				Value json.RawMessage `json:"value"`
+			} `json:"properties"`
+		} `json:"overrides"`
 	} `json:"fieldConfig"`
 }
 
@@ -591,14 +613,35 @@ func TestDashboardStructure(t *testing.T) {
 	if ds := vars["datasource"]; ds.Type != "datasource" || string(ds.Query) != `"prometheus"` {
 		t.Errorf("variable datasource: type %q query %s, want a datasource variable of query prometheus", ds.Type, ds.Query)
 	}
-	for _, name := range []string{"route", "upstream"} {
+	for _, name := range []string{"instance", "route", "upstream"} {
 		if v := vars[name]; v.Type != "query" || !v.Multi || !v.IncludeAll {
 			t.Errorf("variable %s: type %q multi %v includeAll %v, want a multi-value query variable with All", name, v.Type, v.Multi, v.IncludeAll)
 		}
 	}
+	if q, _ := vars["instance"].query(); q != "label_values(modelgate_build_info, instance)" {
+		t.Errorf("variable instance: query %q, want label_values(modelgate_build_info, instance)", q)
+	}
+	if len(d.Templating.List) < 2 || d.Templating.List[1].Name != "instance" {
+		t.Error("variable instance is not the first after datasource, so the others cannot follow it")
+	}
+	// Every query, the variables' too, follows the chosen instances.
+	for _, x := range d.exprs(t) {
+		if x.where == "variable instance" {
+			continue
+		}
+		refs, err := lexPromQL(x.expr)
+		if err != nil {
+			continue // TestDashboardNamesExportedMetricsAndLabels reports it
+		}
+		for _, sel := range refs.selectors {
+			if !slices.Contains(sel.matchers, promMatcher{"instance", "=~", "$instance"}) {
+				t.Errorf("%s: %s is not filtered by instance=~\"$instance\": %s", x.where, sel.metric, x.expr)
+			}
+		}
+	}
 
 	ids := map[int]string{}
-	units := []string{"reqps", "s", "percentunit", "short"}
+	units := []string{"reqps", "ops", "s", "percentunit", "short"}
 	varRef := regexp.MustCompile(`\$\{?(\w+)`)
 	for _, p := range d.allPanels() {
 		name := fmt.Sprintf("panel %q", p.Title)
@@ -649,6 +692,105 @@ func TestDashboardStructure(t *testing.T) {
 			}
 			if strings.Contains(tg.Expr, "rate(") && !strings.Contains(tg.Expr, "$__rate_interval") {
 				t.Errorf("%s target %s: a rate() without $__rate_interval: %s", name, tg.RefID, tg.Expr)
+			}
+		}
+		checkPanelSemantics(t, name, p)
+	}
+}
+
+// Gauges that are 1 when healthy: across replicas the worst is the min.
+var healthGauges = map[string]bool{
+	"modelgate_backend_available": true, "modelgate_upstream_credential_valid": true, "modelgate_identity_provider_ready": true,
+}
+
+// Counters of requests (or answers), which reqps describes; other rates
+// (fetches, probes, store calls, tokens) are not requests.
+var requestCounters = map[string]bool{
+	"modelgate_requests_total": true, "modelgate_request_errors_total": true, "modelgate_denied_total": true,
+	"modelgate_rate_limited_total": true, "modelgate_backend_requests_total": true, "modelgate_backend_retries_total": true,
+	"modelgate_token_usage_missing_total": true,
+}
+
+// checkPanelSemantics holds a panel to what its queries mean: health
+// gauges aggregate with min, reqps only for requests, request_errors_total
+// is not all refusals, a rate and a gauge do not share an axis, thresholds
+// show, a value mapping names every value.
+func checkPanelSemantics(t *testing.T, name string, p grafanaPanel) {
+	t.Helper()
+	var rates, gauges []string // refIds
+	for _, tg := range p.Targets {
+		tree, err := parsePromQL(tg.Expr)
+		if err != nil {
+			continue // reported elsewhere
+		}
+		tree.walk(func(n *promNode) {
+			if n.kind != promAgg || n.name == "min" {
+				return
+			}
+			n.walk(func(in *promNode) {
+				if in.kind == promSel && healthGauges[in.sel.metric] {
+					t.Errorf("%s target %s: %s of %s hides a replica where it is 0; use min", name, tg.RefID, n.name, in.sel.metric)
+				}
+			})
+		})
+		names, _ := promQLNames(tg.Expr)
+		for _, m := range names {
+			if p.FieldConfig.Defaults.Unit == "reqps" && !requestCounters[m] {
+				t.Errorf("%s: unit reqps over %s, which does not count requests", name, m)
+			}
+			if m == "modelgate_request_errors_total" && strings.Contains(strings.ToLower(p.Title), "refusal") {
+				t.Errorf("%s: request_errors_total counts upstream failures and closed requests too, not only refusals", name)
+			}
+		}
+		if strings.Contains(tg.Expr, "rate(") || strings.Contains(tg.Expr, "increase(") {
+			rates = append(rates, tg.RefID)
+		} else {
+			gauges = append(gauges, tg.RefID)
+		}
+	}
+	if p.Type == "timeseries" && len(rates) > 0 && len(gauges) > 0 {
+		for _, ref := range gauges {
+			ok := slices.ContainsFunc(p.FieldConfig.Overrides, func(o struct {
+				Matcher struct {
+					ID      string `json:"id"`
+					Options string `json:"options"`
+				} `json:"matcher"`
+				Properties []struct {
+					ID    string          `json:"id"`
+					Value json.RawMessage `json:"value"`
+				} `json:"properties"`
+			}) bool {
+				return o.Matcher.ID == "byFrameRefID" && o.Matcher.Options == ref && slices.ContainsFunc(o.Properties, func(pr struct {
+					ID    string          `json:"id"`
+					Value json.RawMessage `json:"value"`
+				}) bool {
+					return pr.ID == "custom.axisPlacement" && string(pr.Value) == `"right"`
+				})
+			})
+			if !ok {
+				t.Errorf("%s: target %s is a gauge beside rates %v on one axis; give it an override with custom.axisPlacement right", name, ref, rates)
+			}
+		}
+	}
+	if p.Type == "timeseries" && len(p.FieldConfig.Defaults.Thresholds.Steps) > 1 {
+		if m := p.FieldConfig.Defaults.Custom.ThresholdsStyle.Mode; m == "" || m == "off" {
+			t.Errorf("%s: thresholds that never show (thresholdsStyle %q)", name, m)
+		}
+	}
+	if p.Title == "Breaker state" {
+		var mapped []string
+		for _, m := range p.FieldConfig.Defaults.Mappings {
+			if m.Type == "value" {
+				mapped = slices.AppendSeq(mapped, maps.Keys(m.Options))
+			}
+		}
+		slices.Sort(mapped)
+		if !slices.Equal(mapped, []string{"0", "1", "2"}) {
+			t.Errorf("%s: value mappings for %q, want exactly 0, 1 and 2 (closed, half-open, open)", name, mapped)
+		}
+		for _, tg := range p.Targets {
+			if tree, err := parsePromQL(tg.Expr); err == nil && (tree.kind != promAgg || tree.name != "max" || tree.vectorArg().kind != promBinary) {
+				t.Errorf("%s target %s: want the worst (max) across replicas of each replica's 0, 1 or 2: %s", name, tg.RefID, tg.Expr)
 			}
 		}
 	}
