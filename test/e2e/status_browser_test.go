@@ -110,7 +110,6 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 
 	logs := &syncLog{}
-	profile := t.TempDir()
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
 		chromedp.ExecPath(browser),
 		chromedp.Headless,
@@ -118,7 +117,6 @@ func TestStatusPageInBrowser(t *testing.T) {
 		chromedp.DisableGPU,
 		chromedp.NoFirstRun,
 		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(profile),
 		chromedp.WindowSize(1280, 900),
 		chromedp.Flag("disable-quic", true),
 		chromedp.Flag("disable-background-networking", true),
@@ -133,14 +131,11 @@ func TestStatusPageInBrowser(t *testing.T) {
 		chromedp.CombinedOutput(logs),
 	)
 	bctx, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(logs.logf))
-	// Stop the browser before the profile directory is removed; its helper
-	// processes may still write there for a moment after it exits.
+	// chromedp makes the browser's profile directory itself and removes it
+	// once the browser has exited, when the allocator is cancelled.
 	t.Cleanup(func() {
 		cancelBrowser()
 		cancelAlloc()
-		for deadline := time.Now().Add(5 * time.Second); os.RemoveAll(profile) != nil && time.Now().Before(deadline); {
-			time.Sleep(50 * time.Millisecond)
-		}
 		if t.Failed() {
 			t.Logf("browser output:\n%s", logs.String())
 		}
@@ -165,34 +160,41 @@ func TestStatusPageInBrowser(t *testing.T) {
 		reasons, err = chromedp.Run(lctx, chromedp.Text(chromedp.CSS(row+` td:last-child`)))
 		return strings.TrimSpace(state), strings.TrimSpace(reasons), err
 	}
-	for _, route := range []string{"churn", "fraud"} {
-		state, reasons, err := load(route)
-		if err != nil {
-			t.Fatalf("load the status page: %v", err)
+	// await loads the page until route shows as want says, for up to
+	// 20 s: a load can fail on its own (the page's 5 s refresh may replace
+	// the document while it is read, detaching the node), so an error is
+	// retried like a state not shown yet.
+	await := func(route, what string, want func(state, reasons string) bool) (state, reasons string, ok bool) {
+		var err error
+		for deadline := time.Now().Add(20 * time.Second); ; {
+			state, reasons, err = load(route)
+			if err == nil && want(state, reasons) {
+				return state, reasons, true
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("the browser did not show route %s %s within 20s: state %q, reasons %q, last error %v", route, what, state, reasons, err)
+				return state, reasons, false
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if state != "ok" {
-			t.Fatalf("route %s shows %q (%s), want ok", route, state, reasons)
+	}
+	isOK := func(state, _ string) bool { return state == "ok" }
+	for _, route := range []string{"churn", "fraud"} {
+		if _, _, ok := await(route, "ok", isOK); !ok {
+			t.FailNow()
 		}
 	}
 
 	churn.CloseClientConnections()
 	churn.Close()
-	var state, reasons string
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		var err error
-		state, reasons, err = load("churn")
-		if err == nil && state == "down" && strings.Contains(reasons, "backend weu") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the browser did not show churn down with a reason naming backend weu within 20s: state %q, reasons %q, last error %v", state, reasons, err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	state, reasons, ok := await("churn", "down with a reason naming backend weu", func(state, reasons string) bool {
+		return state == "down" && strings.Contains(reasons, "backend weu")
+	})
+	if !ok {
+		t.FailNow()
 	}
 	t.Logf("churn in the browser: %s: %s", state, reasons)
-	if st, reasons, err := load("fraud"); err != nil || st != "ok" {
-		t.Errorf("route fraud shows %q (%s, %v) after churn's backend went away, want ok", st, reasons, err)
-	}
+	await("fraud", "ok after churn's backend went away", isOK)
 	// A request on the dead pool, so the last hour shows an error code.
 	if got := do(t, c, g.URL, request{method: http.MethodPost, path: "/churn/score", header: bearer(partnerKey), body: strings.NewReader(`{}`)}); got.status != http.StatusServiceUnavailable {
 		t.Errorf("churn with its only backend down: %d %s, want 503", got.status, got.body)
