@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -262,22 +261,15 @@ func (b *spanBody) Close() error {
 	return err
 }
 
-// errorType names a transport failure for error.type.
+// errorType names a transport failure for error.type: its retry.on
+// condition (connect_error, timeout, credential_unavailable), else canceled
+// or transport_error.
 func errorType(ctx context.Context, err error) string {
-	var cu *errCredentialUnavailable
-	var ne net.Error
-	var oe *net.OpError
-	switch {
-	case errors.As(err, &cu):
-		return "credential_unavailable"
-	case errors.Is(err, errTryTimeout), errors.Is(context.Cause(ctx), errTryTimeout):
-		return "timeout" // retry.per_try_timeout cancelled the try
-	case ctx.Err() != nil:
+	if c := failureCondition(ctx, err); c != 0 {
+		return c.String()
+	}
+	if ctx.Err() != nil {
 		return "canceled"
-	case errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
-	case errors.As(err, &oe) && oe.Op == "dial":
-		return "connect_error"
 	}
 	return "transport_error"
 }

@@ -256,6 +256,8 @@ func failureCondition(ctx context.Context, err error) pool.Condition {
 	switch {
 	case errors.As(err, &cu):
 		return pool.CredentialUnavailable
+	case errors.Is(context.Cause(ctx), errTryTimeout):
+		return pool.Timeout // ctx is the try's own, which retry.per_try_timeout cancelled
 	case ctx.Err() != nil:
 		return 0 // the client went away: nothing to retry, nobody to blame
 	case errors.As(err, &oe) && oe.Op == "dial", errors.Is(err, syscall.ECONNREFUSED):
