@@ -19,6 +19,7 @@ import (
 
 	"github.com/modelgate/modelgate/gateway"
 	"github.com/modelgate/modelgate/metrics"
+	"github.com/modelgate/modelgate/test/upstream"
 )
 
 // The rules of DESIGN.md "Backend pools" ("Rules users rely on" and
@@ -179,18 +180,6 @@ func once(first, rest behaviour) behaviour {
 
 // hang never answers: it waits until the gateway gives up on the request.
 func hang(w http.ResponseWriter, r *http.Request, _ []byte) { <-r.Context().Done() }
-
-// refusedURL returns the URL of a loopback port nothing listens on.
-func refusedURL(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr
-}
 
 // backendLine is one backends: entry.
 func backendLine(name, url string, fields ...string) string {
@@ -500,7 +489,7 @@ func TestPoolRules(t *testing.T) {
 		t.Parallel()
 		b, c := newPoolBackend(t, "b"), newPoolBackend(t, "c")
 		g := startPool(t, []string{"backends:",
-			backendLine("a", refusedURL(t), "priority: 1"),
+			backendLine("a", upstream.ClosedURL(t), "priority: 1"),
 			backendLine("b", b.URL, "priority: 1"),
 			backendLine("c", c.URL, "priority: 2"),
 			"circuit_breaker: { consecutive_failures: 100 }",
@@ -623,7 +612,7 @@ func TestPoolRules(t *testing.T) {
 		t.Parallel()
 		a, b := newPoolBackend(t, "a"), newPoolBackend(t, "b")
 		g := startPool(t, []string{"backends:",
-			backendLine("a", refusedURL(t)),
+			backendLine("a", upstream.ClosedURL(t)),
 			backendLine("b", b.URL),
 			"circuit_breaker: { consecutive_failures: 1, open_for: 1m }",
 		})
@@ -812,7 +801,7 @@ func TestPoolRules(t *testing.T) {
 		t.Parallel()
 		b := newPoolBackend(t, "b")
 		g := startPool(t, []string{"backends:",
-			backendLine("a", refusedURL(t), "priority: 1"),
+			backendLine("a", upstream.ClosedURL(t), "priority: 1"),
 			backendLine("b", b.URL, "priority: 2"),
 			"circuit_breaker: { consecutive_failures: 2, open_for: 1m }",
 		})
