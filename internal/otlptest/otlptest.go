@@ -197,10 +197,10 @@ func (r *Receiver) Headers() []http.Header {
 	return slices.Clone(r.headers)
 }
 
-// Trace returns the received spans of one trace (hex id).
-func (r *Receiver) Trace(traceID string) []Span {
+// InTrace returns the spans of one trace (hex id).
+func InTrace(spans []Span, traceID string) []Span {
 	var out []Span
-	for _, s := range r.Spans() {
+	for _, s := range spans {
 		if s.TraceID == traceID {
 			out = append(out, s)
 		}

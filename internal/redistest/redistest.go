@@ -119,11 +119,6 @@ func StartWithPassword(tb testing.TB, password string) *Server {
 	return s
 }
 
-// New runs a redis-server that keeps its files in dir, for TestMain; the
-// caller must Close it. The returned error wraps [ErrNotInstalled] when
-// redis-server is missing.
-func New(dir string) (*Server, error) { return newServer(dir, "") }
-
 func newServer(dir, password string) (*Server, error) { return newServerWith(dir, password, nil) }
 
 func newServerWith(dir, password string, t *tlsSetup) (*Server, error) {

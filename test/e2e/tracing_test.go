@@ -137,9 +137,9 @@ func TestTracesOverOTLP(t *testing.T) {
 					t.Fatalf("status %d: %s", r.status, r.body)
 				}
 				spans := rcv.WaitFor(t, 10*time.Second, "the admitted request's server and client spans", func(s []otlptest.Span) bool {
-					return len(filterTrace(s, clientTrace)) >= 2
+					return len(otlptest.InTrace(s, clientTrace)) >= 2
 				})
-				spans = filterTrace(spans, clientTrace)
+				spans = otlptest.InTrace(spans, clientTrace)
 				srv := spanOf(t, spans, tracepb.Span_SPAN_KIND_SERVER)
 				cli := spanOf(t, spans, tracepb.Span_SPAN_KIND_CLIENT)
 				if srv.Parent != clientSpan {
@@ -194,9 +194,9 @@ func TestTracesOverOTLP(t *testing.T) {
 				line := g.requestLine(t, r.header.Get("X-Request-Id"))
 				trace, _ := line["trace_id"].(string)
 				spans := rcv.WaitFor(t, 10*time.Second, "the refused request's span", func(s []otlptest.Span) bool {
-					return len(filterTrace(s, trace)) >= 1
+					return len(otlptest.InTrace(s, trace)) >= 1
 				})
-				spans = filterTrace(spans, trace)
+				spans = otlptest.InTrace(spans, trace)
 				srv := spanOf(t, spans, tracepb.Span_SPAN_KIND_SERVER)
 				if srv.Parent != "" {
 					t.Errorf("a request without traceparent starts a trace; parent = %q", srv.Parent)
@@ -223,9 +223,9 @@ func TestTracesOverOTLP(t *testing.T) {
 					t.Fatalf("status %d: %s", r.status, r.body)
 				}
 				spans := rcv.WaitFor(t, 10*time.Second, "the retried request's three spans", func(s []otlptest.Span) bool {
-					return len(filterTrace(s, trace)) >= 3
+					return len(otlptest.InTrace(s, trace)) >= 3
 				})
-				spans = filterTrace(spans, trace)
+				spans = otlptest.InTrace(spans, trace)
 				srv := spanOf(t, spans, tracepb.Span_SPAN_KIND_SERVER)
 				tries := otlptest.Children(spans, srv.SpanID)
 				if len(tries) != 2 {
@@ -253,15 +253,6 @@ func TestTracesOverOTLP(t *testing.T) {
 	}
 }
 
-func filterTrace(spans []otlptest.Span, trace string) []otlptest.Span {
-	var out []otlptest.Span
-	for _, s := range spans {
-		if s.TraceID == trace {
-			out = append(out, s)
-		}
-	}
-	return out
-}
 
 // An LLM answer's usage becomes the GenAI attributes, for a JSON answer and
 // for a stream, on a route without a token limit too; a caller's
@@ -300,14 +291,14 @@ func TestTracesGenAIAndSampling(t *testing.T) {
 				t.Fatalf("status %d: %s", r.status, r.body)
 			}
 			spans := rcv.WaitFor(t, 10*time.Second, "the server span", func(s []otlptest.Span) bool {
-				for _, sp := range filterTrace(s, tc.trace) {
+				for _, sp := range otlptest.InTrace(s, tc.trace) {
 					if sp.Kind == tracepb.Span_SPAN_KIND_SERVER {
 						return true
 					}
 				}
 				return false
 			})
-			srv := spanOf(t, filterTrace(spans, tc.trace), tracepb.Span_SPAN_KIND_SERVER)
+			srv := spanOf(t, otlptest.InTrace(spans, tc.trace), tracepb.Span_SPAN_KIND_SERVER)
 			wantAttrs(t, srv, map[string]any{"gen_ai.usage.input_tokens": tc.in, "gen_ai.usage.output_tokens": tc.out})
 			ttft, ok := srv.Attrs["gen_ai.server.time_to_first_token"].(float64)
 			if !ok || ttft <= 0 || ttft > srv.End.Sub(srv.Start).Seconds() {
@@ -332,9 +323,9 @@ func TestTracesGenAIAndSampling(t *testing.T) {
 		h.Set("Traceparent", "00-"+strings.Repeat("4f", 16)+"-"+clientSpan+"-01")
 		do(t, client(), g.URL, request{method: http.MethodPost, path: "/chat/completions", header: h, body: strings.NewReader(`{}`)})
 		rcv.WaitFor(t, 10*time.Second, "the sampled request's spans", func(s []otlptest.Span) bool {
-			return len(filterTrace(s, strings.Repeat("4f", 16))) >= 2
+			return len(otlptest.InTrace(s, strings.Repeat("4f", 16))) >= 2
 		})
-		if n := len(filterTrace(rcv.Spans(), trace)); n != 0 {
+		if n := len(otlptest.InTrace(rcv.Spans(), trace)); n != 0 {
 			t.Errorf("%d spans exported for an unsampled trace", n)
 		}
 	})
@@ -440,15 +431,15 @@ func TestTracesOfFailuresAndMirrors(t *testing.T) {
 				t.Fatalf("%d %s", r.status, r.body)
 			}
 			spans := rcv.WaitFor(t, 10*time.Second, "the mirror copy's span", func(s []otlptest.Span) bool {
-				for _, sp := range filterTrace(s, trace) {
+				for _, sp := range otlptest.InTrace(s, trace) {
 					if sp.Attrs["modelgate.mirror"] == true {
 						return true
 					}
 				}
 				return false
 			})
-			srv := spanOf(t, filterTrace(spans, trace), tracepb.Span_SPAN_KIND_SERVER)
-			for _, sp := range filterTrace(spans, trace) {
+			srv := spanOf(t, otlptest.InTrace(spans, trace), tracepb.Span_SPAN_KIND_SERVER)
+			for _, sp := range otlptest.InTrace(spans, trace) {
 				if sp.Attrs["modelgate.mirror"] == true && (sp.Parent != srv.SpanID || sp.Attrs["modelgate.backend"] != "shadow") {
 					t.Errorf("mirror span %+v, want a child of %s on backend shadow", sp, srv.SpanID)
 				}
@@ -461,8 +452,8 @@ func TestTracesOfFailuresAndMirrors(t *testing.T) {
 		if r := send("/timed/score", trace); r.status != http.StatusGatewayTimeout && r.status != http.StatusBadGateway {
 			t.Fatalf("status %d: %s", r.status, r.body)
 		}
-		spans := rcv.WaitFor(t, 10*time.Second, "the timed-out try", func(s []otlptest.Span) bool { return len(filterTrace(s, trace)) >= 2 })
-		try := spanOf(t, filterTrace(spans, trace), tracepb.Span_SPAN_KIND_CLIENT)
+		spans := rcv.WaitFor(t, 10*time.Second, "the timed-out try", func(s []otlptest.Span) bool { return len(otlptest.InTrace(s, trace)) >= 2 })
+		try := spanOf(t, otlptest.InTrace(spans, trace), tracepb.Span_SPAN_KIND_CLIENT)
 		if try.Attrs["error.type"] != "timeout" || try.Status != tracepb.Status_STATUS_CODE_ERROR {
 			t.Errorf("timed-out try: error.type %v, status %v %q; want timeout, error", try.Attrs["error.type"], try.Status, try.StatusMessage)
 		}
@@ -478,9 +469,9 @@ func TestTracesOfFailuresAndMirrors(t *testing.T) {
 			_, _ = io.ReadAll(resp.Body)
 			resp.Body.Close()
 		}
-		spans := rcv.WaitFor(t, 10*time.Second, "the cut request's spans", func(s []otlptest.Span) bool { return len(filterTrace(s, trace)) >= 2 })
-		srv := spanOf(t, filterTrace(spans, trace), tracepb.Span_SPAN_KIND_SERVER)
-		try := spanOf(t, filterTrace(spans, trace), tracepb.Span_SPAN_KIND_CLIENT)
+		spans := rcv.WaitFor(t, 10*time.Second, "the cut request's spans", func(s []otlptest.Span) bool { return len(otlptest.InTrace(s, trace)) >= 2 })
+		srv := spanOf(t, otlptest.InTrace(spans, trace), tracepb.Span_SPAN_KIND_SERVER)
+		try := spanOf(t, otlptest.InTrace(spans, trace), tracepb.Span_SPAN_KIND_CLIENT)
 		if srv.Attrs["modelgate.error_code"] != "upstream_aborted" || srv.Status != tracepb.Status_STATUS_CODE_ERROR {
 			t.Errorf("server span: error_code %v, status %v; want upstream_aborted, error", srv.Attrs["modelgate.error_code"], srv.Status)
 		}
@@ -501,8 +492,8 @@ func TestTracesEdges(t *testing.T) {
 	serverSpanOf := func(r response) otlptest.Span {
 		t.Helper()
 		trace, _ := g.requestLine(t, r.header.Get("X-Request-Id"))["trace_id"].(string)
-		spans := rcv.WaitFor(t, 10*time.Second, "the request's server span", func(s []otlptest.Span) bool { return len(filterTrace(s, trace)) >= 1 })
-		return spanOf(t, filterTrace(spans, trace), tracepb.Span_SPAN_KIND_SERVER)
+		spans := rcv.WaitFor(t, 10*time.Second, "the request's server span", func(s []otlptest.Span) bool { return len(otlptest.InTrace(s, trace)) >= 1 })
+		return spanOf(t, otlptest.InTrace(spans, trace), tracepb.Span_SPAN_KIND_SERVER)
 	}
 
 	t.Run("malformed traceparent", func(t *testing.T) {
