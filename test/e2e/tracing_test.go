@@ -253,7 +253,6 @@ func TestTracesOverOTLP(t *testing.T) {
 	}
 }
 
-
 // An LLM answer's usage becomes the GenAI attributes, for a JSON answer and
 // for a stream, on a route without a token limit too; a caller's
 // unsampled traceparent is followed (nothing exported) and passed on.
