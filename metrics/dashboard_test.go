@@ -70,17 +70,22 @@ type grafanaPanel struct {
 				Options map[string]json.RawMessage `json:"options"`
 			} `json:"mappings"`
 		} `json:"defaults"`
-		Overrides []struct {
-			Matcher struct {
-				ID      string `json:"id"`
-				Options string `json:"options"`
-			} `json:"matcher"`
-			Properties []struct {
-				ID    string          `json:"id"`
-				Value json.RawMessage `json:"value"`
-			} `json:"properties"`
-		} `json:"overrides"`
+		Overrides []grafanaOverride `json:"overrides"`
 	} `json:"fieldConfig"`
+}
+
+// grafanaOverride is a field override: a matcher and the properties it sets.
+type grafanaOverride struct {
+	Matcher struct {
+		ID      string `json:"id"`
+		Options string `json:"options"`
+	} `json:"matcher"`
+	Properties []grafanaProperty `json:"properties"`
+}
+
+type grafanaProperty struct {
+	ID    string          `json:"id"`
+	Value json.RawMessage `json:"value"`
 }
 
 type grafanaTarget struct {
@@ -750,20 +755,8 @@ func checkPanelSemantics(t *testing.T, name string, p grafanaPanel) {
 	}
 	if p.Type == "timeseries" && len(rates) > 0 && len(gauges) > 0 {
 		for _, ref := range gauges {
-			ok := slices.ContainsFunc(p.FieldConfig.Overrides, func(o struct {
-				Matcher struct {
-					ID      string `json:"id"`
-					Options string `json:"options"`
-				} `json:"matcher"`
-				Properties []struct {
-					ID    string          `json:"id"`
-					Value json.RawMessage `json:"value"`
-				} `json:"properties"`
-			}) bool {
-				return o.Matcher.ID == "byFrameRefID" && o.Matcher.Options == ref && slices.ContainsFunc(o.Properties, func(pr struct {
-					ID    string          `json:"id"`
-					Value json.RawMessage `json:"value"`
-				}) bool {
+			ok := slices.ContainsFunc(p.FieldConfig.Overrides, func(o grafanaOverride) bool {
+				return o.Matcher.ID == "byFrameRefID" && o.Matcher.Options == ref && slices.ContainsFunc(o.Properties, func(pr grafanaProperty) bool {
 					return pr.ID == "custom.axisPlacement" && string(pr.Value) == `"right"`
 				})
 			})
