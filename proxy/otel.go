@@ -64,12 +64,11 @@ func spanMethod(m string) string {
 	return "_OTHER"
 }
 
-// spanState is a traced request's span and what its attributes need.
+// spanState is a traced request's span and the upstream tries it has
+// started.
 type spanState struct {
 	trace.Span
-	tries  int // upstream tries started
-	start  time.Time
-	method string
+	tries int
 }
 
 // startSpan starts the request's server span, a child of the caller's
@@ -84,7 +83,7 @@ func (h *Handler) startSpan(r *http.Request, st *reqState, start time.Time) *htt
 		span.SetAttributes(attribute.String("http.request.method", method), attribute.String("url.path", r.URL.Path),
 			attribute.String("url.scheme", scheme(r)), attrRequestID.String(st.id))
 	}
-	st.span = &spanState{Span: span, start: start, method: r.Method}
+	st.span = &spanState{Span: span}
 	if sc := span.SpanContext(); sc.IsValid() {
 		// The audit line names the trace the spans are in; each try
 		// sends its own span's traceparent upstream.
@@ -104,8 +103,9 @@ func scheme(r *http.Request) string {
 	return "http"
 }
 
-// endSpan records the outcome on the request's span and ends it.
-func (h *Handler) endSpan(st *reqState, status int) {
+// endSpan records the outcome of r, which arrived at start, on its span
+// and ends it.
+func (h *Handler) endSpan(r *http.Request, st *reqState, start time.Time, status int) {
 	span := st.span.Span
 	if !span.IsRecording() {
 		span.End()
@@ -138,13 +138,13 @@ func (h *Handler) endSpan(st *reqState, status int) {
 		if u := t.usage; u.TotalTokens > 0 || u.PromptTokens > 0 || u.CompletionTokens > 0 {
 			attrs = append(attrs, attrInputTokens.Int64(u.PromptTokens), attrOutputTokens.Int64(u.CompletionTokens))
 			if !t.first.IsZero() {
-				attrs = append(attrs, attrTimeToFirstToken.Float64(t.first.Sub(st.span.start).Seconds()))
+				attrs = append(attrs, attrTimeToFirstToken.Float64(t.first.Sub(start).Seconds()))
 			}
 		}
 	}
 	span.SetAttributes(attrs...)
 	if name != "" {
-		span.SetName(spanMethod(st.span.method) + name)
+		span.SetName(spanMethod(r.Method) + name)
 	}
 	if status >= 500 || st.errCode == CodeUpstreamAborted {
 		span.SetStatus(codes.Error, st.errCode)

@@ -342,7 +342,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.chargeTokens(st)
 		h.logRequest(r, st, sw, start)
 		if st.span != nil {
-			h.endSpan(st, sw.answered())
+			h.endSpan(r, st, start, sw.answered())
 		}
 	}()
 	h.serve(sw, r, st)
